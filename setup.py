@@ -18,6 +18,7 @@ INSTALL_REQUIRES = [
     "reasoning-gym==0.1.25",
     "absl-py==2.5.1",
     "ml-collections==1.1.0",
+    "tensorboardX==2.6.5",  # TensorBoard event files without TensorFlow
     "numpy>=2.0,<3",
 ]
 
@@ -29,9 +30,13 @@ EXTRAS_REQUIRE = {
         "transformers==5.24.0",
         "accelerate==1.15.0",
         "ruff==0.17.6",
+        "tensorflow-datasets==4.9.10",
+        "importlib-resources==7.1.0",
     ],
     # Preparing MATH/MBPP as TFDS datasets for a GCS data_dir (see BUILD_NOTES.md).
-    "tfds": ["tensorflow-datasets==4.9.10"],
+    # importlib-resources: TFDS 4.9.10 imports it but declares it only for Python < 3.9
+    # (tensorflow/datasets#11212).
+    "tfds": ["tensorflow-datasets==4.9.10", "importlib-resources==7.1.0"],
 }
 
 setuptools.setup(
