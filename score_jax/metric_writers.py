@@ -1,0 +1,276 @@
+"""Where metrics go: TensorBoard events + `metrics.jsonl`, episode dumps, a console progress line.
+
+Only process 0 writes. A killed-and-resumed run stays gap- and duplicate-free: on open, the JSONL
+files are cut back to the restored checkpoint step (and TensorBoard's `purge_step` hides the
+events after it), then the run re-logs the steps it redoes. Each JSONL record is written with ONE
+`write(2)` on an O_APPEND descriptor, so a kill leaves at most a torn final line, which the next
+open drops.
+"""
+
+import json
+import logging
+import math
+import os
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+from tensorboardX import SummaryWriter
+
+METRICS_FILE = "metrics.jsonl"
+EPISODES_FILE = "episodes.jsonl"
+TENSORBOARD_DIR = "tensorboard"
+EPISODE_KEYS = ("prompt", "attempts", "rewards", "outcomes", "turn_lengths")
+
+
+def _to_json(x: Any) -> Any:
+  if isinstance(x, np.ndarray):
+    return x.tolist()
+  if isinstance(x, np.generic):
+    return x.item()
+  raise TypeError(f"not JSON-serialisable: {type(x).__name__}")
+
+
+def truncate_jsonl(path: Path, keep_through_step: int | None) -> int:
+  """Keeps the records of `path` with step <= keep_through_step (None: none); returns the count.
+
+  A torn last line (a kill mid-write) is dropped with a warning; any other malformed line is an
+  error naming the file and line. The file is rewritten atomically (tmp file + rename).
+  """
+  if not path.exists():
+    return 0
+  lines = path.read_text(encoding="utf-8").split("\n")
+  kept = []
+  for i, line in enumerate(lines, start=1):
+    if not line.strip():
+      continue
+    try:
+      record = json.loads(line)
+      step = int(record["step"])
+    except (ValueError, KeyError, TypeError) as e:
+      if i == len(lines):  # no trailing newline: the write was cut off
+        logging.warning("%s:%d: dropping torn final record", path, i)
+        continue
+      raise ValueError(f"{path}:{i}: not a JSON record with an integer 'step' ({e})") from e
+    if keep_through_step is not None and step <= keep_through_step:
+      kept.append(line + "\n")
+  tmp = path.with_name(path.name + ".tmp")
+  tmp.write_text("".join(kept), encoding="utf-8")
+  os.replace(tmp, path)
+  return len(kept)
+
+
+class _JsonlAppender:
+  def __init__(self, path: Path):
+    self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
+  def append(self, record: Mapping[str, Any]) -> None:
+    data = (json.dumps(record, default=_to_json, allow_nan=False) + "\n").encode("utf-8")
+    written = os.write(self._fd, data)
+    if written != len(data):
+      raise OSError(f"short write ({written} of {len(data)} bytes): disk full?")
+
+  def close(self) -> None:
+    os.close(self._fd)
+
+
+def _scalar(key: str, value: Any) -> float:
+  arr = np.asarray(value)
+  if arr.size != 1 or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+    raise ValueError(f"metric '{key}' must be a numeric scalar; got {arr.dtype} shape {arr.shape}")
+  return float(arr.reshape(()))
+
+
+class MetricWriter:
+  """Per-step scalars to TensorBoard (`workdir/tensorboard`) and `workdir/metrics.jsonl`."""
+
+  def __init__(
+    self,
+    workdir: str | Path,
+    process_index: int = 0,
+    *,
+    resume_step: int | None = None,
+    tensorboard: bool = True,
+  ):
+    """Opens the writers; `resume_step` is the restored checkpoint step (None: a fresh run).
+
+    Records after `resume_step` (all records for a fresh run) are removed, since the run will
+    write those steps again.
+    """
+    self.active = process_index == 0
+    self.path = Path(workdir) / METRICS_FILE
+    self._tb = None
+    if not self.active:
+      return
+    self.path.parent.mkdir(parents=True, exist_ok=True)
+    truncate_jsonl(self.path, resume_step)
+    self._jsonl = _JsonlAppender(self.path)
+    if tensorboard:
+      # purge_step hides events at steps >= it that an earlier, killed run had written.
+      purge = None if resume_step is None else resume_step + 1
+      self._tb = SummaryWriter(str(Path(workdir) / TENSORBOARD_DIR), purge_step=purge)
+
+  def write(self, step: int, scalars: Mapping[str, Any], stage: str | None = None) -> None:
+    """Writes one step's scalars (numbers or size-1 arrays). Non-finite values go to JSON as null."""
+    if not self.active:
+      return
+    values = {k: _scalar(k, v) for k, v in scalars.items()}
+    now = time.time()
+    record = {
+      "step": int(step),
+      "stage": stage,
+      "time": now,
+      "scalars": {k: (v if math.isfinite(v) else None) for k, v in values.items()},
+    }
+    self._jsonl.append(record)
+    if self._tb is not None:
+      for key, value in values.items():
+        self._tb.add_scalar(key, value, global_step=int(step), walltime=now)
+      self._tb.flush()
+
+  def close(self) -> None:
+    """Flushes and closes both writers."""
+    if not self.active:
+      return
+    self._jsonl.close()
+    if self._tb is not None:
+      self._tb.close()
+
+  def __enter__(self) -> "MetricWriter":
+    return self
+
+  def __exit__(self, *exc: object) -> None:
+    self.close()
+
+
+def read_metrics(workdir: str | Path) -> list[dict[str, Any]]:
+  """The records of `workdir/metrics.jsonl`, in order (for tables and plots)."""
+  path = Path(workdir) / METRICS_FILE
+  out = []
+  for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    try:
+      out.append(json.loads(line))
+    except ValueError as e:
+      raise ValueError(f"{path}:{i}: invalid JSON ({e})") from e
+  return out
+
+
+class EpisodeDumper:
+  """Every `every_steps` steps appends full episodes to `workdir/episodes.jsonl`, one per line."""
+
+  def __init__(
+    self,
+    workdir: str | Path,
+    every_steps: int,
+    process_index: int = 0,
+    *,
+    resume_step: int | None = None,
+  ):
+    if every_steps < 1:
+      raise ValueError(f"EpisodeDumper: every_steps must be >= 1; got {every_steps}")
+    self.every_steps = every_steps
+    self.active = process_index == 0
+    self.path = Path(workdir) / EPISODES_FILE
+    if self.active:
+      self.path.parent.mkdir(parents=True, exist_ok=True)
+      truncate_jsonl(self.path, resume_step)
+      self._jsonl = _JsonlAppender(self.path)
+
+  def maybe_dump(self, step: int, episodes: Sequence[Mapping[str, Any]]) -> bool:
+    """Appends `episodes` if `step` is a multiple of every_steps; returns whether it did.
+
+    Each episode needs prompt, attempts (texts), rewards, outcomes and turn_lengths, one entry
+    per attempt; extra keys are kept.
+    """
+    if not self.active or step % self.every_steps:
+      return False
+    for i, ep in enumerate(episodes):
+      missing = [k for k in EPISODE_KEYS if k not in ep]
+      if missing:
+        raise ValueError(f"episode {i} at step {step} lacks {missing}")
+      n = len(ep["attempts"])
+      bad = [k for k in EPISODE_KEYS[2:] if len(ep[k]) != n]
+      if bad:
+        raise ValueError(f"episode {i} at step {step}: {bad} need one entry per attempt ({n})")
+    for i, ep in enumerate(episodes):
+      self._jsonl.append({"step": int(step), "index": i, **ep})
+    return True
+
+  def close(self) -> None:
+    """Closes the file."""
+    if self.active:
+      self._jsonl.close()
+
+
+def _fmt_duration(seconds: float) -> str:
+  if not math.isfinite(seconds):
+    return "?"
+  seconds = int(seconds)
+  h, rem = divmod(seconds, 3600)
+  return f"{h}:{rem // 60:02d}:{rem % 60:02d}"
+
+
+class Progress:
+  """One console line with step, steps/s, ETA and a few metrics.
+
+  On a TTY the line is redrawn in place (carriage return); otherwise (logs, CI) a full line is
+  printed at most every `log_every_s` seconds and at the last step. tqdm is not used: it is not a
+  pinned dependency, and this is all the display needs.
+  """
+
+  def __init__(
+    self,
+    total_steps: int,
+    description: str = "",
+    *,
+    stream: TextIO | None = None,
+    log_every_s: float = 30.0,
+    enabled: bool = True,
+  ):
+    self.total_steps = total_steps
+    self.description = description
+    self.stream = stream or sys.stdout
+    self.log_every_s = log_every_s
+    self.enabled = enabled
+    self._tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+    self._start: tuple[int, float] | None = None
+    self._last_print = -math.inf
+    self._width = 0
+
+  def line(self, step: int, metrics: Mapping[str, Any], now: float) -> str:
+    """The text shown for `step` (rate from the first update, so a resumed run's is right)."""
+    if self._start is None:
+      self._start = (step, now)
+    done, elapsed = step - self._start[0], now - self._start[1]
+    rate = done / elapsed if done > 0 and elapsed > 0 else math.nan
+    eta = (self.total_steps - step) / rate if rate > 0 else math.nan
+    parts = [f"{self.description} {step}/{self.total_steps}".strip()]
+    parts.append(f"{rate:.3g} steps/s" if math.isfinite(rate) else "? steps/s")
+    parts.append(f"ETA {_fmt_duration(eta)}")
+    parts += [f"{k}={_scalar(k, v):.4g}" for k, v in metrics.items()]
+    return " | ".join(parts)
+
+  def update(self, step: int, **metrics: Any) -> None:
+    """Shows progress at `step` with the given metrics."""
+    if not self.enabled:
+      return
+    now = time.monotonic()
+    text = self.line(step, metrics, now)
+    if self._tty:
+      self.stream.write("\r" + text.ljust(self._width))
+      self._width = len(text)
+    elif now - self._last_print >= self.log_every_s or step >= self.total_steps:
+      self.stream.write(text + "\n")
+      self._last_print = now
+    else:
+      return
+    self.stream.flush()
+
+  def close(self) -> None:
+    """Ends the redrawn line."""
+    if self.enabled and self._tty and self._width:
+      self.stream.write("\n")
+      self.stream.flush()
