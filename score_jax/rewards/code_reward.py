@@ -1,0 +1,307 @@
+"""Code reward: run a program against its tests in a confined, fresh interpreter.
+
+Owns the parent side of the sandbox: validating and rewriting the tests, starting one
+`python -I -S` per program (`sandbox_harness` is the child side and documents the layers), feeding
+it over stdin, enforcing the wall-clock limit and the output caps, and deciding pass/fail.
+
+A run passes only if the harness's own end marker (a fresh secret per run, never in the program
+text, command line or any file) appears on stdout AND the process exits 0. The harness prints it
+after every assert ran, so `exit(0)` before the tests, a crash, or a killed harness cannot pass.
+Asserts are rewritten (`_AssertRewriter`) into calls that compare builtin values type-strictly,
+so an object whose `__eq__` always returns True cannot satisfy `assert f(x) == 3`.
+
+Root (CI, TPU VMs): each run gets its own unprivileged uid from a dedicated range (RLIMIT_NPROC
+counts per uid and does not bind root; the uid also keeps the program out of root's files).
+Not root: no uid drop and no process-count limit; namespaces are tried through a user namespace.
+"""
+
+import ast
+import dataclasses
+import itertools
+import marshal
+import math
+import os
+import secrets
+import selectors
+import shutil
+import signal
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+from collections.abc import Sequence
+
+from score_jax.rewards.outcome import Outcome, Verdict
+
+# Dedicated uid range for sandboxes: BASE + (pid % 2**22) * 16 + slot (no passwd entries needed).
+SANDBOX_UID_BASE = 1 << 30
+SANDBOX_UID_SPAN = 1 << 26
+_READ_ONLY_SYSTEM = ("/usr", "/lib", "/lib64", "/bin", "/etc/ld.so.cache", "/etc/localtime")
+_LOADER = "import sys;sys.path.insert(0,{!r});__import__('sandbox_harness').main()"
+_EXIT_SETUP, _EXIT_TIMEOUT = 97, 124
+_GRACE_S = 5.0  # parent backstop beyond the child's own deadline (startup on a loaded host)
+_slots = itertools.count()
+_STATUS_OUTCOME = {
+  "passed": Outcome.CORRECT,
+  "failed": Outcome.WRONG,
+  "timeout": Outcome.TIMEOUT,
+  "error": Outcome.ERROR,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class TestResult:
+  """What one sandboxed run did.
+
+  Attributes:
+    status: 'passed' | 'failed' | 'timeout' | 'error' (error: the sandbox itself failed).
+    stdout: the program's captured stdout (capped; the end marker removed).
+    stderr: captured stderr (capped), including the harness's reason for a failure.
+    duration_s: wall-clock seconds from start to reaping.
+    returncode: the sandbox's exit status (None if the parent had to kill it).
+    detail: one line on why (failed assert line, cap exceeded, ...).
+    layers: the confinement layers that applied, as reported by the child.
+  """
+
+  __test__ = False  # not a pytest class
+
+  status: str
+  stdout: str
+  stderr: str
+  duration_s: float
+  returncode: int | None
+  detail: str = ""
+  layers: str = ""
+
+  @property
+  def verdict(self) -> Verdict:
+    return Verdict(_STATUS_OUTCOME[self.status], self.detail)
+
+
+class _AssertRewriter(ast.NodeTransformer):
+  """`assert e` -> `_sbx_assert(e', line)`; comparisons/not/and/or in e become strict calls."""
+
+  def visit_Assert(self, node: ast.Assert) -> ast.AST:
+    call = ast.Call(_name("_sbx_assert"), [self._test(node.test), ast.Constant(node.lineno)], [])
+    return ast.copy_location(ast.Expr(call), node)
+
+  def _test(self, e: ast.expr) -> ast.expr:
+    if isinstance(e, ast.Compare):
+      ops = ast.Tuple([ast.Constant(type(op).__name__) for op in e.ops], ast.Load())
+      operands = ast.List([e.left, *e.comparators], ast.Load())
+      return ast.Call(_name("_sbx_compare"), [operands, ops], [])
+    if isinstance(e, ast.UnaryOp) and isinstance(e.op, ast.Not):
+      return ast.UnaryOp(ast.Not(), ast.Call(_name("_sbx_truth"), [self._test(e.operand)], []))
+    if isinstance(e, ast.BoolOp):
+      values = [ast.Call(_name("_sbx_truth"), [self._test(v)], []) for v in e.values]
+      return ast.BoolOp(e.op, values)
+    return e
+
+
+def _name(name: str) -> ast.Name:
+  return ast.Name(name, ast.Load())
+
+
+def rewrite_tests(source: str, field: str = "tests"):
+  """Parses trusted test code, rewrites its asserts, and compiles it.
+
+  Raises:
+    ValueError: naming `field` and the line when the code does not parse.
+  """
+  try:
+    tree = ast.parse(source, filename=f"<{field}>")
+  except SyntaxError as e:
+    raise ValueError(f"{field}: line {e.lineno}: {e.msg}: {(e.text or '').strip()!r}") from None
+  tree = ast.fix_missing_locations(_AssertRewriter().visit(tree))
+  return compile(tree, f"<{field}>", "exec")
+
+
+def _sandbox_uid() -> int | None:
+  if os.geteuid() != 0:
+    return None
+  return SANDBOX_UID_BASE + (os.getpid() % (1 << 22)) * 16 + next(_slots) % 16
+
+
+def _stdlib_paths() -> list[str]:
+  stdlib = sysconfig.get_paths()["stdlib"]
+  return [p for p in (stdlib, os.path.join(stdlib, "lib-dynload")) if os.path.isdir(p)]
+
+
+def sandbox_processes() -> list[int]:
+  """Pids of live processes (zombies included) whose real uid is in the sandbox range."""
+  pids = []
+  for entry in os.listdir("/proc"):
+    if not entry.isdigit():
+      continue
+    try:
+      with open(f"/proc/{entry}/status") as f:
+        uid_line = next(line for line in f if line.startswith("Uid:"))
+    except (OSError, StopIteration):
+      continue  # exited while we looked
+    if 0 <= int(uid_line.split()[1]) - SANDBOX_UID_BASE < SANDBOX_UID_SPAN:
+      pids.append(int(entry))
+  return pids
+
+
+def run_tests(
+  program: str,
+  tests: Sequence[str] | str,
+  timeout_s: float = 10.0,
+  setup_code: str = "",
+  memory_mb: int = 1024,
+  output_cap_bytes: int = 1 << 20,
+  *,
+  nproc: int = 32,
+  disk_mb: int = 64,
+  namespaces: bool = True,
+  work_root: str | None = None,
+) -> TestResult:
+  """Runs `program`, then `setup_code`, then the asserts in `tests`, in a fresh sandbox.
+
+  Args:
+    program: untrusted source (a model's attempt). Its own errors make the run 'failed'.
+    tests: trusted test source, or a list of statements (MBPP `test_list`) joined by newlines.
+    timeout_s: wall-clock limit for the whole run; the CPU-time limit is the same, rounded up.
+    setup_code: trusted code run after the program, before the tests (MBPP `test_setup_code`).
+    memory_mb: address-space limit of the interpreter.
+    output_cap_bytes: per-stream capture cap; a program that writes more is killed and fails.
+    nproc: process+thread limit of the sandbox uid (root only).
+    disk_mb: size of the tmpfs work dir (root only; otherwise RLIMIT_FSIZE alone bounds writes).
+    namespaces: try network/pid/mount namespaces (off only to measure their cost).
+    work_root: where the private work dir is created (default: the system temp dir). The reward
+      pool gives each worker its own, so a worker killed mid-run leaves nothing behind.
+
+  Returns:
+    TestResult; `.verdict` gives the Outcome.
+
+  Raises:
+    ValueError: a non-string program or unparsable tests/setup (bad input, not a bad attempt).
+  """
+  if not isinstance(program, str):
+    raise ValueError(f"program must be str, got {type(program).__name__}")
+  if not isinstance(tests, str):
+    if not all(isinstance(t, str) for t in tests):
+      raise ValueError(f"tests must be str or a sequence of str, got {tests!r:.80}")
+    tests = "\n".join(tests)
+  if not (timeout_s > 0 and memory_mb > 0 and output_cap_bytes > 0):
+    raise ValueError(f"timeout_s={timeout_s}, memory_mb={memory_mb}, output_cap_bytes="
+                     f"{output_cap_bytes}: all must be > 0")  # fmt: skip
+  tests_code, setup = rewrite_tests(tests, "tests"), rewrite_tests(setup_code, "setup_code")
+  uid = _sandbox_uid()
+  marker = secrets.token_hex(16)
+  workdir = tempfile.mkdtemp(prefix="score_sbx_", dir=work_root)
+  if uid is not None:
+    os.chown(workdir, uid, uid)
+  cfg = {
+    "marker": marker, "program": program, "tests": tests_code, "setup": setup,
+    "uid": uid, "workdir": workdir, "ppid": os.getpid(), "namespaces": namespaces,
+    "timeout_s": float(timeout_s), "cpu_s": max(1, math.ceil(timeout_s)), "nproc": nproc,
+    "memory_mb": memory_mb, "fsize_mb": disk_mb, "nofile": 64, "disk_mb": disk_mb,
+    "std_paths": _stdlib_paths(), "read_paths": _stdlib_paths() + list(_READ_ONLY_SYSTEM),
+  }  # fmt: skip
+  env = {"PATH": "/usr/bin:/bin", "HOME": workdir, "TMPDIR": workdir, "LANG": "C.UTF-8"}
+  loader = _LOADER.format(os.path.dirname(os.path.abspath(__file__)))
+  start = time.monotonic()
+  try:
+    proc = subprocess.Popen(
+      [sys.executable, "-I", "-S", "-c", loader],
+      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+      env=env, cwd=workdir, start_new_session=True, close_fds=True,
+    )  # fmt: skip
+    try:
+      out, err, capped, killed = _communicate(
+        proc, marshal.dumps(cfg), start + timeout_s + _GRACE_S, output_cap_bytes
+      )
+    finally:
+      if proc.poll() is None:
+        _kill_group(proc)
+  finally:
+    shutil.rmtree(workdir, ignore_errors=False)
+  duration = time.monotonic() - start
+  return _result(proc.returncode, out, err, marker, capped, killed, duration)
+
+
+def _communicate(proc, blob: bytes, deadline: float, cap: int):
+  """Feeds stdin, reads both streams up to `cap` bytes each until exit or `deadline`."""
+  try:
+    proc.stdin.write(blob)
+    proc.stdin.close()
+  except BrokenPipeError:
+    pass  # the child died at startup; its status and stderr tell why
+  bufs = {proc.stdout: bytearray(), proc.stderr: bytearray()}
+  sel = selectors.DefaultSelector()
+  for stream in bufs:
+    os.set_blocking(stream.fileno(), False)
+    sel.register(stream, selectors.EVENT_READ)
+  capped = killed = None
+  while sel.get_map():
+    left = deadline - time.monotonic()
+    if left <= 0:
+      killed = "the sandbox outlived its deadline and was killed"
+      break
+    for key, _ in sel.select(min(left, 1.0)):
+      chunk = os.read(key.fd, 65536)
+      if not chunk:
+        sel.unregister(key.fileobj)
+        continue
+      buf = bufs[key.fileobj]
+      buf += chunk
+      if len(buf) > cap:
+        del buf[cap:]
+        capped = f"{'stdout' if key.fileobj is proc.stdout else 'stderr'} exceeded {cap} bytes"
+    if capped:
+      break
+  sel.close()
+  if capped or killed:
+    _kill_group(proc)
+  else:
+    try:
+      proc.wait(max(0.1, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+      killed = "the sandbox closed its output but did not exit"
+      _kill_group(proc)
+  proc.stdout.close()
+  proc.stderr.close()
+  return bytes(bufs[proc.stdout]), bytes(bufs[proc.stderr]), capped, killed
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+  # The bootstrap leads the session; killing it also kills the confined child (parent-death
+  # signal), whose pid namespace then takes every process the program started with it.
+  try:
+    os.killpg(proc.pid, signal.SIGKILL)
+  except ProcessLookupError:
+    pass
+  proc.wait()
+
+
+def _result(rc, out: bytes, err: bytes, marker: str, capped, killed, duration) -> TestResult:
+  stdout, stderr = out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
+  layers = ""
+  if stderr.startswith("[sandbox layers: "):
+    head, _, stderr = stderr.partition("\n")
+    layers = head[len("[sandbox layers: ") : -1]
+  end = f"\n{marker}\n"
+  seen = end in stdout
+  stdout = stdout.replace(end, "")
+  last = stderr.strip().splitlines()[-1] if stderr.strip() else ""
+  if capped:
+    status, detail = "failed", capped
+  elif killed:
+    status, detail, rc = "timeout", killed, None
+  elif rc == _EXIT_TIMEOUT:
+    status, detail = "timeout", "time limit exceeded"
+  elif rc == _EXIT_SETUP:
+    status, detail = "error", last
+  elif rc == 0 and seen:
+    status, detail = "passed", ""
+  else:
+    status = "failed"
+    detail = last if rc else "exited 0 without the harness's end marker"
+  return TestResult(status, stdout, stderr, duration, rc, detail[:500], layers)
+
+
+def verify(program: str, tests: Sequence[str] | str, setup_code: str = "", **kw) -> Verdict:
+  """The Verdict of `run_tests` (the reward pool's entry point for code items)."""
+  return run_tests(program, tests, setup_code=setup_code, **kw).verdict
