@@ -1,0 +1,225 @@
+"""The decoder-only transformer (Gemma 1/2/3, Llama, Qwen2, Mistral) and its functional API.
+
+One Flax Linen module, used purely: parameters and the KV cache are explicit pytrees in and out.
+The layers are one `nn.scan` (stacked parameters with a leading L axis, logical axis 'layers');
+per-layer differences (local/global window, RoPE frequencies) enter the scan as per-layer
+arrays, so any local/global pattern scans. Parameter tree and cache layout are a contract with
+the checkpoint importers and the sampler (see `init_cache`).
+"""
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from score_jax.models import layers
+from score_jax.models.config import ModelConfig
+
+PyTree = Any
+Cache = dict[str, jax.Array]
+
+
+class Embedder(nn.Module):
+  """Token embedding [v, d]; also the output head when embeddings are tied."""
+
+  config: ModelConfig
+
+  def setup(self):
+    cfg = self.config
+    init = nn.initializers.normal(stddev=cfg.embed_dim**-0.5)
+    self.input_embedding = self.param(
+      "input_embedding",
+      nn.with_logical_partitioning(init, ("vocab", "embed")),
+      (cfg.vocab_size, cfg.embed_dim),
+      cfg.params_dtype,
+    )
+
+  def encode(self, tokens_bt: jax.Array) -> jax.Array:
+    dt = self.config.compute_dtype
+    x_btd = jnp.take(self.input_embedding, tokens_bt, axis=0).astype(dt)
+    if self.config.scale_embeddings:  # HF Gemma rounds the normaliser to the compute dtype
+      x_btd = x_btd * jnp.asarray(self.config.embed_scale, dtype=dt)
+    return x_btd
+
+  def decode(self, x_btd: jax.Array) -> jax.Array:
+    emb_vd = self.input_embedding.astype(self.config.compute_dtype)
+    return jnp.einsum("btd,vd->btv", x_btd, emb_vd, preferred_element_type=jnp.float32)
+
+
+def _remat(block_cls, policy: str):
+  if policy == "none":
+    return block_cls
+  # 'full' saves nothing; prevent_cse=False is safe (and faster) inside a scan.
+  pol = None if policy == "full" else getattr(jax.checkpoint_policies, policy)
+  return nn.remat(block_cls, policy=pol, prevent_cse=False)
+
+
+def _layer_inputs(cfg: ModelConfig):
+  """Per-layer scan inputs: layer index, RoPE inverse frequencies, attention window."""
+  inv = {t: layers.rope_inv_freq(cfg, t) for t in ("global", "local")}
+  inv_freq_lk = np.stack([inv[t] for t in cfg.layer_types])
+  window_l = np.array(
+    [cfg.sliding_window if t == "local" else layers.NO_WINDOW for t in cfg.layer_types],
+    dtype=np.int32,
+  )
+  return (jnp.arange(cfg.num_layers, dtype=jnp.int32), jnp.asarray(inv_freq_lk), window_l)
+
+
+def _check_inputs(cfg: ModelConfig, tokens_bt, positions_bt, mask_bt, cache):
+  """Static shape checks (run at trace time) with messages naming the bad argument."""
+  if tokens_bt.ndim != 2:
+    raise ValueError(f"tokens_bt must be [batch, time], got shape {tokens_bt.shape}")
+  for name, arr in (("positions_bt", positions_bt), ("mask_bt", mask_bt)):
+    if arr.shape != tokens_bt.shape:
+      raise ValueError(f"{name} shape {arr.shape} != tokens_bt shape {tokens_bt.shape}")
+  if cache is None:
+    return
+  b, t = tokens_bt.shape
+  want = init_cache_shapes(cfg, b, cache["valid"].shape[-1] if "valid" in cache else 0)
+  if set(cache) != set(want):
+    raise ValueError(f"cache keys {sorted(cache)} != expected {sorted(want)}")
+  for key, shape in want.items():
+    if cache[key].shape != shape:
+      raise ValueError(f"cache[{key!r}] shape {cache[key].shape} != expected {shape}")
+  if t > want["valid"][1]:
+    raise ValueError(f"{t} new tokens do not fit a cache of {want['valid'][1]} slots")
+
+
+class Decoder(nn.Module):
+  """Decoder-only LM. `__call__` returns (float32 logits [b, t, v], updated cache or None)."""
+
+  config: ModelConfig
+
+  @nn.compact
+  def __call__(self, tokens_bt, positions_bt, mask_bt, cache: Cache | None = None):
+    cfg = self.config
+    _check_inputs(cfg, tokens_bt, positions_bt, mask_bt, cache)
+    positions_bt = positions_bt.astype(jnp.int32)
+    mask_bt = mask_bt.astype(bool)
+    t = tokens_bt.shape[1]
+    if cache is None:
+      kv, index = None, None
+      kv_valid, kv_pos, q_slots = mask_bt, positions_bt, jnp.arange(t, dtype=jnp.int32)
+    else:
+      index = cache["index"].astype(jnp.int32)
+      kv = (cache["k"], cache["v"])
+      kv_valid = jax.lax.dynamic_update_slice(cache["valid"], mask_bt, (0, index))
+      kv_pos = jax.lax.dynamic_update_slice(cache["positions"], positions_bt, (0, index))
+      q_slots = index + jnp.arange(t, dtype=jnp.int32)
+    ctx = layers.AttnContext(
+      q_positions_bt=positions_bt,
+      q_slots_t=q_slots,
+      kv_positions_bs=kv_pos,
+      kv_valid_bs=kv_valid,
+      kv_slots_s=jnp.arange(kv_valid.shape[1], dtype=jnp.int32),
+      cache_index=index,
+    )
+
+    embedder = Embedder(cfg, name="embedder")
+    x_btd = embedder.encode(tokens_bt)
+    stack = nn.scan(
+      _remat(layers.Block, cfg.remat_policy),
+      variable_axes={"params": 0},
+      split_rngs={"params": True},
+      in_axes=(0, nn.broadcast),
+      length=cfg.num_layers,
+      # scan_layers=False unrolls the loop fully: same stacked parameters, no while loop.
+      unroll=1 if cfg.scan_layers else cfg.num_layers,
+      metadata_params={nn.PARTITION_NAME: "layers"},
+    )
+    (x_btd, kv), _ = stack(cfg, name="layers")((x_btd, kv), _layer_inputs(cfg), ctx)
+    x_btd = layers.RMSNorm(cfg, name="final_norm")(x_btd)
+    if cfg.tie_embeddings:
+      logits_btv = embedder.decode(x_btd)
+    else:
+      shape = (cfg.embed_dim, cfg.vocab_size)
+      logits_btv = layers.Linear(cfg, shape, ("embed", "vocab"), name="lm_head")(x_btd)
+    # Softcap in float32 (HF does it in the compute dtype; identical in float32).
+    logits_btv = layers.softcap(logits_btv.astype(jnp.float32), cfg.final_logit_softcap)
+    logits_btv = layers.constrain(
+      logits_btv, ("activation_batch", "activation_length", "activation_vocab")
+    )
+    if cache is None:
+      return logits_btv, None
+    new_cache = {"k": kv[0], "v": kv[1], "valid": kv_valid, "positions": kv_pos, "index": index + t}
+    return logits_btv, new_cache
+
+
+def _dummy_inputs():
+  ones = jnp.ones((1, 1), jnp.int32)
+  return ones, ones, ones.astype(bool)
+
+
+def init_params(config: ModelConfig, rng: jax.Array) -> PyTree:
+  """Fresh parameters as plain (unboxed) arrays in `config.param_dtype`."""
+  variables = Decoder(config).init(rng, *_dummy_inputs())
+  return nn.meta.unbox(variables["params"])
+
+
+def abstract_params(config: ModelConfig) -> PyTree:
+  """Parameter tree of jax.ShapeDtypeStruct (no memory, no compute)."""
+  return jax.eval_shape(lambda: init_params(config, jax.random.key(0)))
+
+
+def param_logical_axes(config: ModelConfig) -> PyTree:
+  """Parameter tree of PartitionSpec with logical axis names (see sharding.LOGICAL_RULES)."""
+  boxed = jax.eval_shape(lambda: Decoder(config).init(jax.random.key(0), *_dummy_inputs()))
+  return nn.get_partition_spec(boxed["params"])
+
+
+def count_params(config: ModelConfig) -> int:
+  """Number of parameters of `config` (computed abstractly)."""
+  return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract_params(config)))
+
+
+def default_positions(mask_bt: jax.Array, cache: Cache | None = None) -> jax.Array:
+  """RoPE positions for left-padded rows: real tokens count 0, 1, ... after those cached."""
+  offset = 0 if cache is None else jnp.sum(cache["valid"], axis=1, keepdims=True)
+  return jnp.maximum(jnp.cumsum(mask_bt.astype(jnp.int32), axis=1) - 1, 0) + offset
+
+
+def forward(
+  config: ModelConfig,
+  params: PyTree,
+  tokens_bt: jax.Array,
+  positions_bt: jax.Array | None = None,
+  mask_bt: jax.Array | None = None,
+  cache: Cache | None = None,
+) -> tuple[jax.Array, Cache | None]:
+  """Runs the decoder. mask defaults to all real; positions to `default_positions`."""
+  tokens_bt = jnp.asarray(tokens_bt, jnp.int32)
+  if mask_bt is None:
+    mask_bt = jnp.ones(tokens_bt.shape, bool)
+  # Validate before deriving defaults so a bad shape gets the named error, not a jnp one.
+  positions_or_tokens = tokens_bt if positions_bt is None else positions_bt
+  _check_inputs(config, tokens_bt, positions_or_tokens, mask_bt, cache)
+  if positions_bt is None:
+    positions_bt = default_positions(jnp.asarray(mask_bt), cache)
+  return Decoder(config).apply({"params": params}, tokens_bt, positions_bt, mask_bt, cache)
+
+
+def init_cache_shapes(config: ModelConfig, batch_size: int, max_len: int) -> dict[str, tuple]:
+  kv = (config.num_layers, batch_size, max_len, config.num_kv_heads, config.head_dim)
+  slots = (batch_size, max_len)
+  return {"k": kv, "v": kv, "valid": slots, "positions": slots, "index": ()}
+
+
+def init_cache(config: ModelConfig, batch_size: int, max_len: int, dtype=None) -> Cache:
+  """Empty KV cache: k/v [l, b, s, n, k] (after RoPE), valid/positions [b, s], index [].
+
+  Each call with t new tokens writes slots [index, index + t) for every row and advances index;
+  the caller keeps index + t <= max_len (dynamic_update_slice would clamp, not fail, in jit).
+  """
+  if batch_size <= 0 or max_len <= 0:
+    raise ValueError(f"init_cache needs positive sizes, got {batch_size=} {max_len=}")
+  shapes = init_cache_shapes(config, batch_size, max_len)
+  dt = jnp.dtype(dtype) if dtype is not None else config.compute_dtype
+  return {
+    "k": jnp.zeros(shapes["k"], dt),
+    "v": jnp.zeros(shapes["v"], dt),
+    "valid": jnp.zeros(shapes["valid"], bool),
+    "positions": jnp.zeros(shapes["positions"], jnp.int32),
+    "index": jnp.zeros((), jnp.int32),
+  }

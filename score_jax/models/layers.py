@@ -1,0 +1,212 @@
+"""Decoder building blocks: RMSNorm, projections, RoPE, attention, gated MLP, one block.
+
+Numerics follow Hugging Face transformers (the parity target): RMSNorm in float32, RoPE in the
+rotate-half convention with float32 inverse frequencies (linear and llama3 scaling as HF),
+attention logits and softmax in float32, soft-capping as cap * tanh(x / cap). Parameters are
+stored in `param_dtype` and cast to the compute dtype at use. Shape letters: see config.py.
+"""
+
+import math
+from typing import NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from score_jax.models.config import ModelConfig
+
+# Finite (not -inf) so fully masked rows (left padding) give a uniform softmax instead of NaN.
+MASK_VALUE = float(np.finfo(np.float32).min)
+# Window of global layers: never binds.
+NO_WINDOW = int(np.iinfo(np.int32).max)
+
+constrain = nn.with_logical_constraint
+# Logical names of the activations that get sharding constraints.
+BTD = ("activation_batch", "activation_length", "activation_embed")
+BTHK = ("activation_batch", "activation_length", "activation_heads", "activation_head_dim")
+BTNK = ("activation_batch", "activation_length", "activation_kv_heads", "activation_head_dim")
+BTF = ("activation_batch", "activation_length", "activation_mlp")
+BTV = ("activation_batch", "activation_length", "activation_vocab")
+
+
+class AttnContext(NamedTuple):
+  """What every layer needs to build its mask; computed once per call, shared by the scan."""
+
+  q_positions_bt: jax.Array  # RoPE positions of the new tokens
+  q_slots_t: jax.Array  # slot index of each new token (cache index + t)
+  kv_positions_bs: jax.Array  # RoPE positions of every key slot
+  kv_valid_bs: jax.Array  # bool: slot holds a real token
+  kv_slots_s: jax.Array  # 0..S-1
+  cache_index: jax.Array | None  # int32 [] first slot written by this call (None: no cache)
+
+
+def rope_inv_freq(config: ModelConfig, layer_type: str) -> np.ndarray:
+  """float32 [k/2] inverse frequencies of one layer type, computed as HF's rope init does."""
+  local = layer_type == "local"
+  theta = config.rope_local_theta if local and config.rope_local_theta else config.rope_theta
+  dim = config.head_dim
+  exponent = np.arange(0, dim, 2, dtype=np.int64).astype(np.float32) / np.float32(dim)
+  inv_freq = (np.float32(1.0) / (np.float32(theta) ** exponent)).astype(np.float32)
+  kind = config.rope_scaling_type if (not local or config.rope_scale_local) else "none"
+  factor = np.float32(config.rope_scaling_factor)
+  if kind == "linear":
+    inv_freq = inv_freq / factor
+  elif kind == "llama3":
+    low, high = config.rope_llama3_low_freq_factor, config.rope_llama3_high_freq_factor
+    old_len = config.rope_original_max_position
+    wavelen = np.float32(2 * math.pi) / inv_freq
+    scaled = np.where(wavelen > old_len / low, inv_freq / factor, inv_freq)
+    smooth = (np.float32(old_len) / wavelen - np.float32(low)) / np.float32(high - low)
+    smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+    medium = ~(wavelen < old_len / high) & ~(wavelen > old_len / low)
+    inv_freq = np.where(medium, smoothed, scaled)
+  return inv_freq.astype(np.float32)
+
+
+def apply_rope(x_btnk: jax.Array, positions_bt: jax.Array, inv_freq_k: jax.Array) -> jax.Array:
+  """Rotary embedding, HF rotate_half layout (first/second half of k, not interleaved)."""
+  freqs = positions_bt.astype(jnp.float32)[..., None] * inv_freq_k  # [b, t, k/2]
+  emb = jnp.concatenate([freqs, freqs], axis=-1)[:, :, None, :]
+  cos, sin = jnp.cos(emb).astype(x_btnk.dtype), jnp.sin(emb).astype(x_btnk.dtype)
+  x1, x2 = jnp.split(x_btnk, 2, axis=-1)
+  return x_btnk * cos + jnp.concatenate([-x2, x1], axis=-1) * sin
+
+
+def softcap(x: jax.Array, cap: float | None) -> jax.Array:
+  return x if cap is None else cap * jnp.tanh(x / cap)
+
+
+class RMSNorm(nn.Module):
+  """RMSNorm over the last axis; Gemma stores w of x*(1+w), Llama w of x*w."""
+
+  config: ModelConfig
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    cfg = self.config
+    init = nn.initializers.zeros if cfg.norm_plus_one else nn.initializers.ones
+    scale = self.param(
+      "scale", nn.with_logical_partitioning(init, ("norm",)), (x.shape[-1],), cfg.params_dtype
+    )
+    x32 = x.astype(jnp.float32)
+    normed = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + cfg.norm_eps)
+    if cfg.norm_plus_one:  # HF Gemma: scale applied in float32, then cast
+      return (normed * (1.0 + scale.astype(jnp.float32))).astype(x.dtype)
+    return scale.astype(x.dtype) * normed.astype(x.dtype)  # HF Llama: cast, then scale
+
+
+class Linear(nn.Module):
+  """y = x . kernel, contracting x's last `num_in` axes with the kernel's first `num_in`."""
+
+  config: ModelConfig
+  shape: tuple[int, ...]
+  axes: tuple[str, ...]
+  num_in: int = 1
+  use_bias: bool = False
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    cfg, n = self.config, len(self.shape)
+    in_axes, out_axes = tuple(range(self.num_in)), tuple(range(self.num_in, n))
+    init = nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal", in_axes, out_axes)
+    kernel = self.param(
+      "kernel", nn.with_logical_partitioning(init, self.axes), self.shape, cfg.params_dtype
+    )
+    dt = cfg.compute_dtype
+    y = jnp.tensordot(x.astype(dt), kernel.astype(dt), axes=self.num_in)
+    if self.use_bias:
+      bias = self.param(
+        "bias",
+        nn.with_logical_partitioning(nn.initializers.zeros, self.axes[self.num_in :]),
+        self.shape[self.num_in :],
+        cfg.params_dtype,
+      )
+      y = y + bias.astype(dt)
+    return y
+
+
+class Attention(nn.Module):
+  """Multi-head attention with GQA/MQA, RoPE, optional QK-norm, softcap, sliding window."""
+
+  config: ModelConfig
+
+  @nn.compact
+  def __call__(self, x_btd, ctx: AttnContext, inv_freq_k, window, layer, kv):
+    cfg = self.config
+    d, h, n, k = cfg.embed_dim, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+    b, t = x_btd.shape[:2]
+    q_axes, kv_axes = ("embed", "q_heads", "head_dim"), ("embed", "kv_heads", "head_dim")
+    q = Linear(cfg, (d, h, k), q_axes, use_bias=cfg.qkv_bias, name="q_proj")(x_btd)
+    key = Linear(cfg, (d, n, k), kv_axes, use_bias=cfg.qkv_bias, name="k_proj")(x_btd)
+    val = Linear(cfg, (d, n, k), kv_axes, use_bias=cfg.qkv_bias, name="v_proj")(x_btd)
+    if cfg.qk_norm:
+      q, key = RMSNorm(cfg, name="q_norm")(q), RMSNorm(cfg, name="k_norm")(key)
+    q = apply_rope(q, ctx.q_positions_bt, inv_freq_k)
+    key = apply_rope(key, ctx.q_positions_bt, inv_freq_k)
+    q, key, val = constrain(q, BTHK), constrain(key, BTNK), constrain(val, BTNK)
+
+    if kv is not None:  # write the new keys/values at slots [index, index + t) of this layer
+      cache_k, cache_v = kv
+      start = (layer, 0, ctx.cache_index, 0, 0)
+      cache_k = jax.lax.dynamic_update_slice(cache_k, key[None].astype(cache_k.dtype), start)
+      cache_v = jax.lax.dynamic_update_slice(cache_v, val[None].astype(cache_v.dtype), start)
+      kv = (cache_k, cache_v)
+      key, val = cache_k[layer].astype(q.dtype), cache_v[layer].astype(q.dtype)
+
+    q_bngtk = q.reshape(b, t, n, h // n, k)
+    logits = jnp.einsum("btngk,bsnk->bngts", q_bngtk, key, preferred_element_type=jnp.float32)
+    logits = softcap(logits * cfg.attn_scale, cfg.attn_logit_softcap)
+    # Query slot i sees key slot j iff j is a real token, j <= i, and (local layers) the
+    # position gap is under the window (HF: W keys including the query itself).
+    seen_ts = ctx.kv_slots_s[None, :] <= ctx.q_slots_t[:, None]
+    causal_bts = ctx.kv_valid_bs[:, None, :] & seen_ts[None]
+    gap_bts = ctx.q_positions_bt[:, :, None] - ctx.kv_positions_bs[:, None, :]
+    mask_bts = causal_bts & (gap_bts < window)
+    logits = jnp.where(mask_bts[:, None, None], logits, MASK_VALUE)
+    probs = jax.nn.softmax(logits, axis=-1).astype(q.dtype)
+    out = jnp.einsum("bngts,bsnk->btngk", probs, val).reshape(b, t, h, k)
+    out = constrain(out, BTHK)
+    o_axes = ("q_heads", "head_dim", "embed")
+    return Linear(cfg, (h, k, d), o_axes, num_in=2, name="o_proj")(out), kv
+
+
+class MLP(nn.Module):
+  """Gated MLP: down(act(gate(x)) * up(x)); GeGLU (tanh gelu) for Gemma, SwiGLU for Llama."""
+
+  config: ModelConfig
+
+  @nn.compact
+  def __call__(self, x_btd: jax.Array) -> jax.Array:
+    cfg = self.config
+    d, f = cfg.embed_dim, cfg.hidden_dim
+    gate = Linear(cfg, (d, f), ("embed", "mlp"), name="gate_proj")(x_btd)
+    up = Linear(cfg, (d, f), ("embed", "mlp"), name="up_proj")(x_btd)
+    act = (
+      jax.nn.gelu(gate, approximate=True) if cfg.activation == "gelu_tanh" else jax.nn.silu(gate)
+    )
+    hidden_btf = constrain(act * up, ("activation_batch", "activation_length", "activation_mlp"))
+    return Linear(cfg, (f, d), ("mlp", "embed"), name="down_proj")(hidden_btf)
+
+
+class Block(nn.Module):
+  """One transformer layer; scanned over layers with per-layer (index, inv_freq, window)."""
+
+  config: ModelConfig
+
+  @nn.compact
+  def __call__(self, carry, layer_in, ctx: AttnContext):
+    cfg = self.config
+    x, kv = carry
+    layer, inv_freq_k, window = layer_in
+    act_names = ("activation_batch", "activation_length", "activation_embed")
+    x = constrain(x, act_names)
+    h = RMSNorm(cfg, name="pre_attention_norm")(x)
+    h, kv = Attention(cfg, name="attn")(h, ctx, inv_freq_k, window, layer, kv)
+    if cfg.use_post_attn_norm:
+      h = RMSNorm(cfg, name="post_attention_norm")(h)
+    x = x + h
+    h = MLP(cfg, name="mlp")(RMSNorm(cfg, name="pre_ffw_norm")(x))
+    if cfg.use_post_ffw_norm:
+      h = RMSNorm(cfg, name="post_ffw_norm")(h)
+    return (constrain(x + h, act_names), kv), None
