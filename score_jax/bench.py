@@ -9,6 +9,7 @@ import sys
 # name -> module under score_jax.benchmarks exposing `main(argv)`.
 BENCHMARKS = {
   "rewards": "score_jax.benchmarks.rewards",
+  "sampler": "score_jax.benchmarks.sampler",
 }
 
 
