@@ -10,6 +10,7 @@ import sys
 BENCHMARKS = {
   "rewards": "score_jax.benchmarks.rewards",
   "sampler": "score_jax.benchmarks.sampler",
+  "train_step": "score_jax.benchmarks.train_step",
 }
 
 

@@ -1,0 +1,174 @@
+"""`bench train_step`: achieved FLOP/s of the Stage II update against this machine's matmul peak.
+
+  python -m score_jax.bench train_step                       # CPU: d 512, 4 layers, seq 256
+  python -m score_jax.bench train_step --preset=gemma-2b --dtype=bfloat16 --remat=full \\
+      --seq=1024 --batch=8 --steps=5                         # one GPU
+
+FLOPs are counted two ways: analytically (6 N T for the policy's forward + backward, 2 N T for
+the reference forward, N = matmul parameters incl. the output head, T = batch * seq tokens,
+plus attention 4 b t^2 h k per layer per forward, times 3 for the policy and 1 for the
+reference; remat recomputation is NOT counted, as MFU convention), and from the compiled step's
+`cost_analysis()`. XLA counts a while loop's body once, so with scanned layers (and the
+micro-batch scan) its figure is a lower bound that misses most of the layer work; it is printed
+for reference only (set the preset's scan_layers=False to compare).
+The peak is a jitted square `jnp.dot` in the same dtype, timed in the same process; the ratio
+achieved / peak is the MFU. `--breakdown` also times the parts of a step separately.
+"""
+
+import argparse
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from score_jax import losses, optim, sharding, steps
+from score_jax.models import decoder, presets
+
+
+def model_config(args):
+  """The benchmarked decoder: a preset, or a Gemma-style config of --width / --layers."""
+  kw = dict(dtype=args.dtype, remat_policy=args.remat, max_seq_len=max(args.seq, 8192))
+  if args.preset:
+    return presets.get_preset(args.preset, **kw)
+  d = args.width
+  return presets.get_preset(
+    "gemma-2b", vocab_size=args.vocab, embed_dim=d, hidden_dim=4 * d, num_layers=args.layers,
+    num_heads=max(d // 128, 1), num_kv_heads=1, head_dim=128, **kw,
+  )  # fmt: skip
+
+
+def episode_batch(cfg, b: int, t: int, g: int, seed: int = 0) -> dict:
+  """Full-length two-attempt streams: prompt t/4, y1 3t/8, instruction t/16, y2 the rest."""
+  rng = np.random.default_rng(seed)
+  tokens = rng.integers(3, cfg.vocab_size, (b, t)).astype(np.int32)
+  turn = np.zeros((b, t), np.int32)
+  p, y1, ins = t // 4, 3 * t // 8, t // 16
+  turn[:, p : p + y1] = 1
+  turn[:, p + y1 + ins :] = 2
+  valid = np.ones((b, t), bool)
+  loss_mask = turn > 0
+  return {
+    "tokens": tokens,
+    "positions": np.broadcast_to(np.arange(t, dtype=np.int32), (b, t)).copy(),
+    "valid": valid,
+    "turn": turn,
+    "loss_mask": loss_mask,
+    "logp": np.zeros((b, t), np.float32),
+    "rewards": rng.integers(0, 2, (b, 2)).astype(np.float32),
+    "normalizer": np.float32(losses.aggregation_normalizers(loss_mask, "token_mean")),
+  }
+
+
+def analytic_flops(cfg, b: int, t: int) -> float:
+  """Model FLOPs of one Stage II step (policy fwd+bwd, reference fwd), remat not counted."""
+  params = decoder.abstract_params(cfg)
+  n_matmul = sum(
+    int(np.prod(x.shape))
+    for path, x in jax.tree_util.tree_flatten_with_path(params)[0]
+    if "scale" not in jax.tree_util.keystr(path) and "bias" not in jax.tree_util.keystr(path)
+  )  # the tied embedding counts once: as the output head (the input lookup is a gather)
+  tokens = b * t
+  attn_fwd = 4.0 * b * t * t * cfg.num_heads * cfg.head_dim * cfg.num_layers
+  return 8.0 * n_matmul * tokens + 4.0 * attn_fwd
+
+
+def timed(fn, n: int) -> list[float]:
+  out = []
+  for _ in range(n):
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn())
+    out.append(time.perf_counter() - t0)
+  return out
+
+
+def matmul_peak(dtype: str, n: int, repeats: int = 5) -> float:
+  """FLOP/s of a jitted n x n x n jnp.dot in `dtype` (median of `repeats`)."""
+  k1, k2 = jax.random.split(jax.random.key(0))
+  a = jax.random.normal(k1, (n, n), dtype)
+  b = jax.random.normal(k2, (n, n), dtype)
+  dot = jax.jit(lambda x, y: jnp.dot(x, y, preferred_element_type=dtype))
+  jax.block_until_ready(dot(a, b))
+  return 2.0 * n**3 / statistics.median(timed(lambda: dot(a, b), repeats))
+
+
+def breakdown(cfg, state, ref, batch, opt, mesh, n: int) -> dict[str, float]:
+  """Seconds of the parts of a step, each jitted alone: one forward, vocab log-softmax, Adam."""
+  b, t = batch["tokens"].shape
+  with sharding.use_rules(mesh):
+    fwd = jax.jit(lambda p: decoder.forward(cfg, p, batch["tokens"], batch["positions"])[0])
+    logits = fwd(ref)
+    lsm = jax.jit(lambda x: losses.token_logprobs(x, jnp.asarray(batch["tokens"])))
+    upd = jax.jit(lambda s: opt.update(s.params, s.opt_state, s.params))
+    jax.block_until_ready((lsm(logits), upd(state)))
+    return {
+      "forward (1 model)": statistics.median(timed(lambda: fwd(ref), n)),
+      "log-softmax over vocab": statistics.median(timed(lambda: lsm(logits), n)),
+      "optimizer update": statistics.median(timed(lambda: upd(state), n)),
+    }
+
+
+def main(argv):
+  parser = argparse.ArgumentParser(prog=argv[0], description=__doc__.splitlines()[0])
+  parser.add_argument("--preset", default="", help="model preset; '' = Gemma-style --width")
+  parser.add_argument("--width", type=int, default=512)
+  parser.add_argument("--layers", type=int, default=4)
+  parser.add_argument("--vocab", type=int, default=8192)
+  parser.add_argument("--seq", type=int, default=256)
+  parser.add_argument("--batch", type=int, default=8)
+  parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+  parser.add_argument("--remat", default="none", help="ModelConfig.remat_policy")
+  parser.add_argument("--steps", type=int, default=3)
+  parser.add_argument("--microbatches", type=int, default=1)
+  parser.add_argument("--peak_n", type=int, default=0, help="matmul size; 0 = 2048 CPU, 16384")
+  parser.add_argument("--breakdown", action="store_true", help="also time the parts")
+  args = parser.parse_args(argv[1:])
+
+  cfg = model_config(args)
+  mesh = sharding.make_mesh({"fsdp": -1})
+  lc = steps.LossConfig(samples_per_prompt=2)
+  ocfg = optim.OptimConfig(learning_rate=1e-6)
+  opt = optim.make_optimizer(ocfg)
+  st = steps.make_steps(cfg, lc, opt, mesh, args.microbatches, optim.make_schedule(ocfg))
+  state = optim.init_train_state(cfg, opt, mesh, jax.random.key(0))
+  ref = jax.tree.map(jnp.copy, state.params)
+  batch = episode_batch(cfg, args.batch, args.seq, lc.samples_per_prompt)
+  dev = jax.devices()[0]
+  print(f"device: {dev.platform} {dev.device_kind} x{jax.device_count()}; {time.ctime()}")
+  print(
+    f"model: {args.preset or 'gemma-style'} d={cfg.embed_dim} f={cfg.hidden_dim} "
+    f"L={cfg.num_layers} h={cfg.num_heads}x{cfg.head_dim} v={cfg.vocab_size} "
+    f"params={decoder.count_params(cfg) / 1e6:.1f}M dtype={cfg.dtype} remat={cfg.remat_policy}"
+  )
+  print(f"batch {args.batch} x seq {args.seq}, micro-batches {args.microbatches}")
+
+  t0 = time.perf_counter()
+  compiled = st.stage2.lower(state, ref, batch).compile()
+  print(f"compile: {time.perf_counter() - t0:.1f} s")
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, list) else cost
+  xla_flops = float(cost.get("flops", 0.0)) if cost else 0.0
+
+  state, _ = st.stage2(state, ref, batch)  # warm-up
+  times = []
+  for _ in range(args.steps):
+    t0 = time.perf_counter()
+    state, metrics = st.stage2(state, ref, batch)
+    jax.block_until_ready((state, metrics))
+    times.append(time.perf_counter() - t0)
+  step_s = statistics.median(times)
+  model_flops = analytic_flops(cfg, args.batch, args.seq)
+  peak_n = args.peak_n or (2048 if dev.platform == "cpu" else 16384)
+  peak = matmul_peak(args.dtype, peak_n) * jax.device_count()
+  print(f"step: median {step_s:.3f} s over {args.steps} ({', '.join(f'{x:.3f}' for x in times)})")
+  print(f"matmul peak ({peak_n}^3 {args.dtype} jnp.dot, all devices): {peak / 1e9:.1f} GFLOP/s")
+  for name, flops in (("analytic model", model_flops), ("XLA cost (loops 1x)", xla_flops)):
+    rate, best = flops / step_s, flops / min(times)
+    print(
+      f"{name:19s}: {flops / 1e9:10.1f} GFLOP/step  {rate / 1e9:8.1f} GFLOP/s  "
+      f"MFU {100 * rate / peak:5.1f}% (best step: {100 * best / peak:5.1f}%)"
+    )
+  if args.breakdown:
+    for name, sec in breakdown(cfg, state, ref, batch, opt, mesh, args.steps).items():
+      print(f"  {name:24s} {sec:.3f} s ({100 * sec / step_s:.0f}% of a step)")

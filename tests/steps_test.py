@@ -1,0 +1,236 @@
+"""Sharded SCoRe steps: sharding and micro-batch invariance, stage semantics, donation, errors."""
+
+import functools
+import warnings
+
+import jax
+import numpy as np
+import pytest
+
+from score_jax import optim, rollout, sharding, steps
+from score_jax.models import decoder, presets
+
+CFG = presets.get_preset("tiny-gemma")
+# Unoptimised XLA CPU code compiles ~3x faster; both sides of every comparison use it.
+FAST = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
+OCFG = optim.OptimConfig(learning_rate=1e-4, warmup_steps=2)
+OPT = optim.make_optimizer(OCFG)
+B, T = 16, 48
+
+
+_stream_logprobs = jax.jit(rollout.stream_logprobs, static_argnums=(0, 5))
+
+
+@functools.cache
+def _batch(seed: int, const_r1: bool) -> dict:
+  return episode_batch(seed, _init_params(), const_r1=const_r1)
+
+
+def batch_of(seed: int, const_r1: bool = False) -> dict:
+  """A cached episode batch scored by the initial policy (a fresh dict each call)."""
+  return dict(_batch(seed, const_r1))
+
+
+def episode_batch(seed: int, params, b: int = B, t: int = T, const_r1: bool = False) -> dict:
+  """Episode streams as rollout builds them: left padding, prompt, y1, instruction, y2, holes."""
+  rng = np.random.default_rng(seed)
+  tokens = rng.integers(1, CFG.vocab_size, (b, t)).astype(np.int32)
+  turn = np.zeros((b, t), np.int32)
+  valid = np.ones((b, t), bool)
+  for i in range(b):
+    pad, p, a1, a2 = (
+      rng.integers(0, 3),
+      rng.integers(4, 9),
+      rng.integers(3, 12),
+      rng.integers(3, 12),
+    )
+    s1 = pad + p
+    s2 = s1 + a1 + 3  # 3 instruction tokens
+    turn[i, s1 : s1 + a1] = 1
+    turn[i, s2 : s2 + a2] = 2
+    valid[i, :pad] = False
+    valid[i, s1 + a1 - rng.integers(0, 2) : s1 + a1] = False  # a hole after an early stop
+    valid[i, s2 + a2 :] = False
+  turn = np.where(valid, turn, 0)
+  rewards = rng.integers(0, 2, (b, 2)).astype(np.float32)
+  if const_r1:  # r1 equal within each RLOO group of g=2
+    rewards[:, 0] = np.repeat(rng.integers(0, 2, b // 2), 2)
+  positions = np.maximum(np.cumsum(valid, axis=1) - 1, 0).astype(np.int32)
+  tokens = np.where(valid, tokens, 0)
+  logp = np.asarray(_stream_logprobs(CFG, params, tokens, positions, valid, 1.0))
+  loss_mask = valid & (turn > 0)
+  return dict(
+    tokens=tokens, positions=positions, valid=valid, turn=turn, loss_mask=loss_mask,
+    logp=np.where(loss_mask, logp, 0.0).astype(np.float32), rewards=rewards,
+    normalizer=np.float32(loss_mask.sum()),
+  )  # fmt: skip
+
+
+def mesh_of(shape):
+  return sharding.make_mesh(shape, jax.devices()[: int(np.prod(shape))])
+
+
+def build(shape, lc=None, m=1):
+  mesh = mesh_of(shape)
+  st = steps.make_steps(
+    CFG, lc or steps.LossConfig(), OPT, mesh, m, optim.make_schedule(OCFG), compiler_options=FAST
+  )
+  state = optim.init_train_state(CFG, OPT, mesh, jax.random.key(0), params=_init_params())
+  ref = jax.device_put(_ref_params(), st.param_shardings)
+  return st, state, ref
+
+
+def max_diff(a, b) -> float:
+  d = jax.tree.map(lambda x, y: float(np.max(np.abs(np.asarray(x) - np.asarray(y)))), a, b)
+  return max(jax.tree.leaves(d))
+
+
+@functools.cache
+def _init_params():
+  return jax.device_get(jax.jit(decoder.init_params, static_argnums=0)(CFG, jax.random.key(0)))
+
+
+@functools.cache
+def _ref_params():
+  # A reference that differs from the initial policy, so every KL term is non-zero.
+  return jax.device_get(jax.jit(decoder.init_params, static_argnums=0)(CFG, jax.random.key(1)))
+
+
+@pytest.fixture(scope="module")
+def init_params():
+  """The policy parameters every `build` starts from."""
+  return _init_params()
+
+
+@pytest.fixture(scope="module")
+def single_device(init_params):
+  """Stage II on one device: params after each of 3 steps, plus the first step's metrics."""
+  st, state, ref = build((1, 1, 1))
+  params, metrics = [], []
+  for i in range(3):
+    state, m = st.stage2(state, ref, batch_of(i))
+    params.append(jax.device_get(state.params))
+    metrics.append(jax.device_get(m))
+  return st, state, ref, params, metrics
+
+
+def test_sharded_steps_equal_single_device(single_device, init_params):
+  _, _, _, want, want_metrics = single_device
+  assert want_metrics[0]["finite"] and want_metrics[0]["logp_diff_max"] < 1e-5
+  assert want_metrics[0]["lr"] == pytest.approx(OCFG.learning_rate / 2)
+  assert max_diff(want[0], init_params) > 1e-5  # the step really moves the params
+  for shape in [(1, 2, 4), (1, 8, 1)]:
+    st, state, ref = build(shape)
+    with warnings.catch_warnings():
+      warnings.simplefilter("error")  # e.g. "Some donated buffers were not usable"
+      for i in range(3):
+        old = state
+        state, m = st.stage2(state, ref, batch_of(i))
+        assert all(x.is_deleted() for x in jax.tree.leaves(old)), "state was not donated"
+    assert st.stage2.jitted._cache_size() == 1, "recompiled between steps"
+    assert max_diff(state.params, want[2]) <= 1e-5, shape
+    emb = state.params["embedder"]["input_embedding"]
+    assert emb.sharding == st.param_shardings["embedder"]["input_embedding"]
+    for key in ("loss", "kl_k1_turn1", "kl_k3_turn2", "entropy_turn2", "grad_norm"):
+      assert float(m[key]) == pytest.approx(float(want_metrics[2][key]), rel=1e-4, abs=1e-6)
+
+
+def test_microbatches_equal_full_batch(single_device, init_params):
+  _, _, _, want, want_metrics = single_device
+  st, state, ref = build((1, 2, 1), m=4)
+  state, m = st.stage2(state, ref, batch_of(0))
+  assert max_diff(state.params, want[0]) <= 1e-5
+  for key in ("loss", "pg_loss", "kl_k1_turn1", "kl_k3_turn2", "entropy_turn1", "tokens_turn2"):
+    assert float(m[key]) == pytest.approx(float(want_metrics[0][key]), rel=1e-5, abs=1e-6), key
+  assert float(m["logp_diff_max"]) < 1e-5
+
+
+def test_non_finite_loss_skips_the_update(single_device, init_params):
+  st, state, ref, _, _ = single_device
+  before = jax.device_get(state.params), int(state.step)
+  batch = batch_of(5)
+  batch["normalizer"] = np.float32(1e-45)  # positive, but the loss overflows to inf
+  state, m = st.stage2(state, ref, batch)
+  assert not m["finite"]
+  assert int(state.step) == before[1] and max_diff(state.params, before[0]) == 0.0
+
+
+def test_logprob_step_matches_rollout_stream_logprobs(init_params):
+  st, state, ref = build((1, 2, 4))
+  batch = batch_of(0)
+  score = {k: batch[k] for k in steps.SCORE_KEYS}
+  out = st.logprob(state.params, ref, score)
+  want = rollout.stream_logprobs(CFG, init_params, *[batch[k] for k in steps.SCORE_KEYS], 1.0)
+  assert max_diff(out["logp"], want) < 1e-5
+  ref_want = rollout.stream_logprobs(
+    CFG, jax.device_get(ref), *[batch[k] for k in steps.SCORE_KEYS], 1.0
+  )
+  assert max_diff(out["ref_logp"], ref_want) < 1e-5
+
+
+def test_stage1_attempt1_gradient_comes_only_from_beta2_kl(init_params):
+  # Only attempt-1 tokens in the loss; the policy differs from the reference (KL != 0).
+  lc = steps.LossConfig(beta1=0.0, beta2=0.0)
+  st, state, ref = build((1, 1, 1), lc)
+  batch = batch_of(1)
+  batch["loss_mask"] = batch["loss_mask"] & (batch["turn"] == 1)
+  batch["normalizer"] = np.float32(batch["loss_mask"].sum())
+  p0 = jax.device_get(state.params)
+  state, m = st.stage1(state, ref, batch)
+  # Stage I gives attempt 1 no reward term: with beta2 = 0 nothing moves, whatever r1 is.
+  assert float(m["grad_norm"]) == 0.0 and max_diff(state.params, p0) == 0.0
+  st2, state2, ref2 = build((1, 1, 1), lc)
+  state2, m2 = st2.stage2(state2, ref2, batch)  # Stage II rewards attempt 1 with r1
+  assert float(m2["grad_norm"]) > 1e-3 and max_diff(state2.params, p0) > 1e-5
+
+
+@pytest.mark.slow
+def test_stages_coincide_without_bonus(init_params):
+  # alpha = 0, beta1 = beta2 and r1 constant within each group: Stage I, Stage II and naive
+  # multi-turn weights coincide (turn-1 RLOO advantage is 0), so do the updates.
+  lc = steps.LossConfig(alpha=0.0, beta1=0.05, beta2=0.05, kl_estimator="k3")
+  batch = batch_of(2, const_r1=True)
+  out = []
+  for name in ("stage1", "stage2", "naive_multiturn"):
+    st, state, ref = build((1, 1, 1), lc)
+    state, m = getattr(st, name)(state, ref, batch)
+    out.append((jax.device_get(state.params), float(m["grad_norm"])))
+  assert out[0][1] > 1e-3
+  assert max_diff(out[0][0], out[1][0]) <= 1e-7 and max_diff(out[0][0], out[2][0]) <= 1e-7
+
+
+@pytest.mark.slow
+def test_sft_step_lowers_the_nll(init_params):
+  st, state, _ = build((1, 2, 4), m=2)
+  batch = batch_of(3)
+  sft = {k: batch[k] for k in steps.SFT_KEYS}
+  nll = []
+  for _ in range(4):
+    state, m = st.sft(state, sft)
+    nll.append(float(m["nll_token_mean"]))
+  assert nll[-1] < nll[0] - 1e-3, nll
+
+
+def test_bad_inputs_fail_before_compiling(init_params):
+  mesh = mesh_of((1, 8, 1))
+  st = steps.make_steps(CFG, steps.LossConfig(), OPT, mesh)  # abstract only: nothing compiles
+  state = ref = None  # validation runs before the state is ever looked at
+  good = batch_of(0)
+  small = {k: (v[:12] if np.ndim(v) else v) for k, v in good.items()}
+  with pytest.raises(ValueError, match=r"global batch 12 .* data\*fsdp=8"):
+    st.stage2(state, ref, small)
+  with pytest.raises(ValueError, match=r"batch\['turn'\]\[0, \d+\] = 3 is outside 0..2"):
+    st.stage2(state, ref, {**good, "turn": np.where(good["turn"] == 2, 3, good["turn"])})
+  with pytest.raises(ValueError, match=r"batch\['rewards'\] has shape \(16, 3\)"):
+    st.stage1(state, ref, {**good, "rewards": np.zeros((B, 3), np.float32)})
+  with pytest.raises(ValueError, match=r"missing \['normalizer'\]"):
+    st.stage1(state, ref, {k: v for k, v in good.items() if k != "normalizer"})
+  with pytest.raises(ValueError, match="num_microbatches=3"):
+    steps.make_steps(CFG, steps.LossConfig(), OPT, mesh_of((1, 2, 1)), 3).stage2(None, None, good)
+  assert st.stage2.jitted._cache_size() == 0  # nothing was compiled
+  with pytest.raises(ValueError, match="LossConfig.kl_estimator.*'k2'"):
+    steps.LossConfig(kl_estimator="k4")
+  with pytest.raises(ValueError, match="LossConfig.kl_estimator"):
+    steps.LossConfig(kl_estimator="k1")  # zero expected gradient: refused
+  with pytest.raises(ValueError, match="LossConfig.aggregation"):
+    steps.LossConfig(aggregation="mean")
