@@ -1,8 +1,10 @@
-"""Code reward: run a program against its tests in a confined, fresh interpreter.
+"""Code reward: run a program against its tests in a confined, fresh sandbox process.
 
-Owns the parent side of the sandbox: validating and rewriting the tests, starting one
-`python -I -S` per program (`sandbox_harness` is the child side and documents the layers), feeding
-it over stdin, enforcing the wall-clock limit and the output caps, and deciding pass/fail.
+Owns the parent side of the sandbox: validating and rewriting the tests, starting the sandbox
+(`sandbox_harness` is the child side and documents the layers), feeding it over stdin, enforcing
+the wall-clock limit and the output caps, and deciding pass/fail. The sandbox starts as a fresh
+`python -I -S` (one-shot, the default for single calls) or as a fork of a pre-warmed `Zygote`
+(what the reward pool uses: ~2x less CPU per program); both run the same bootstrap and layers.
 
 A run passes only if the harness's own end marker (a fresh secret per run, never in the program
 text, command line or any file) appears on stdout AND the process exits 0. The harness prints it
@@ -17,6 +19,7 @@ Not root: no uid drop and no process-count limit; namespaces are tried through a
 
 import ast
 import dataclasses
+import functools
 import itertools
 import marshal
 import math
@@ -33,6 +36,7 @@ import time
 from collections.abc import Sequence
 
 from score_jax.rewards.outcome import Outcome, Verdict
+from score_jax.rewards.zygote import Zygote, ZygoteRun
 
 # Dedicated uid range for sandboxes: BASE + (pid % 2**22) * 16 + slot (no passwd entries needed).
 SANDBOX_UID_BASE = 1 << 30
@@ -123,13 +127,20 @@ def _sandbox_uid() -> int | None:
   return SANDBOX_UID_BASE + (os.getpid() % (1 << 22)) * 16 + next(_slots) % 16
 
 
-def _stdlib_paths() -> list[str]:
+@functools.cache
+def _stdlib_paths() -> tuple[str, ...]:
   stdlib = sysconfig.get_paths()["stdlib"]
-  return [p for p in (stdlib, os.path.join(stdlib, "lib-dynload")) if os.path.isdir(p)]
+  return tuple(p for p in (stdlib, os.path.join(stdlib, "lib-dynload")) if os.path.isdir(p))
 
 
-def sandbox_processes() -> list[int]:
-  """Pids of live processes (zombies included) whose real uid is in the sandbox range."""
+def sandbox_processes(owners: Sequence[int] | None = None) -> list[int]:
+  """Pids of live processes (zombies included) whose real uid is in the sandbox range.
+
+  Args:
+    owners: only sandboxes started by these processes (pids that called `run_tests`); default
+      all, including other users' of this machine.
+  """
+  slots = None if owners is None else {pid % (1 << 22) for pid in owners}
   pids = []
   for entry in os.listdir("/proc"):
     if not entry.isdigit():
@@ -139,7 +150,8 @@ def sandbox_processes() -> list[int]:
         uid_line = next(line for line in f if line.startswith("Uid:"))
     except (OSError, StopIteration):
       continue  # exited while we looked
-    if 0 <= int(uid_line.split()[1]) - SANDBOX_UID_BASE < SANDBOX_UID_SPAN:
+    offset = int(uid_line.split()[1]) - SANDBOX_UID_BASE
+    if 0 <= offset < SANDBOX_UID_SPAN and (slots is None or offset // 16 in slots):
       pids.append(int(entry))
   return pids
 
@@ -156,6 +168,7 @@ def run_tests(
   disk_mb: int = 64,
   namespaces: bool = True,
   work_root: str | None = None,
+  zygote: Zygote | None = None,
 ) -> TestResult:
   """Runs `program`, then `setup_code`, then the asserts in `tests`, in a fresh sandbox.
 
@@ -171,12 +184,15 @@ def run_tests(
     namespaces: try network/pid/mount namespaces (off only to measure their cost).
     work_root: where the private work dir is created (default: the system temp dir). The reward
       pool gives each worker its own, so a worker killed mid-run leaves nothing behind.
+    zygote: fork the sandbox from this pre-warmed zygote instead of starting an interpreter
+      (same layers; a zygote that dies mid-run makes the run 'error' and is restarted).
 
   Returns:
     TestResult; `.verdict` gives the Outcome.
 
   Raises:
     ValueError: a non-string program or unparsable tests/setup (bad input, not a bad attempt).
+    ZygoteError: `zygote` could not be (re)started.
   """
   if not isinstance(program, str):
     raise ValueError(f"program must be str, got {type(program).__name__}")
@@ -193,22 +209,27 @@ def run_tests(
   workdir = tempfile.mkdtemp(prefix="score_sbx_", dir=work_root)
   if uid is not None:
     os.chown(workdir, uid, uid)
+  env = {"PATH": "/usr/bin:/bin", "HOME": workdir, "TMPDIR": workdir, "LANG": "C.UTF-8"}
   cfg = {
-    "marker": marker, "program": program, "tests": tests_code, "setup": setup,
-    "uid": uid, "workdir": workdir, "ppid": os.getpid(), "namespaces": namespaces,
+    "marker": marker, "program": program, "tests": tests_code, "setup": setup, "env": env,
+    "uid": uid, "workdir": workdir, "namespaces": namespaces, "zygote": zygote is not None,
     "timeout_s": float(timeout_s), "cpu_s": max(1, math.ceil(timeout_s)), "nproc": nproc,
     "memory_mb": memory_mb, "fsize_mb": disk_mb, "nofile": 64, "disk_mb": disk_mb,
-    "std_paths": _stdlib_paths(), "read_paths": _stdlib_paths() + list(_READ_ONLY_SYSTEM),
+    "std_paths": _stdlib_paths(), "read_paths": _stdlib_paths() + _READ_ONLY_SYSTEM,
   }  # fmt: skip
-  env = {"PATH": "/usr/bin:/bin", "HOME": workdir, "TMPDIR": workdir, "LANG": "C.UTF-8"}
-  loader = _LOADER.format(os.path.dirname(os.path.abspath(__file__)))
   start = time.monotonic()
   try:
-    proc = subprocess.Popen(
-      [sys.executable, "-I", "-S", "-c", loader],
-      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-      env=env, cwd=workdir, start_new_session=True, close_fds=True,
-    )  # fmt: skip
+    if zygote is not None:
+      proc = zygote.launch()
+      cfg["ppid"] = zygote.pid  # the bootstrap checks it is still tied to its parent
+    else:
+      loader = _LOADER.format(os.path.dirname(os.path.abspath(__file__)))
+      proc = subprocess.Popen(
+        [sys.executable, "-I", "-S", "-c", loader],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env=env, cwd=workdir, start_new_session=True, close_fds=True,
+      )  # fmt: skip
+      cfg["ppid"] = os.getpid()
     try:
       out, err, capped, killed = _communicate(
         proc, marshal.dumps(cfg), start + timeout_s + _GRACE_S, output_cap_bytes
@@ -217,8 +238,14 @@ def run_tests(
       if proc.poll() is None:
         _kill_group(proc)
   finally:
-    shutil.rmtree(workdir, ignore_errors=False)
+    try:
+      os.rmdir(workdir)  # empty on the host: the program wrote to its tmpfs, gone with the run
+    except OSError:
+      shutil.rmtree(workdir)  # no mount namespace: its files landed here
   duration = time.monotonic() - start
+  if getattr(proc, "lost", False):  # not the program's doing: it cannot reach the zygote
+    return TestResult("error", "", err.decode("utf-8", "replace"), duration, None,
+                      "the sandbox zygote died during the run")  # fmt: skip
   return _result(proc.returncode, out, err, marker, capped, killed, duration)
 
 
@@ -266,9 +293,12 @@ def _communicate(proc, blob: bytes, deadline: float, cap: int):
   return bytes(bufs[proc.stdout]), bytes(bufs[proc.stderr]), capped, killed
 
 
-def _kill_group(proc: subprocess.Popen) -> None:
+def _kill_group(proc: subprocess.Popen | ZygoteRun) -> None:
   # The bootstrap leads the session; killing it also kills the confined child (parent-death
   # signal), whose pid namespace then takes every process the program started with it.
+  if isinstance(proc, ZygoteRun):
+    proc.kill_group()
+    return
   try:
     os.killpg(proc.pid, signal.SIGKILL)
   except ProcessLookupError:

@@ -5,8 +5,13 @@ BEFORE JAX touches any device: workers are started with 'spawn' (never fork a pr
 an initialised XLA runtime or TPU/GPU handles), and they import only the checkers, not JAX.
 
 Items are `(kind, payload)`: `('math', (response, gold))` or `('code', (program, tests[, setup]))`.
+Code items run in sandboxes forked from a per-worker `Zygote` (a trusted, pre-warmed sandbox
+parent: no interpreter start-up per program; same isolation layers as a one-shot `run_tests`);
+`zygote=False` starts a fresh interpreter per program instead. A zygote that dies is restarted by
+its worker (the run it was serving is ERROR).
 Each item has a deadline enforced by the pool itself: a worker still busy at its deadline is
-killed (its sandbox dies with it: parent-death signals) and replaced, and the item is TIMEOUT.
+killed (its zygote and sandbox die with it: parent-death signals) and replaced, and the item is
+TIMEOUT.
 A checker that raises, or a worker that dies, makes the item ERROR: counted and logged, never a
 silent 0. Results keep the order of `items`.
 """
@@ -47,14 +52,16 @@ class PoolResult:
   details: list[str]
 
 
-def _check(kind: str, payload: tuple, opts: dict) -> Verdict:
+def _check(kind: str, payload: tuple, opts: dict, zygote) -> Verdict:
   if kind == "math":
     from score_jax.rewards import math_reward  # lazy: sympy only in workers that need it
 
     return math_reward.verify(*payload, timeout_s=opts["math_timeout_s"])
   from score_jax.rewards import code_reward
 
-  return code_reward.verify(*payload, timeout_s=opts["code_timeout_s"], **opts["code_kwargs"])
+  return code_reward.verify(
+    *payload, timeout_s=opts["code_timeout_s"], zygote=zygote, **opts["code_kwargs"]
+  )
 
 
 def _worker(conn: connection.Connection, opts: dict, warm: tuple[str, ...], root: str) -> None:
@@ -62,18 +69,27 @@ def _worker(conn: connection.Connection, opts: dict, warm: tuple[str, ...], root
   opts["code_kwargs"].setdefault("work_root", root)
   if "math" in warm:
     from score_jax.rewards import math_reward  # noqa: F401
-  conn.send("ready")  # deadlines count from dispatch: keep worker start-up out of them
-  while True:
-    task = conn.recv()
-    if task is None:
-      return
-    index, kind, payload = task
-    try:
-      verdict = _check(kind, payload, opts)
-      conn.send((index, int(verdict.outcome), verdict.detail))
-    except Exception as e:  # the checker's failure: reported as ERROR with the reason
-      detail = f"{type(e).__name__}: {e} | " + traceback.format_exc(limit=3)[-800:]
-      conn.send((index, int(Outcome.ERROR), detail))
+  zygote = None
+  if opts["zygote"]:
+    from score_jax.rewards.zygote import Zygote
+
+    zygote = Zygote()  # started on the first code item, restarted if it dies
+  try:
+    conn.send("ready")  # deadlines count from dispatch: keep worker start-up out of them
+    while True:
+      task = conn.recv()
+      if task is None:
+        return
+      index, kind, payload = task
+      try:
+        verdict = _check(kind, payload, opts, zygote)
+        conn.send((index, int(verdict.outcome), verdict.detail))
+      except Exception as e:  # the checker's failure: reported as ERROR with the reason
+        detail = f"{type(e).__name__}: {e} | " + traceback.format_exc(limit=3)[-800:]
+        conn.send((index, int(Outcome.ERROR), detail))
+  finally:
+    if zygote is not None:
+      zygote.close()
 
 
 def _validate(items: Sequence) -> None:
@@ -105,6 +121,7 @@ class RewardPool:
     code_kwargs: dict | None = None,
     warm: tuple[str, ...] = (),
     deadline_s: dict[str, float] | None = None,
+    zygote: bool = True,
   ):
     """Starts `num_workers` workers.
 
@@ -116,6 +133,8 @@ class RewardPool:
       code_kwargs: extra `code_reward.run_tests` arguments (memory_mb, output_cap_bytes, ...).
       warm: kinds whose checker is imported at worker start ('math' imports sympy: ~1 s).
       deadline_s: per-kind override of the pool's own kill deadline (seconds).
+      zygote: fork code sandboxes from a pre-warmed zygote per worker (~2x less CPU per program)
+        rather than starting a fresh interpreter for each.
     """
     if num_workers < 1:
       raise ValueError(f"num_workers must be >= 1, got {num_workers}")
@@ -124,6 +143,7 @@ class RewardPool:
       "math_timeout_s": math_timeout_s,
       "code_timeout_s": code_timeout_s,
       "code_kwargs": dict(code_kwargs or {}),
+      "zygote": zygote,
     }
     self._limits = {"math": 2 * math_timeout_s + 1.0, "code": code_timeout_s + 5.0 + _POOL_GRACE_S}
     self._limits.update(deadline_s or {})
@@ -233,6 +253,11 @@ class RewardPool:
     rewards = (outcomes == Outcome.CORRECT).astype(np.float32)
     counts = {o.name.lower(): int(np.sum(outcomes == o)) for o in Outcome}
     return PoolResult(rewards, outcomes, counts, details)
+
+  @property
+  def work_root(self) -> str:
+    """The private dir holding the workers' sandbox dirs (removed by `close`)."""
+    return self._root
 
   def pids(self) -> list[int]:
     """Worker process ids (for tests and monitoring)."""

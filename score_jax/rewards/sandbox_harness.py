@@ -1,8 +1,9 @@
 """Child side of the code sandbox: confine this interpreter, run one program and its tests.
 
-Runs as `python -I -S -c <loader>` started by `code_reward.run_tests`, which writes one marshal
-blob (program, rewritten tests, limits, the run's secret end marker) to our stdin and closes it.
-Standard library only: this file is imported outside the package, before any confinement.
+`main()` runs in a fresh `python -I -S -c <loader>` started by `code_reward.run_tests`, or in a
+fork of a pre-warmed `sandbox_zygote` (same steps from here on). The parent writes one marshal
+blob (program, rewritten tests, limits, environment, the run's secret end marker) to our stdin and
+closes it. Standard library only: imported outside the package, before any confinement.
 
 Layers, in order (each a no-op with a note when the kernel or the uid does not allow it):
 1. bootstrap (root, outside): parent-death signal; new mount/net/pid/ipc/uts namespaces; a
@@ -48,6 +49,9 @@ _BLOCKED = frozenset({
 _FRAME_ATTRS = frozenset({"tb_frame", "f_back", "gi_frame", "cr_frame", "ag_frame"})
 
 
+_LIBC = []
+
+
 def _fail_setup(msg: str) -> None:
   os.write(2, f"sandbox setup failed: {msg}\n".encode())
   os._exit(EXIT_SETUP)
@@ -55,6 +59,8 @@ def _fail_setup(msg: str) -> None:
 
 def _libc():
   """A few libc calls through `_ctypes` directly: importing `ctypes` costs ~5 ms per run."""
+  if _LIBC:
+    return _LIBC[0]  # built once by the zygote, inherited by every run it forks
   import _ctypes
 
   class C:  # the subset of the ctypes namespace used here
@@ -64,6 +70,18 @@ def _libc():
                      ("c_uint64", "Q"), ("c_char_p", "z")]:  # fmt: skip
     setattr(C, name, type(name, (_ctypes._SimpleCData,), {"_type_": code}))
 
+  class Rlimit(C.Structure):
+    _fields_ = [("cur", C.c_uint64), ("max", C.c_uint64)]
+
+  class LandlockAttr(C.Structure):
+    _fields_ = [("fs", C.c_uint64), ("net", C.c_uint64), ("scoped", C.c_uint64)]
+
+  class LandlockBeneath(C.Structure):
+    _pack_ = 1
+    _fields_ = [("allowed", C.c_uint64), ("fd", C.c_int32)]
+
+  C.Rlimit, C.LandlockAttr, C.LandlockBeneath = Rlimit, LandlockAttr, LandlockBeneath
+
   class Fn(_ctypes.CFuncPtr):
     _flags_ = _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_USE_ERRNO
     _restype_ = C.c_long
@@ -72,16 +90,20 @@ def _libc():
     _handle = _ctypes.dlopen(None, 0)
 
     def __getattr__(self, name):
-      return Fn((name, self))
+      fn = Fn((name, self))
+      setattr(self, name, fn)
+      return fn
 
-  return C, Libc()
+  libc = Libc()
+  for name in ("prctl", "syscall", "setrlimit", "unshare", "mount"):
+    getattr(libc, name)
+  _LIBC.append((C, libc))
+  return _LIBC[0]
 
 
 def _setrlimit(ctypes, libc, which: int, value: int) -> None:
-  class Rlimit(ctypes.Structure):
-    _fields_ = [("cur", ctypes.c_uint64), ("max", ctypes.c_uint64)]
-
-  _check(ctypes, libc.setrlimit(which, ctypes.byref(Rlimit(value, value))), f"setrlimit({which})")
+  limit = ctypes.Rlimit(value, value)
+  _check(ctypes, libc.setrlimit(which, ctypes.byref(limit)), f"setrlimit({which})")
 
 
 def _check(ctypes, ret: int, what: str) -> None:
@@ -95,17 +117,9 @@ def _landlock_ruleset(ctypes, libc, cfg: dict) -> tuple[int, int]:
   if abi < 1:
     return -1, 0
   fs_all = (1 << (13 if abi == 1 else 14 if abi == 2 else 15 if abi < 5 else 16)) - 1
-
-  class Attr(ctypes.Structure):
-    _fields_ = [("fs", ctypes.c_uint64), ("net", ctypes.c_uint64), ("scoped", ctypes.c_uint64)]
-
-  class Beneath(ctypes.Structure):
-    _pack_ = 1
-    _fields_ = [("allowed", ctypes.c_uint64), ("fd", ctypes.c_int32)]
-
   # Handling net (ABI 4) and scopes (ABI 6) with no rules denies TCP bind/connect, and signals
   # and abstract unix sockets towards anything outside this sandbox.
-  attr = Attr(fs_all, 3 if abi >= 4 else 0, 3 if abi >= 6 else 0)
+  attr = ctypes.LandlockAttr(fs_all, 3 if abi >= 4 else 0, 3 if abi >= 6 else 0)
   size = 8 if abi < 4 else 16 if abi < 6 else 24
   rs = libc.syscall(_NR_LANDLOCK[0], ctypes.byref(attr), ctypes.c_size_t(size), ctypes.c_uint32(0))
   _check(ctypes, rs, "landlock_create_ruleset")
@@ -118,7 +132,7 @@ def _landlock_ruleset(ctypes, libc, cfg: dict) -> tuple[int, int]:
       continue
     if not os.path.isdir(path):
       access &= 1 | 2 | 4 | (1 << 14) | (1 << 15)  # only file rights apply to a file
-    rule = Beneath(access & fs_all, fd)
+    rule = ctypes.LandlockBeneath(access & fs_all, fd)
     ret = libc.syscall(_NR_LANDLOCK[1], rs, 1, ctypes.byref(rule), 0)
     os.close(fd)
     _check(ctypes, ret, f"landlock_add_rule({path})")
@@ -140,7 +154,7 @@ def _bootstrap(cfg: dict) -> None:
   libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
   if os.getppid() != cfg["ppid"]:
     os._exit(EXIT_SETUP)  # the worker died before we could tie ourselves to it
-  layers = []
+  layers = ["zygote"] if cfg["zygote"] else []
   root = os.geteuid() == 0
   flags = _CLONE_NEWNET | _CLONE_NEWPID | _CLONE_NEWIPC | _CLONE_NEWUTS
   flags |= _CLONE_NEWNS if root else _CLONE_NEWUSER
@@ -393,7 +407,12 @@ def _strict_helpers(type_, pristine: dict) -> dict:
 
 def main() -> None:
   sys.modules.pop(__name__, None)  # keep this module's globals out of the program's reach
-  cfg = marshal.loads(sys.stdin.buffer.read())
+  chunks = []
+  while chunk := os.read(0, 1 << 20):
+    chunks.append(chunk)
+  cfg = marshal.loads(b"".join(chunks))
+  os.environ.clear()  # a zygote's fork inherits the zygote's environment, not the run's
+  os.environ.update(cfg.pop("env"))
   devnull = os.open("/dev/null", os.O_RDONLY)
   os.dup2(devnull, 0)
   os.close(devnull)

@@ -1,15 +1,14 @@
 """Hostile programs against the code sandbox: none may be rewarded, leak, linger or leave files.
 
 Every program below tries to pass `add` tests without a correct `add`, or to hurt the host.
-They run through the real reward pool (2 workers, 2 s limit each) and directly via run_tests
-where the captured output must be inspected for leaks.
+They run through the real reward pool (2 workers, 2 s limit each; sandboxes forked from each
+worker's zygote) and directly via run_tests, one-shot and zygote, where the captured output must
+be inspected for leaks.
 """
 
-import glob
 import os
 import secrets
 import socket
-import tempfile
 import time
 
 import pytest
@@ -88,28 +87,40 @@ HOSTILE = {
 }
 
 
-def _sandbox_dirs() -> set[str]:
-  tmp = tempfile.gettempdir()
-  return set(glob.glob(f"{tmp}/score_sbx_*") + glob.glob(f"{tmp}/score_pool_*"))
-
-
-def _no_sandbox_processes() -> bool:
+def _no_sandbox_processes(owners: list[int]) -> bool:
+  # Only our own sandboxes: other users of this machine may be running theirs.
   deadline = time.monotonic() + 3.0
-  while code_reward.sandbox_processes() and time.monotonic() < deadline:
+  while code_reward.sandbox_processes(owners) and time.monotonic() < deadline:
     time.sleep(0.05)
-  return not code_reward.sandbox_processes()
+  return not code_reward.sandbox_processes(owners)
 
 
 @pytest.fixture(scope="module")
 def hostile_results():
-  before = _sandbox_dirs()
   items = [("code", (src, TESTS)) for src in HOSTILE.values()]
   items.append(("code", ("def add(a, b):\n  return a + b", TESTS)))  # the control
   with pool.RewardPool(2, code_timeout_s=2.0, code_kwargs={"memory_mb": 256}) as p:
+    workers = p.pids()
     start = time.monotonic()
     result = p.score(items)
     elapsed = time.monotonic() - start
-  return result, elapsed, before
+    workers += p.pids()
+    root = p.work_root
+  return result, elapsed, (workers, root)
+
+
+@pytest.fixture(params=["one-shot", "zygote"])
+def launch(request, tmp_path):
+  """run_tests keyword arguments for one launch mode; checks that no work dir is left behind."""
+  work = tmp_path / "work"
+  work.mkdir()
+  kw = {"timeout_s": 5, "work_root": str(work)}
+  if request.param == "one-shot":
+    yield kw
+  else:
+    with code_reward.Zygote() as z:  # started on first use, i.e. after the test's setenv
+      yield {**kw, "zygote": z}
+  assert not os.listdir(work)
 
 
 def test_suite_is_large_enough():
@@ -134,44 +145,44 @@ def test_control_passes_and_host_stays_responsive(hostile_results):
 
 
 def test_nothing_lingers(hostile_results):
-  _, _, before = hostile_results
-  assert _no_sandbox_processes(), code_reward.sandbox_processes()
-  assert _sandbox_dirs() <= before
+  _, _, (workers, root) = hostile_results
+  assert _no_sandbox_processes(workers), code_reward.sandbox_processes(workers)
+  assert not os.path.exists(root)
 
 
-def test_environment_secrets_do_not_reach_the_program(monkeypatch):
+def test_environment_secrets_do_not_reach_the_program(monkeypatch, launch):
   secret = "fake-secret-" + secrets.token_hex(8)
   monkeypatch.setenv("SCORE_FAKE_SECRET", secret)
   prog = "import os\nprint(dict(os.environ))\nprint(open('/proc/self/environ').read())"
-  r = code_reward.run_tests(prog, "", timeout_s=5)
+  r = code_reward.run_tests(prog, "", **launch)
   assert secret not in r.stdout + r.stderr
   assert "SCORE_FAKE_SECRET" not in r.stdout
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="root-owned files are only protected from root")
-def test_root_only_file_is_unreadable(tmp_path):
+def test_root_only_file_is_unreadable(tmp_path, launch):
   secret = "root-secret-" + secrets.token_hex(8)
   path = tmp_path / "secret.txt"
   path.write_text(secret)
   os.chmod(path, 0o600)
   for prog in [f"print(open({str(path)!r}).read())", "print(open('/etc/shadow').read())"]:
-    r = code_reward.run_tests(prog + EXIT, "", timeout_s=5)
+    r = code_reward.run_tests(prog + EXIT, "", **launch)
     assert secret not in r.stdout and r.status == "failed", r
     assert "PermissionError" in r.detail, r.detail
 
 
-def test_writes_outside_the_work_dir_fail():
+def test_writes_outside_the_work_dir_fail(launch):
   token = secrets.token_hex(6)
   targets = [f"/tmp/score_hostile_{token}", f"/dev/shm/score_hostile_{token}",
              f"/var/tmp/score_hostile_{token}", os.path.abspath(f"score_hostile_{token}")]  # fmt: skip
   prog = "".join(f"try:\n  open({t!r}, 'w').write('x')\nexcept OSError as e:\n  print(e)\n"
                  for t in targets)  # fmt: skip
-  r = code_reward.run_tests(prog, "", timeout_s=5)
+  r = code_reward.run_tests(prog, "", **launch)
   assert r.stdout.count("Permission denied") == len(targets), r.stdout
   assert not any(os.path.exists(t) for t in targets)
 
 
-def test_network_is_unreachable():
+def test_network_is_unreachable(launch):
   server = socket.socket()
   server.bind(("127.0.0.1", 0))
   server.listen(1)
@@ -179,7 +190,7 @@ def test_network_is_unreachable():
   port = server.getsockname()[1]
   prog = (f"import socket\ns = socket.create_connection(('127.0.0.1', {port}), timeout=2)\n"
           "s.sendall(b'leak')\nprint('connected')")  # fmt: skip
-  r = code_reward.run_tests(prog, "", timeout_s=5)
+  r = code_reward.run_tests(prog, "", **launch)
   assert "connected" not in r.stdout and r.status == "failed", r
   with pytest.raises(BlockingIOError):
     server.accept()

@@ -116,3 +116,66 @@ def test_rewrite_tests_and_bad_input():
     code_reward.run_tests(b"x", "")
   with pytest.raises(ValueError, match="timeout_s=0"):
     code_reward.run_tests(ADD, "", timeout_s=0)
+
+
+@pytest.fixture(scope="module")
+def zygote():
+  with code_reward.Zygote() as z:
+    yield z
+
+
+def test_zygote_runs_like_one_shot(zygote):
+  cases = [(ADD + "print('hello')", "assert add(2, 3) == 5"), (ADD, "assert add(2, 2) == 5"),
+           ("1 / 0", ""), ("import sys\nsys.exit(0)", ""), ("while True: pass", "")]  # fmt: skip
+  for program, tests in cases:
+    one = _run(program, tests, timeout_s=1.0)
+    zyg = _run(program, tests, timeout_s=1.0, zygote=zygote)
+    seen = [(r.status, r.stdout, r.detail, r.returncode) for r in (one, zyg)]
+    assert seen[0] == seen[1], (one, zyg)
+    assert zyg.layers == "zygote " + one.layers
+
+
+# What a clean run observes of the interpreter, the environment and its work dir.
+STATE = """
+import builtins, collections, math, os, re, sys, typing
+print(len([1, 2]), math.sqrt(4.0), collections.Counter is None, typing.List is None,
+      re.compile is None, 'json' in sys.modules, sys.getrecursionlimit(), sys.path[0],
+      sorted(os.environ), os.getenv('EVIL'), os.listdir('.'), os.getcwd() == os.environ['HOME'],
+      builtins.isinstance(1, int), flush=True)
+"""
+TAMPER = (
+  """
+import builtins, collections, math, os, re, signal, sys, typing
+builtins.len = lambda x: 0
+math.sqrt, collections.Counter, typing.List, re.compile = (lambda x: -1.0), None, None, None
+sys.modules['json'] = type(sys)('json')
+sys.setrecursionlimit(80)
+sys.path.insert(0, '/nonexistent')
+os.environ['EVIL'] = '1'
+open('left_behind.txt', 'w').write('x')
+os.mkdir('subdir')
+os.chdir('subdir')
+"""
+  + STATE
+  + """
+builtins.isinstance = lambda *a: False
+try:
+  os.kill(-1, signal.SIGKILL)  # everything it may signal (nothing outside its pid namespace)
+except OSError:
+  os._exit(0)
+"""
+)
+
+
+def test_tampering_run_leaves_zygote_and_later_runs_unaffected():
+  with code_reward.Zygote() as z:
+    before = _run(STATE, "", zygote=z)
+    pid = z.pid
+    tamper = _run(TAMPER, "", zygote=z)
+    after = _run(STATE, "", zygote=z)
+    assert (z.pid, z.starts) == (pid, 1)  # the same zygote served all three runs
+  assert before.status == after.status == "passed", (before, after)
+  assert tamper.stdout.split()[:2] == ["0", "-1.0"], tamper  # the tampering did happen there
+  assert tamper.status == "failed"
+  assert after.stdout == before.stdout and "left_behind" not in after.stdout, (before, after)
+  assert before.stdout.startswith("2 2.0 False False False False 1000 /proc/self/fd/"), before

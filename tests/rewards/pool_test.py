@@ -1,9 +1,9 @@
-"""RewardPool: order, counts, timeouts, checker crashes as ERROR, worker replacement, cleanup."""
+"""RewardPool: order, counts, timeouts, checker crashes as ERROR, worker/zygote replacement,
+cleanup."""
 
-import glob
 import os
 import signal
-import tempfile
+import threading
 import time
 
 import numpy as np
@@ -81,35 +81,87 @@ def test_dead_idle_worker_is_replaced(reward_pool):
   assert victim not in reward_pool.pids()
 
 
-def _work_dirs() -> set[str]:
-  tmp = tempfile.gettempdir()
-  return set(glob.glob(f"{tmp}/score_sbx_*") + glob.glob(f"{tmp}/score_pool_*"))
+def _children(parents: list[int], cmd_part: str) -> list[int]:
+  """Live children of `parents` whose command line contains `cmd_part`."""
+  found = []
+  for entry in filter(str.isdigit, os.listdir("/proc")):
+    try:
+      with open(f"/proc/{entry}/stat") as f:
+        ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+      with open(f"/proc/{entry}/cmdline", "rb") as f:
+        cmd = f.read().decode("utf-8", "replace")
+    except (OSError, IndexError):
+      continue
+    if ppid in parents and cmd_part in cmd and _alive(int(entry)):
+      found.append(int(entry))
+  return found
+
+
+def _no_sandboxes_of(owners: list[int]) -> bool:
+  deadline = time.monotonic() + 3.0
+  while code_reward.sandbox_processes(owners) and time.monotonic() < deadline:
+    time.sleep(0.05)
+  return code_reward.sandbox_processes(owners) == []
 
 
 def test_hung_worker_is_killed_at_the_pool_deadline():
   # The pool's deadline (0.5 s) is shorter than the sandbox's own (5 s): the pool must act.
-  dirs_before = _work_dirs()
   with pool.RewardPool(1, code_timeout_s=5.0, deadline_s={"code": 0.5}) as p:
+    workers = p.pids()
     start = time.monotonic()
     r = p.score([("code", ("import time\ntime.sleep(60)", TESTS))])
     assert time.monotonic() - start < 4.0
     assert list(r.outcomes) == [Outcome.TIMEOUT] and p.replaced == 1
-    workers = p.pids()
+    workers += p.pids()
     assert p.score([("code", (ADD, TESTS))]).counts["correct"] == 1
+    root = p.work_root
   assert not any(_alive(pid) for pid in workers)
-  deadline = time.monotonic() + 3.0
-  while code_reward.sandbox_processes() and time.monotonic() < deadline:
-    time.sleep(0.05)
-  assert code_reward.sandbox_processes() == []
-  assert _work_dirs() <= dirs_before  # the killed worker's sandbox dir went with its pool
+  assert _no_sandboxes_of(workers)
+  assert not os.path.exists(root)  # the killed worker's sandbox dir went with its pool
+
+
+def test_zygote_killed_mid_run_is_error_and_restarted(caplog):
+  with pool.RewardPool(1, code_timeout_s=20.0) as p:
+    worker = p.pids()[0]
+    assert p.score([("code", (ADD, TESTS))]).counts["correct"] == 1  # starts the zygote
+    (zygote,) = _children([worker], "sandbox_zygote")
+
+    def kill_when_busy():
+      deadline = time.monotonic() + 10.0
+      while not _children([zygote], "") and time.monotonic() < deadline:
+        time.sleep(0.01)
+      os.kill(zygote, signal.SIGKILL)
+
+    killer = threading.Thread(target=kill_when_busy)
+    killer.start()
+    start = time.monotonic()
+    with caplog.at_level("WARNING"):
+      r = p.score([("code", ("import time\ntime.sleep(15)", TESTS)), ("code", (ADD, TESTS))])
+    killer.join()
+    assert time.monotonic() - start < 8.0  # the sleeping sandbox died with its zygote
+    assert list(r.outcomes) == [Outcome.ERROR, Outcome.CORRECT], r.details
+    assert "zygote died during the run" in r.details[0] and "item 0 (code) ERROR" in caplog.text
+    assert p.replaced == 0 and p.pids() == [worker]  # the worker restarted its zygote itself
+    (fresh,) = _children([worker], "sandbox_zygote")
+    assert fresh != zygote and not _alive(zygote)
+    assert _no_sandboxes_of([worker])
+    os.kill(fresh, signal.SIGKILL)  # dead while idle: nothing is lost, the next item just passes
+    time.sleep(0.1)
+    assert p.score([("code", (ADD, TESTS))]).counts == {"correct": 1, "wrong": 0, "timeout": 0,
+                                                       "error": 0}  # fmt: skip
+    (third,) = _children([worker], "sandbox_zygote")
+  assert not any(_alive(pid) for pid in (fresh, third, worker))
 
 
 def test_close_is_clean_and_idempotent():
   p = pool.RewardPool(2)
   workers = p.pids()
+  assert p.score([("code", (ADD, TESTS))] * 4).counts["correct"] == 4
+  zygotes = _children(workers, "sandbox_zygote")
+  assert zygotes
   p.close()
   p.close()
-  assert not any(_alive(pid) for pid in workers)
+  assert not any(_alive(pid) for pid in workers + zygotes)
   with pytest.raises(RuntimeError, match="after close"):
     p.score([])
   with pytest.raises(ValueError, match="num_workers must be >= 1"):
