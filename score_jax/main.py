@@ -2,10 +2,12 @@
 
   python -m score_jax.main --config=experiments/<name>.py[:arg] --workdir=DIR [--config.f=v ...]
 
-Loads the (locked) experiment config, validates it before any compute, starts multi-process JAX
-when configured, saves the resolved config to the workdir and runs the config's job.
+Loads the (locked) experiment config, validates it before any compute, starts the reward pool
+(before JAX touches a device: its workers are spawned, never forked from an XLA process), starts
+multi-process JAX when configured, saves the resolved config to the workdir and runs the job.
 """
 
+import contextlib
 import importlib
 
 import jax
@@ -22,11 +24,18 @@ _WORKDIR = flags.DEFINE_string(
 )
 
 # job name -> module with `run(config, workdir)`.
-_JOBS = {"generate": "score_jax.generate"}
+_JOBS = {
+  "generate": "score_jax.generate",
+  "score": "score_jax.train",
+  "evaluate": "score_jax.evaluate",
+}
+_POOL_JOBS = ("score", "evaluate")
 
 
 def _init_distributed(config) -> None:
   d = config.distributed
+  if d.cpu_collectives:  # CPU processes need a collectives backend for cross-process reductions
+    jax.config.update("jax_cpu_collectives_implementation", d.cpu_collectives)
   kwargs = {}
   if d.coordinator_address:
     kwargs["coordinator_address"] = d.coordinator_address
@@ -46,15 +55,19 @@ def main(argv) -> None:
   if not _WORKDIR.value:
     raise app.UsageError("--workdir is required.")
   config_lib.validate(config)  # types and ranges first: before any device is touched
-  if config.distributed.enabled:
-    _init_distributed(config)
-  config_lib.validate(config, num_devices=jax.device_count())
-  logging.info(
-    "JAX process %d/%d, %d devices", jax.process_index(), jax.process_count(), jax.device_count()
-  )
-  if jax.process_index() == 0:
-    config_lib.save(config, _WORKDIR.value)
-  importlib.import_module(_JOBS[config.job]).run(config, _WORKDIR.value)
+  job = importlib.import_module(_JOBS[config.job])
+  pooled = config.job in _POOL_JOBS
+  pool = importlib.import_module("score_jax.evaluate").make_pool(config) if pooled else None
+  with pool or contextlib.nullcontext():
+    if config.distributed.enabled:
+      _init_distributed(config)
+    config_lib.validate(config, num_devices=jax.device_count())
+    logging.info(
+      "JAX process %d/%d, %d devices", jax.process_index(), jax.process_count(), jax.device_count()
+    )
+    if jax.process_index() == 0:
+      config_lib.save(config, _WORKDIR.value)
+    job.run(config, _WORKDIR.value, **({"pool": pool} if pooled else {}))
 
 
 if __name__ == "__main__":
