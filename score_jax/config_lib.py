@@ -114,6 +114,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.optim.weight_decay = 0.0  # the paper uses plain Adam
   c.optim.b1 = 0.9  # Adam beta1
   c.optim.b2 = 0.999  # Adam beta2
+  c.optim.eps = 1e-8  # Adam epsilon
 
   c.train = ml_collections.ConfigDict()
   # Episodes (prompts x g) per update, summed over hosts: the rows the mesh and the micro-batches
@@ -341,6 +342,7 @@ def _validate_score(config: ml_collections.ConfigDict) -> None:
     _require(config, f"optim.{f}", nonneg, "a number >= 0")
   for f in ("b1", "b2"):
     _require(config, f"optim.{f}", lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)")
+  _require(config, "optim.eps", lambda v: _is_number(v) and v > 0, "a number > 0")
   b = _require(config, "train.global_batch", pos_int, "an int >= 1 (episodes per update)")
   if b % g:
     raise ConfigError(

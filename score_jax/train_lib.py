@@ -202,6 +202,7 @@ def optim_config(config) -> optim.OptimConfig:
     end_lr_ratio=o.end_lr_ratio,
     b1=o.b1,
     b2=o.b2,
+    eps=o.eps,
     weight_decay=o.weight_decay,
     max_grad_norm=o.max_grad_norm,
   )
