@@ -119,31 +119,22 @@ def sample_episodes(
 ) -> rollout.Episodes:
   """Attempts `first_attempt..K` of `rc.samples_per_prompt` episodes per prompt, one cache.
 
-  Like `rollout.run_episodes`, but each row's RNG id is `row_offset + row`, the row's index in
-  the GLOBAL batch: the samples then do not depend on how the batch is split over processes.
+  `rollout.run_episodes` with each row's RNG id = `row_offset + row`, the row's index in the
+  GLOBAL batch: the samples then do not depend on how the batch is split over processes.
   `first_attempt=2` continues prompts that already hold attempt 1 (offline first attempts).
   """
-  sp = rc.sampling_params()
-  k = rc.num_attempts
-  b = len(prompts_ids) * rc.samples_per_prompt
-  tail = dataclasses.replace(rc, num_attempts=k - first_attempt + 1)
-  slots = rollout.extra_slots(sampler, tail, reserve_instruction_len)
-  state = sampler.start(
+  return rollout.run_episodes(
+    sampler,
     params,
     prompts_ids,
-    samples_per_prompt=rc.samples_per_prompt,
-    extra_slots=slots,
-    row_ids=row_offset + np.arange(b),
+    instruction,
+    rc,
+    rng,
+    decode=decode,
+    reserve_instruction_len=reserve_instruction_len,
+    row_offset=row_offset,
+    first_attempt=first_attempt,
   )
-  outs = []
-  for attempt in range(first_attempt, k + 1):
-    if attempt > first_attempt:
-      state = sampler.append(params, state, [list(instruction)] * b)
-    state, out = sampler.generate(params, state, sp, rng, turn=attempt)
-    outs.append(out)
-  arrays, outs = jax.device_get((state.arrays, outs))
-  # rollout's own converter keeps one definition of the stream layout (turn ids, loss mask).
-  return rollout._to_episodes(arrays, outs, state.prompt_index, decode)
 
 
 def pad_streams(ep: rollout.Episodes, length: int) -> rollout.Episodes:

@@ -95,6 +95,8 @@ def run_episodes(
   *,
   decode: Callable[[Sequence[int]], str] | None = None,
   reserve_instruction_len: int | None = None,
+  row_offset: int = 0,
+  first_attempt: int = 1,
 ) -> Episodes:
   """Samples `rc.num_attempts` attempts for each of `rc.samples_per_prompt` copies of each prompt.
 
@@ -109,15 +111,22 @@ def run_episodes(
     decode: tokenizer.decode, to fill `texts` (None leaves texts None).
     reserve_instruction_len: instruction length the cache is sized for (default: the longest
       here); pass a fixed value so the cache length never varies between calls.
+    row_offset: RNG id of the first row; pass the row's index in the GLOBAL batch so samples do
+      not depend on how the batch is split over processes.
+    first_attempt: the attempt number the prompts continue from: 2 continues prompts that
+      already hold attempt 1 and its instruction (offline first attempts).
 
   Returns:
     Episodes in prompt-major order (episode i answers prompt i // n).
   """
   if rc.num_attempts < 1:
     raise ValueError(f"RolloutConfig.num_attempts must be >= 1, got {rc.num_attempts}.")
+  if not 1 <= first_attempt <= rc.num_attempts:
+    raise ValueError(f"first_attempt={first_attempt} must be in 1..{rc.num_attempts}.")
   sp = rc.sampling_params()
   sampling.validate_sampling(sp, sampler.config.vocab_size, sampler.gen_buckets)
-  if rc.num_attempts > 1:
+  remaining = rc.num_attempts - first_attempt + 1
+  if remaining > 1:
     if len(instructions) == 0:
       raise ValueError("instructions are empty: num_attempts > 1 needs correction-instruction ids.")
     if isinstance(instructions[0], (int, np.integer)):
@@ -135,12 +144,13 @@ def run_episodes(
   reserve = longest if reserve_instruction_len is None else reserve_instruction_len
   if reserve < longest:
     raise ValueError(f"reserve_instruction_len={reserve} < longest instruction ({longest}).")
-  slots = extra_slots(sampler, rc, reserve)
-  state = sampler.start(params, prompts, samples_per_prompt=n, extra_slots=slots)
-  rows = [instructions[i] for i in state.prompt_index] if rc.num_attempts > 1 else []
+  slots = extra_slots(sampler, dataclasses.replace(rc, num_attempts=remaining), reserve)
+  row_ids = row_offset + np.arange(len(prompts) * n)
+  state = sampler.start(params, prompts, samples_per_prompt=n, extra_slots=slots, row_ids=row_ids)
+  rows = [instructions[i] for i in state.prompt_index] if remaining > 1 else []
   outs = []
-  for attempt in range(1, rc.num_attempts + 1):
-    if attempt > 1:
+  for attempt in range(first_attempt, rc.num_attempts + 1):
+    if attempt > first_attempt:
       state = sampler.append(params, state, rows)
     state, out = sampler.generate(params, state, sp, rng, turn=attempt)
     outs.append(out)
