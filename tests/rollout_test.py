@@ -10,6 +10,7 @@ import pytest
 from score_jax import rollout, sampling
 from score_jax.data import chat, prompts, tokenizer
 from score_jax.models import decoder, presets
+from tests.helpers import diverse_params
 
 QUESTIONS = ["What is 12+7?", "Solve 3x = 12 for x.", "Is 91 prime?", "2^5 = ?"]
 CORPUS = (
@@ -20,24 +21,6 @@ CORPUS = (
   + [prompts.correction_instruction("math_short")] * 20
   + QUESTIONS
 )
-
-
-def diverse_params(config, seed=0):
-  """Random weights (NumPy, nothing to compile) with layers strong enough to matter.
-
-  At the decoder's init scale the residual stream is dominated by the (tied) input embedding and
-  every model just repeats its last token, which would make token-for-token checks vacuous.
-  """
-  rng = np.random.default_rng(seed)
-
-  def leaf(path, s):
-    if "scale" in jax.tree_util.keystr(path):
-      std = 2.0
-    else:
-      std = 0.375 if len(s.shape) >= 3 else config.embed_dim**-0.5
-    return (std * rng.standard_normal(s.shape)).astype(s.dtype)
-
-  return jax.tree_util.tree_map_with_path(leaf, decoder.abstract_params(config))
 
 
 @pytest.fixture(scope="module")

@@ -10,30 +10,13 @@ import pytest
 from score_jax import sampling
 from score_jax import sharding as sharding_lib
 from score_jax.models import decoder, presets
+from tests.helpers import diverse_params
 
 FAMILIES = ["tiny-gemma", "tiny-gemma2", "tiny-gemma3", "tiny-llama", "tiny-qwen2", "tiny-mistral"]
 FAST_FAMILIES = ("tiny-gemma2",)  # local layers, softcaps, post-norms: the most switches
 # Mixed lengths: left padding inside one bucket, and past the sliding window (8) of local layers.
 PROMPTS = [[5, 6, 7], [8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18], [3], [40, 41, 42, 43, 44]] * 2
 STEPS = 10
-
-
-def diverse_params(config, seed=0):
-  """Random weights (NumPy, nothing to compile) with layers strong enough to matter.
-
-  At the decoder's init scale the residual stream is dominated by the (tied) input embedding and
-  every model just repeats its last token, which would make token-for-token checks vacuous.
-  """
-  rng = np.random.default_rng(seed)
-
-  def leaf(path, s):
-    if "scale" in jax.tree_util.keystr(path):
-      std = 2.0
-    else:
-      std = 0.375 if len(s.shape) >= 3 else config.embed_dim**-0.5
-    return (std * rng.standard_normal(s.shape)).astype(s.dtype)
-
-  return jax.tree_util.tree_map_with_path(leaf, decoder.abstract_params(config))
 
 
 def reference_greedy(config, params, prompts, steps):

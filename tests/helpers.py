@@ -1,0 +1,24 @@
+"""Shared test helpers (not a test module)."""
+
+import jax
+import numpy as np
+
+from score_jax.models import decoder
+
+
+def diverse_params(config, seed=0):
+  """Random weights (NumPy, nothing to compile) with layers strong enough to matter.
+
+  At the decoder's init scale the residual stream is dominated by the (tied) input embedding and
+  every model just repeats its last token, which would make token-for-token checks vacuous.
+  """
+  rng = np.random.default_rng(seed)
+
+  def leaf(path, s):
+    if "scale" in jax.tree_util.keystr(path):
+      std = 2.0
+    else:
+      std = 0.375 if len(s.shape) >= 3 else config.embed_dim**-0.5
+    return (std * rng.standard_normal(s.shape)).astype(s.dtype)
+
+  return jax.tree_util.tree_map_with_path(leaf, decoder.abstract_params(config))
