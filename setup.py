@@ -19,6 +19,7 @@ INSTALL_REQUIRES = [
   "absl-py==2.5.1",
   "ml-collections==1.1.0",
   "tensorboardX==2.6.5",  # TensorBoard event files without TensorFlow
+  "matplotlib==3.11.2",  # the testbed report's PNG plots
   "numpy>=2.0,<3",
 ]
 

@@ -14,10 +14,11 @@ from typing import Any
 import ml_collections
 from absl import logging
 
-JOBS = ("generate", "score", "evaluate")
+JOBS = ("generate", "score", "evaluate", "testbed")
 SCHEDULES = ("sequential", "interleaved")
+RL_METHODS = ("score", "naive_multiturn")
 NONFINITE = ("stop", "skip")
-TASKS = ("math", "mbpp", "humaneval")  # plus "procedural:<reasoning-gym task>"
+TASKS = ("math", "mbpp", "humaneval", "testbed")  # plus "procedural:<reasoning-gym task>"
 MESH_AXES = ("data", "fsdp", "tensor")
 
 
@@ -95,6 +96,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.stage2.offline_first_attempt_ratio = 0.0  # fraction of prompts whose y1 the base model samples
 
   c.rl = ml_collections.ConfigDict()
+  # score: Stage I then II (schedule below) | naive_multiturn: the paper's baseline, one phase of
+  # stage1.steps + stage2.steps updates rewarding only the last attempt (no Stage I, no bonus).
+  c.rl.method = "score"
   c.rl.beta1 = 0.01  # beta1: KL weight of the rewarded attempts
   c.rl.kl_estimator = "k1_reward"  # k1_reward (in the reward) | k2 | k3 (in the loss) | none
   c.rl.aggregation = "token_mean"  # token_mean | seq_mean_token_mean | constant
@@ -242,8 +246,10 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
     _require(config, "generate.temperature", lambda v: _is_number(v) and v >= 0, "a number >= 0")
     _require(config, "generate.top_k", lambda v: _is_int(v) and v >= 0, "an int >= 0")
     _require(config, "generate.top_p", lambda v: _is_number(v) and 0 < v <= 1, "a number in (0, 1]")
-  if config.job in ("score", "evaluate"):
+  if config.job in ("score", "evaluate", "testbed"):
     _validate_score(config)
+  if config.job == "testbed":
+    _validate_testbed(config)
   if num_devices is not None:
     data, fsdp, _ = mesh_shape(config, num_devices)
     if config.job == "score":
@@ -322,6 +328,7 @@ def _validate_score(config: ml_collections.ConfigDict) -> None:
     lambda v: _is_number(v) and 0 <= v < 1,
     "a number in [0, 1)",
   )
+  _require(config, "rl.method", lambda v: v in RL_METHODS, f"one of {RL_METHODS}")
   _require(config, "rl.beta1", nonneg, "a number >= 0 (beta1)")
   names = tuple(e for e in kl.ESTIMATORS if e != "k1")  # plain k1 in the loss has no gradient
   _require(config, "rl.kl_estimator", lambda v: v in names, f"one of {names}")
@@ -382,6 +389,44 @@ def _validate_score(config: ml_collections.ConfigDict) -> None:
   _require(config, "log.every_steps", pos_int, "an int >= 1")
   _require(config, "log.episodes_every_steps", nonneg_int, "an int >= 0")
   _require(config, "log.num_episodes", nonneg_int, "an int >= 0")
+
+
+def _validate_testbed(config: ml_collections.ConfigDict) -> None:
+  """The `testbed` section (experiments/testbed.py)."""
+  if "testbed" not in config:
+    raise ConfigError("config.testbed: missing; the testbed job needs experiments/testbed.py")
+  pos_int = lambda v: _is_int(v) and v >= 1
+  fraction = lambda v: _is_number(v) and 0 <= v <= 1
+  for f in ("vocab_size", "tokenizer_problems", "train_problems", "seq_len", "pretrain_steps",
+            "pretrain_batch", "pretrain_save_every", "eval_problems", "curve_problems"):  # fmt: skip
+    _require(config, f"testbed.{f}", pos_int, "an int >= 1")
+  _require(config, "testbed.pretrain_lr", lambda v: _is_number(v) and v > 0, "a number > 0")
+  for f in ("first_error_rate", "drill", "single_attempt", "copy", "resolve", "check"):
+    _require(config, f"testbed.mixture.{f}", fraction, "a fraction in [0, 1]")
+  m = config.testbed.mixture
+  if abs(m.copy + m.resolve + m.check - 1) > 1e-6:
+    raise ConfigError(
+      f"config.testbed.mixture: copy + resolve + check = {m.copy + m.resolve + m.check}, expected 1."
+    )
+  _require(
+    config, "testbed.methods",
+    lambda v: isinstance(v, Sequence) and len(v) > 0 and all(x in ("score", "naive") for x in v),
+    "a non-empty tuple of 'score' / 'naive'",
+  )  # fmt: skip
+  _require(
+    config, "testbed.rl_seeds",
+    lambda v: isinstance(v, Sequence) and len(v) > 0 and len(set(v)) == len(v) and all(_is_int(x) for x in v),
+    "a non-empty tuple of distinct ints",
+  )  # fmt: skip
+  if config.data.task != "testbed":
+    raise ConfigError(
+      f"config.data.task = {config.data.task!r}: the testbed job trains on 'testbed'."
+    )
+  if config.testbed.eval_problems > config.data.procedural_size:
+    raise ConfigError(
+      f"config.testbed.eval_problems = {config.testbed.eval_problems}: more than the "
+      f"config.data.procedural_size = {config.data.procedural_size} test problems generated."
+    )
 
 
 def save(config: ml_collections.ConfigDict, workdir: str) -> str:

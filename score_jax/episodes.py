@@ -26,6 +26,7 @@ from score_jax import rollout, sampling
 from score_jax.data import humaneval_data, math_data, mbpp_data, procedural, prompts, records
 from score_jax.rewards import math_reward
 from score_jax.rewards.outcome import Outcome
+from score_jax.testbed import arith
 
 PyTree = Any
 STREAM_FIELDS = ("tokens", "positions", "valid", "turn", "loss_mask", "logp")
@@ -35,7 +36,7 @@ STREAM_FIELDS = ("tokens", "positions", "valid", "turn", "loss_mask", "logp")
 class Task:
   """One task: its examples and how prompts, instructions and reward items are made."""
 
-  name: str  # math | mbpp | humaneval | procedural:<reasoning-gym task>
+  name: str  # math | mbpp | humaneval | testbed | procedural:<reasoning-gym task>
   examples: list[records.Example]
   shots: list[records.Example] = dataclasses.field(default_factory=list)  # MBPP 3-shot
 
@@ -50,11 +51,15 @@ class Task:
       return prompts.mbpp_first_turn(example, self.shots)
     if self.name == "humaneval":
       return prompts.humaneval_first_turn(example)
+    if self.name == "testbed":  # the pretrained base knows the answer form: the bare question
+      return example.question
     # Procedural tasks reuse the MATH prompt: it asks for the "Final Answer: ..." line we parse.
     return prompts.math_first_turn(example)
 
   def correction(self) -> str:
-    """The paper's self-correction instruction, verbatim."""
+    """The paper's self-correction instruction, verbatim (testbed: the Figure 2 short form)."""
+    if self.name == "testbed":  # shorter sequences on a CPU; still the paper's own wording
+      return prompts.correction_instruction("math_short")
     return prompts.correction_instruction(self.kind)
 
   def final_answer(self, text: str) -> str | None:
@@ -76,6 +81,8 @@ def load_task(name: str, split: str, path: str = "", procedural_size: int = 2000
     return Task(name, mbpp_data.load_mbpp(split, path=path), mbpp_data.load_mbpp_shots())
   if name == "humaneval":
     return Task(name, humaneval_data.load_humaneval(path))
+  if name == "testbed":  # the laptop testbed's sums (score_jax.testbed.arith)
+    return Task(name, arith.load_split(split, procedural_size))
   task = name.removeprefix("procedural:")
   seed = {"train": 0, "test": 1}.get(split)
   if seed is None:

@@ -28,8 +28,9 @@ _JOBS = {
   "generate": "score_jax.generate",
   "score": "score_jax.train",
   "evaluate": "score_jax.evaluate",
+  "testbed": "score_jax.testbed.pipeline",
 }
-_POOL_JOBS = ("score", "evaluate")
+_POOL_JOBS = ("score", "evaluate", "testbed")
 
 
 def _init_distributed(config) -> None:

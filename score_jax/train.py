@@ -194,7 +194,8 @@ def _run(config, workdir: str, pool) -> dict[str, float]:
   writer = metric_writers.MetricWriter(workdir, me, resume_step=resume)
   every_dump = config.log.episodes_every_steps
   dumper = metric_writers.EpisodeDumper(workdir, every_dump, me, resume_step=resume) if every_dump else None  # fmt: skip
-  progress = metric_writers.Progress(total, "SCoRe", enabled=me == 0)
+  title = "naive multi-turn RL" if config.rl.method == "naive_multiturn" else "SCoRe"
+  progress = metric_writers.Progress(total, title, enabled=me == 0)
   guard = checkpoint_lib.PreemptionGuard()
   sampler = train_lib.make_sampler(config, model_cfg, sampler_mesh, tok.pad_id)
   rc = train_lib.rollout_config(config, template.stop_ids(tok))
@@ -236,7 +237,8 @@ def _run(config, workdir: str, pool) -> dict[str, float]:
         ref = ref_params
         if step == t.debug_nan_step:  # testing the non-finite guard: a NaN reference
           ref = jax.tree.map(lambda x: x * jnp.nan, ref_params)
-        state, m = (fns.stage1 if stage == "stage1" else fns.stage2)(state, ref, batch)
+        update = {"stage1": fns.stage1, "stage2": fns.stage2, "naive": fns.naive_multiturn}[stage]
+        state, m = update(state, ref, batch)
         m = {k: float(v) for k, v in jax.device_get(m).items()}
       step += 1
       if not m["finite"]:

@@ -157,7 +157,13 @@ def chat_template(config, model_cfg: ModelConfig, tok) -> chat.ChatTemplate:
 
 
 def phases(config) -> list[tuple[str, int]]:
-  """The stage schedule as (stage name, steps) phases, in order."""
+  """The stage schedule as (stage name, steps) phases, in order.
+
+  The naive multi-turn baseline gets the same update budget as SCoRe, in one 'naive' phase.
+  """
+  if config.rl.method == "naive_multiturn":
+    n = config.stage1.steps + config.stage2.steps
+    return [("naive", n)] if n else []
   one = [("stage1", config.stage1.steps), ("stage2", config.stage2.steps)]
   rounds = config.schedule.num_rounds if config.schedule.kind == "interleaved" else 1
   return [p for p in one * rounds if p[1] > 0]

@@ -264,6 +264,17 @@ PRESETS: dict[str, ModelConfig] = {
     rope_theta=1_000_000.0,
     max_seq_len=32_768,
   ),
+  # The laptop testbed's base model (score_jax.testbed): Gemma 1 layout, 0.27M parameters.
+  "testbed-gemma": _gemma(
+    vocab_size=512,
+    embed_dim=64,
+    hidden_dim=256,
+    num_layers=4,
+    num_heads=4,
+    num_kv_heads=1,
+    head_dim=16,
+    max_seq_len=512,
+  ),  # fmt: skip
   # Test models: each family's switches at toy size; window 8 so tests run past it.
   "tiny-gemma": _gemma(**{**_TINY, "num_kv_heads": 1}, num_layers=2, max_seq_len=256),
   "tiny-gemma2": _gemma2(

@@ -1,0 +1,98 @@
+"""The laptop testbed (README's first command): self-correction emerging in minutes on a CPU.
+
+  python -m score_jax.main --config=experiments/testbed.py --workdir=/tmp/testbed
+  python -m score_jax.main --config=experiments/testbed.py:quick --workdir=/tmp/testbed_quick
+
+One job (score_jax.testbed.pipeline): a SentencePiece trained on the task text, a 0.27M-parameter
+Gemma-style decoder pretrained on two-attempt transcripts, a greedy eval of that base model,
+SCoRe (Stage I then Stage II) and the naive multi-turn RL baseline (same update budget, reward
+on attempt 2 only, no Stage I, no bonus) for each seed, each evaluated greedy on held-out
+problems; then the paper-style table and plots in DIR/report/. Rerunning resumes.
+
+The task (score_jax.testbed.arith): "What is 7+8+5+9+3+2+6?", answered in one pass by a first
+attempt, checkable in written steps by a second. Status (BUILD_NOTES.md): the pipeline runs end
+to end, but at this pretraining budget the base model's check is not yet better than its
+one-pass answer, so the paper's targets are not met.
+Hyperparameters that differ from the paper (Table 8) are set below with the reason.
+`:quick` is the same pipeline, smaller (CI runs it).
+"""
+
+import ml_collections
+
+from score_jax import config_lib
+
+
+def get_config(arg: str = ""):
+  c = config_lib.base_config()
+  c.job = "testbed"
+  c.model.preset = "testbed-gemma"
+  c.model.chat_template = "gemma"
+  c.mesh.fsdp = -1
+
+  c.testbed = tb = ml_collections.ConfigDict()
+  tb.vocab_size = 512  # SentencePiece trained on the task text (digits one per token)
+  tb.tokenizer_problems = 3000  # transcripts the tokenizer is trained on
+  tb.train_problems = 20000  # pretraining transcripts; RL prompts come from the same split
+  tb.seq_len = 160  # pretraining stream slots (a transcript that does not fit is an error)
+  tb.pretrain_steps = 600
+  tb.pretrain_batch = 32
+  tb.pretrain_lr = 3e-3
+  tb.pretrain_save_every = 100
+  tb.mixture = ml_collections.ConfigDict()
+  # Planted slips of the first-attempt writer: often enough that a check cannot learn to agree
+  # with the answer it checks; greedy decoding still learns the right answer where it can.
+  tb.mixture.first_error_rate = 0.4
+  tb.mixture.drill = 0.0  # transcripts that are one-step sums (0.3 measured: no better check)
+  tb.mixture.single_attempt = 0.3  # transcripts with no second attempt
+  tb.mixture.copy = 0.35  # second attempts that copy the first
+  tb.mixture.resolve = 0.25  # ... that answer again in one pass (own slips)
+  tb.mixture.check = 0.4  # ... that check in written steps
+  tb.eval_problems = 1000  # held-out problems of the final greedy evals
+  tb.curve_problems = 200  # held-out problems of the evals during RL (the curves)
+  tb.methods = ("score", "naive")
+  tb.rl_seeds = (0,)
+
+  c.data.task = c.data.eval_task = "testbed"
+  c.data.procedural_size = 20000  # testbed problems per split (test: the first eval_problems)
+  c.data.system = ""
+  c.rollout.num_samples = 4
+  c.rollout.max_prompt_len = 32
+  c.rollout.max_new_tokens = 80
+  c.rollout.prompt_buckets = (32,)
+  c.rollout.append_buckets = (32,)
+  c.rollout.gen_buckets = (80,)
+  # A 0.27M-parameter model moves at lr 1e-4..1e-3 under Adam, not the paper's
+  # 5e-6 for 2B+ models; the step budget is minutes, not 3000 steps.
+  c.optim.lr = 1e-4
+  c.stage1.steps, c.stage2.steps = 30, 30
+  c.train.global_batch = 64  # 16 prompts x g=4 (paper: 512)
+  c.train.reward_workers = 2
+  c.checkpoint.every_steps = 10
+  c.checkpoint.async_save = False
+  c.eval.every_steps = 10
+  c.eval.batch_size = 250
+  c.log.episodes_every_steps = 10
+  c.log.num_episodes = 4
+  if arg == "quick":
+    quick(c)
+  elif arg:
+    raise ValueError(f"experiments/testbed.py: unknown argument {arg!r} (expected '' or 'quick')")
+  return c
+
+
+def quick(c):
+  """The same pipeline at CI size: a shorter pretraining, fewer RL steps and eval problems."""
+  tb = c.testbed
+  tb.train_problems = 4000
+  tb.tokenizer_problems = 1000
+  tb.pretrain_steps = 60
+  tb.pretrain_save_every = 30
+  tb.eval_problems = 100
+  tb.curve_problems = 50
+  c.data.procedural_size = 4000
+  c.stage1.steps, c.stage2.steps = 2, 2
+  c.train.global_batch = 16
+  c.eval.every_steps = 2
+  c.eval.batch_size = 50
+  c.checkpoint.every_steps = 2
+  c.log.episodes_every_steps = 2

@@ -1,0 +1,113 @@
+"""The testbed task: the sum of seven one-digit numbers, answered at once or checked in steps.
+
+Problem: "What is 7+8+5+9+3+2+6?". Two ways to write a solution:
+
+  fast (a first attempt always looks like this): the expression and its sum, in one go,
+    7+8+5+9+3+2+6=40. Final Answer: The final answer is 40. I hope it is correct.
+  check (a second attempt may look like this): the answer of the attempt being checked, then a
+  running sum, one written step per term,
+    Let me check 40 step by step. 7+8=15. 15+5=20. 20+9=29. 29+3=32. 32+2=34. 34+6=40.
+    Final Answer: The final answer is 40. I hope it is correct.
+
+Adding seven digits in one forward pass is beyond a model of a few hundred thousand parameters
+on a share of problems however it is trained (it lands one or two off), while each written step
+(a one-digit addition to a running sum) is easy for it: redoing the work in written steps is the
+extra computation that makes a second look worth having (DESIGN.md section 6), the same way a
+larger model's careful second attempt beats its first. Answers are checked by the project's math
+verifier on the paper's "Final Answer" line, like MATH.
+
+Train and test problems are disjoint: test problems come from their own seed and any train
+problem equal to a test problem (same terms in the same order) is dropped.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+
+from score_jax.data import records
+
+ANSWER_LINE = "Final Answer: The final answer is {answer}. I hope it is correct."
+CHECK_OPENING = "Let me check"
+TERM_COUNTS = (7,)
+TERM_RANGE = (1, 9)
+SPLIT_SEEDS = {"train": 0, "test": 1}
+
+
+def question(terms: Sequence[int]) -> str:
+  return f"What is {expression(terms)}?"
+
+
+def _problems(n: int, seed: int) -> list[tuple[int, ...]]:
+  rng = random.Random(seed)
+  return [tuple(rng.randint(*TERM_RANGE) for _ in range(rng.choice(TERM_COUNTS))) for _ in range(n)]
+
+
+def load_split(split: str, n: int) -> list[records.Example]:
+  """`n` problems of a split, deterministic; a larger `n` extends the same list.
+
+  The train split excludes the first max(n, 5000) test problems, so any test split of up to
+  that size (every config's `procedural_size` covers both) is disjoint from training.
+  """
+  if split not in SPLIT_SEEDS:
+    raise ValueError(f"testbed: split must be 'train' or 'test', got {split!r}")
+  if n <= 0:
+    raise ValueError(f"testbed: n must be positive, got {n}")
+  if split == "test":
+    terms = _problems(n, SPLIT_SEEDS["test"])
+  else:
+    held_out = set(_problems(max(n, 5000), SPLIT_SEEDS["test"]))
+    terms, extra = [], 0
+    while len(terms) < n:  # top up past the (rare) collisions with the test split
+      cand = _problems(n + extra, SPLIT_SEEDS["train"])
+      terms = [t for t in cand if t not in held_out][:n]
+      extra += max(16, n // 100)
+  return [
+    records.Example(
+      id=f"testbed/{split}/{i}",
+      question=question(t),
+      answer=str(sum(t)),
+      metadata={"terms": t},
+    )
+    for i, t in enumerate(terms)
+  ]
+
+
+def terms_of(example: records.Example) -> tuple[int, ...]:
+  return tuple(example.metadata["terms"])
+
+
+# ---------------------------------------------------------------------------- writing solutions
+
+
+def fast_solution(terms: Sequence[int], answer: int) -> str:
+  """The sum written at once; `answer` is what the writer believes it is."""
+  return f"{expression(terms)}={answer}. " + ANSWER_LINE.format(answer=answer)
+
+
+def expression(terms: Sequence[int]) -> str:
+  return "+".join(str(t) for t in terms)
+
+
+def check_solution(terms: Sequence[int], checked: int) -> str:
+  """Attempt 1's answer `checked`, then the running sum in written steps (no slips)."""
+  lines, acc = [f"{CHECK_OPENING} {checked} step by step."], terms[0]
+  for b in terms[1:]:
+    lines.append(f"{acc}+{b}={acc + b}.")
+    acc += b
+  return " ".join(lines + [ANSWER_LINE.format(answer=acc)])
+
+
+def drill(rng: random.Random) -> tuple[str, str]:
+  """(question, answer) of a one-step sum written as the checks write their steps: "29+8=37."."""
+  a = rng.randint(TERM_RANGE[0], TERM_RANGE[1] * (max(TERM_COUNTS) - 1))
+  b = rng.randint(*TERM_RANGE)
+  return question((a, b)), fast_solution((a, b), a + b)
+
+
+def noisy_answer(terms: Sequence[int], error_rate: float, rng: random.Random) -> int:
+  """The sum as a fallible one-pass writer gives it: off by one or two w.p. `error_rate`."""
+  total = sum(terms)
+  if rng.random() < error_rate:
+    return total + rng.choice((-2, -1, 1, 2))
+  return total

@@ -1,0 +1,126 @@
+"""Pretraining transcripts for the testbed's base model, and their token streams.
+
+A transcript is what a base model would have read: a problem, a first attempt written by a
+fallible solver (its one-pass sum is off by one or two w.p. `first_error_rate`), and, in most
+transcripts, the paper's correction instruction followed by a second attempt that behaves as a
+real base model's does before any self-correction training:
+  * copy (`copy`): the first attempt again, mistakes included;
+  * re-solve (`resolve`): a fresh one-pass answer with its own slips, so a right first attempt is
+    sometimes broken and a wrong one sometimes fixed, at random;
+  * check (`check`): the rare careful second attempt (arith.check_solution).
+A share `drill` of transcripts are one-step sums ("What is 29+8?" -> "29+8=37. ..."): the
+written steps a check is made of, practised the way a base model's corpus practises any skill.
+Nothing in a transcript tells the model WHEN to check: a check follows right and wrong first
+attempts alike. Greedy decoding of such a model copies (Delta ~ 0); the check is a behaviour RL
+can find in its samples and make conditional or habitual.
+
+Streams are laid out exactly as the RL episodes are (DESIGN.md section 2): chat prompt, attempt 1
++ end-of-turn, `next_turn(instruction)`, attempt 2 + end-of-turn. Loss on the attempts only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from collections.abc import Sequence
+
+import numpy as np
+
+from score_jax.data import records
+from score_jax.testbed import arith
+
+
+@dataclasses.dataclass(frozen=True)
+class Mixture:
+  """How pretraining transcripts are written (fractions of two-attempt transcripts)."""
+
+  first_error_rate: float = 0.2  # one-pass answers of the first-attempt writer that are off
+  drill: float = 0.0  # transcripts replaced by a one-step sum drill ("What is 29+8?")
+  single_attempt: float = 0.2  # transcripts that stop after attempt 1
+  copy: float = 0.55  # second attempts: copy attempt 1
+  resolve: float = 0.3  # second attempts: a fresh one-pass answer (slips at first_error_rate)
+  check: float = 0.15  # second attempts: the column check
+
+  def __post_init__(self):
+    total = self.copy + self.resolve + self.check
+    if abs(total - 1.0) > 1e-6:
+      raise ValueError(f"Mixture: copy + resolve + check must be 1, got {total}")
+    for f in ("first_error_rate", "drill", "single_attempt", "copy", "resolve", "check"):
+      v = getattr(self, f)
+      if not 0.0 <= v <= 1.0:
+        raise ValueError(f"Mixture.{f} = {v}: expected a fraction in [0, 1]")
+
+
+def transcript(
+  example: records.Example, mix: Mixture, rng: random.Random
+) -> tuple[str, str, str | None]:
+  """(question, attempt 1, attempt 2 or None): for `example`, or a drill in its place."""
+  terms = arith.terms_of(example)
+  if rng.random() < mix.drill:
+    return (*arith.drill(rng), None)
+  answer = arith.noisy_answer(terms, mix.first_error_rate, rng)
+  first = arith.fast_solution(terms, answer)
+  if rng.random() < mix.single_attempt:
+    return example.question, first, None
+  u = rng.random()
+  if u < mix.copy:
+    second = first
+  elif u < mix.copy + mix.resolve:
+    second = arith.fast_solution(terms, arith.noisy_answer(terms, mix.first_error_rate, rng))
+  else:
+    second = arith.check_solution(terms, answer)
+  return example.question, first, second
+
+
+def tokenizer_texts(
+  examples: Sequence[records.Example], template, instruction: str, seed: int = 0
+) -> list[str]:
+  """Text to train the SentencePiece on: whole chat transcripts, each with both styles."""
+  rng = random.Random(seed)
+  texts = []
+  for ex in examples:
+    _, first, _ = transcript(ex, Mixture(single_attempt=0.0), rng)
+    check = arith.check_solution(arith.terms_of(ex), int(ex.answer))
+    texts.append(template.first_turn(ex.question) + first + template.end_of_turn + template.next_turn(instruction) + check + template.end_of_turn)  # fmt: skip
+  return texts
+
+
+def encode_streams(
+  examples: Sequence[records.Example],
+  tok,
+  template,
+  instruction_ids: Sequence[int],
+  mix: Mixture,
+  seed: int,
+  length: int,
+) -> dict[str, np.ndarray]:
+  """SFT streams [n, length]: tokens, positions, valid, loss_mask (attempt tokens + stops).
+
+  Raises ValueError naming the problem if a transcript does not fit `length` slots.
+  """
+  rng = random.Random(seed)
+  eot = tok.id_of(template.end_of_turn)
+  n = len(examples)
+  tokens = np.zeros((n, length), np.int32)
+  mask = np.zeros((n, length), bool)
+  valid = np.zeros((n, length), bool)
+  for i, ex in enumerate(examples):
+    question, first, second = transcript(ex, mix, rng)
+    ids = list(template.first_turn_ids(tok, question))
+    target = [False] * len(ids)
+    for k, attempt in enumerate((first, second)):
+      if attempt is None:
+        break
+      if k:
+        ids += instruction_ids
+        target += [False] * len(instruction_ids)
+      a = tok.encode(attempt) + [eot]
+      ids += a
+      target += [True] * len(a)
+    if len(ids) > length:
+      raise ValueError(f"testbed transcript of {ex.id} is {len(ids)} tokens > {length} slots")
+    tokens[i, : len(ids)] = ids
+    mask[i, : len(ids)] = target
+    valid[i, : len(ids)] = True
+  positions = np.broadcast_to(np.arange(length, dtype=np.int32), (n, length)).copy()
+  return {"tokens": tokens, "positions": positions, "valid": valid, "loss_mask": mask}

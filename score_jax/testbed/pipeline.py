@@ -1,0 +1,317 @@
+"""The testbed job: tokenizer -> pretraining -> base eval -> SCoRe and naive RL per seed -> report.
+
+  python -m score_jax.main --config=experiments/testbed.py --workdir=/tmp/testbed
+
+Every phase writes its result atomically under the workdir and is skipped when that result is
+there, so a rerun after a crash or kill continues where it stopped (pretraining and each RL run
+also resume mid-way from their Orbax checkpoints):
+
+  tokenizer/spm.model            SentencePiece trained on testbed transcripts
+  pretrain/                      pretraining checkpoints + history.json
+  base/                          the base model as a HF checkpoint dir (+ tokenizer.model)
+  eval/base.json                 greedy 2-attempt eval of the base model on the held-out problems
+  runs/<method>_seed<s>/         one RL run (train.run: metrics.jsonl, checkpoints, episodes)
+  eval/<method>_seed<s>.json     its final greedy eval
+  report/                        results.md / results.json, accuracy_curves.png, flips.png,
+                                 edit_ratios.png
+  timings.json                   wall seconds per phase (cached phases keep their first time)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+
+from score_jax import checkpoint as checkpoint_lib
+from score_jax import (
+  config_lib,
+  episodes,
+  generate,
+  metric_writers,
+  metrics,
+  optim,
+  train,
+  train_lib,
+)
+from score_jax import evaluate as evaluate_lib
+from score_jax import sharding as sharding_lib
+from score_jax.data import chat
+from score_jax.data import tokenizer as tokenizer_lib
+from score_jax.models import decoder, presets
+from score_jax.testbed import arith, corpus, pretrain, report
+
+METHODS = {"score": "score", "naive": "naive_multiturn"}  # testbed name -> config.rl.method
+
+
+def _say(msg: str) -> None:
+  if jax.process_index() == 0:
+    print(f"[testbed] {msg}", flush=True)
+
+
+def _write_json(path: str, obj: Any) -> None:
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path + ".tmp", "w") as f:
+    json.dump(obj, f, indent=1)
+  os.replace(path + ".tmp", path)
+
+
+class _Timings:
+  """Wall seconds per phase, persisted so a resumed run still reports every phase."""
+
+  def __init__(self, workdir: str):
+    self.path = os.path.join(workdir, "timings.json")
+    self.seconds: dict[str, float] = {}
+    if os.path.exists(self.path):
+      with open(self.path) as f:
+        self.seconds = json.load(f)
+
+  def add(self, phase: str, seconds: float) -> None:
+    self.seconds[phase] = self.seconds.get(phase, 0.0) + seconds
+    if jax.process_index() == 0:
+      _write_json(self.path, self.seconds)
+
+
+def mixture(config) -> corpus.Mixture:
+  m = config.testbed.mixture
+  return corpus.Mixture(
+    first_error_rate=m.first_error_rate, drill=m.drill, single_attempt=m.single_attempt, copy=m.copy,
+    resolve=m.resolve, check=m.check,
+  )  # fmt: skip
+
+
+def instruction(config) -> str:
+  """The testbed task's correction instruction (the one the RL episodes append)."""
+  del config
+  return episodes.Task("testbed", []).correction()
+
+
+def rl_config(config, method: str, seed: int, base_dir: str) -> ml_collections.ConfigDict:
+  """The `score` job config of one RL run: the experiment's sections, the base checkpoint."""
+  c = ml_collections.ConfigDict(config.to_dict())
+  del c["testbed"]
+  c.job = "score"
+  c.seed = seed
+  c.rl.method = METHODS[method]
+  c.model.checkpoint = base_dir
+  c.model.tokenizer = ""
+  c.model.vocab_size = 0
+  c.model.tokenizer_train_vocab = 0
+  c.data.task = c.data.eval_task = "testbed"
+  c.eval.num_examples = config.testbed.curve_problems
+  config_lib.validate(c, num_devices=jax.device_count())
+  return c
+
+
+def _train_examples(config):
+  return arith.load_split("train", config.testbed.train_problems)
+
+
+def _tokenizer(config, workdir: str, timings: _Timings) -> str:
+  path = os.path.join(workdir, "tokenizer", "spm.model")
+  if os.path.exists(path):
+    _say(f"tokenizer: cached {path}")
+    return path
+  _say("tokenizer: training a SentencePiece on testbed transcripts")
+  start = time.time()
+  if jax.process_index() == 0:
+    texts = corpus.tokenizer_texts(
+      _train_examples(config)[: config.testbed.tokenizer_problems],
+      chat.get_template("gemma"),
+      instruction(config),
+      config.seed,
+    )
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = os.path.join(os.path.dirname(path), f"tmp{os.getpid()}")
+    # Pieces may span spaces: the answer line and the instruction become a few tokens each,
+    # which keeps CPU sequences short. Digits stay one per token (Gemma's convention).
+    tokenizer_lib.train_sentencepiece(
+      texts, tmp, config.testbed.vocab_size, split_by_whitespace=False,
+      max_sentencepiece_length=32,
+    )  # fmt: skip
+    os.replace(tmp + ".model", path)
+    os.replace(tmp + ".vocab", path[: -len(".model")] + ".vocab")
+  timings.add("tokenizer", time.time() - start)
+  return path
+
+
+def _pretrain(config, workdir: str, spm_path: str, mesh, timings: _Timings) -> str:
+  base_dir = os.path.join(workdir, "base")
+  if os.path.exists(os.path.join(base_dir, "config.json")):
+    _say(f"pretraining: cached base model {base_dir}")
+    return base_dir
+  tb = config.testbed
+  start = time.time()
+  tok = tokenizer_lib.load_tokenizer(spm_path)
+  template = chat.get_template("gemma")
+  instr_ids = template.next_turn_ids(tok, instruction(config))
+  model_cfg = presets.get_preset(config.model.preset, vocab_size=tb.vocab_size)
+  examples = _train_examples(config)
+  streams = corpus.encode_streams(examples, tok, template, instr_ids, mixture(config), config.seed, tb.seq_len)  # fmt: skip
+  used = int(streams["valid"].sum(1).max())
+  streams = {k: v[:, : -(-used // 8) * 8] for k, v in streams.items()}  # trim the padding
+  shapes = jax.eval_shape(lambda: decoder.init_params(model_cfg, jax.random.key(0)))
+  n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes))
+  _say(f"pretraining {config.model.preset} ({n_params / 1e6:.2f}M params) on {len(examples)} transcripts, {tb.pretrain_steps} steps")  # fmt: skip
+  pc = pretrain.PretrainConfig(
+    steps=tb.pretrain_steps, batch=tb.pretrain_batch, lr=tb.pretrain_lr, seed=config.seed,
+    save_every=tb.pretrain_save_every,
+  )  # fmt: skip
+  params, history = pretrain.pretrain(model_cfg, streams, pc, mesh, os.path.join(workdir, "pretrain"))  # fmt: skip
+  if jax.process_index() == 0:
+    _write_json(os.path.join(workdir, "pretrain", "history.json"), history)
+  pretrain.export_base(model_cfg, params, spm_path, base_dir)
+  timings.add("pretrain", time.time() - start)
+  return base_dir
+
+
+def _evaluate(config, num_problems: int, params, model_cfg, tok, mesh, pool) -> dict:
+  """Greedy two-attempt eval on the first `num_problems` held-out problems."""
+  c = ml_collections.ConfigDict(config.to_dict())
+  c.eval.num_examples = num_problems
+  template = chat.get_template("gemma")
+  eval_set = evaluate_lib.make_eval_set(c, tok, template)
+  sampler = train_lib.make_sampler(c, model_cfg, mesh, tok.pad_id)
+  rc = train_lib.rollout_config(c, template.stop_ids(tok), greedy=True, num_attempts=2)
+  out, recs = evaluate_lib.evaluate(params, eval_set, sampler, pool, rc, batch_size=c.eval.batch_size, decode=tok.decode)  # fmt: skip
+  edit = [float(metrics.edit_distance_ratios([r["attempts"][0]], [r["attempts"][1]])[0]) for r in recs]  # fmt: skip
+  return {"metrics": out, "edit_ratios": edit, "episodes": recs}
+
+
+def _base_eval(config, workdir: str, base_dir: str, mesh, pool, timings: _Timings) -> dict:
+  path = os.path.join(workdir, "eval", "base.json")
+  if os.path.exists(path):
+    _say("base model eval: cached")
+    with open(path) as f:
+      return json.load(f)
+  start = time.time()
+  _say(f"base model eval: greedy, 2 attempts, {config.testbed.eval_problems} held-out problems")
+  model_cfg, host_params, tok = generate.load_model(base_dir, config.model.preset)
+  params = jax.device_put(host_params, sharding_lib.param_shardings(model_cfg, mesh))
+  c = rl_config(config, "score", config.seed, base_dir)
+  result = _evaluate(c, config.testbed.eval_problems, params, model_cfg, tok, mesh, pool)
+  if jax.process_index() == 0:
+    _write_json(path, result)
+  timings.add("base_eval", time.time() - start)
+  return result
+
+
+def _final_params(c, rundir: str, model_cfg, mesh):
+  optimizer = optim.make_optimizer(train_lib.optim_config(c))
+  abstract = optim.abstract_train_state(model_cfg, optimizer, mesh)
+  ckpt = checkpoint_lib.Checkpointer(os.path.join(rundir, "checkpoints"), async_save=False)
+  try:
+    step = ckpt.latest_step()
+    if step is None:
+      raise FileNotFoundError(f"{rundir}/checkpoints: the RL run left no checkpoint")
+    state, _ = ckpt.restore(step, abstract)
+  finally:
+    ckpt.close()
+  return state.params, step
+
+
+def _curve(rundir: str) -> list[dict]:
+  out = []
+  for row in metric_writers.read_metrics(rundir):
+    scalars = row["scalars"]
+    if "eval/acc@t1" in scalars:
+      out.append({"step": int(row["step"]), "phase": row.get("stage", ""),
+                  "acc@t1": scalars["eval/acc@t1"], "acc@t2": scalars["eval/acc@t2"]})  # fmt: skip
+  return out
+
+
+def _rl(config, workdir, base_dir, method, seed, mesh, pool, timings) -> dict:
+  name = f"{method}_seed{seed}"
+  path = os.path.join(workdir, "eval", f"{name}.json")
+  rundir = os.path.join(workdir, "runs", name)
+  if os.path.exists(path):
+    _say(f"{name}: cached")
+    with open(path) as f:
+      return json.load(f)
+  c = rl_config(config, method, seed, base_dir)
+  steps = train_lib.total_steps(c)
+  _say(f"{name}: {' + '.join(f'{n} {s} steps' for s, n in train_lib.phases(c))}")
+  start = time.time()
+  if jax.process_index() == 0:
+    config_lib.save(c, rundir)
+  train.run(c, rundir, pool)
+  timings.add(f"rl/{name}", time.time() - start)
+  start = time.time()
+  model_cfg, _, tok = train_lib.load_base(c, rundir, mesh)
+  params, step = _final_params(c, rundir, model_cfg, mesh)
+  if step != steps:
+    raise RuntimeError(f"{rundir}: stopped at step {step} of {steps} (preempted?); rerun to resume")
+  result = _evaluate(c, config.testbed.eval_problems, params, model_cfg, tok, mesh, pool)
+  result["curve"] = _curve(rundir)
+  if jax.process_index() == 0:
+    _write_json(path, result)
+  timings.add(f"eval/{name}", time.time() - start)
+  return result
+
+
+def _run_record(method: str, seed: int, result: dict) -> dict:
+  return {"method": method, "seed": seed, "metrics": result["metrics"],
+          "edit_ratios": result["edit_ratios"], "curve": result.get("curve", [])}  # fmt: skip
+
+
+def run(config, workdir: str, pool=None) -> list[dict]:
+  """Runs (or resumes) every phase; returns the report's summary rows."""
+  own_pool = pool is None
+  pool = pool or evaluate_lib.make_pool(config)
+  try:
+    return _run(config, workdir, pool)
+  finally:
+    if own_pool:
+      pool.close()
+
+
+def check_workdir_config(config, workdir: str) -> None:
+  """A workdir belongs to one config: cached phases of another config would be silently reused."""
+  path = os.path.join(workdir, "testbed_config.json")
+  mine = json.loads(config.to_json_best_effort(sort_keys=True))
+  if not os.path.exists(path):
+    if jax.process_index() == 0:
+      _write_json(path, mine)
+    return
+  with open(path) as f:
+    theirs = json.load(f)
+  if theirs != mine:
+    diff = sorted(_diff(theirs, mine))
+    raise config_lib.ConfigError(
+      f"{workdir} holds a testbed run of another config (fields {', '.join(diff[:8])} differ): "
+      "its cached phases would be reused. Use a new --workdir, or delete that one."
+    )
+
+
+def _diff(a, b, prefix="config") -> list[str]:
+  if isinstance(a, dict) and isinstance(b, dict):
+    return [d for k in set(a) | set(b) for d in _diff(a.get(k), b.get(k), f"{prefix}.{k}")]
+  return [] if a == b else [prefix]
+
+
+def _run(config, workdir: str, pool) -> list[dict]:
+  t0 = time.time()
+  check_workdir_config(config, workdir)
+  timings = _Timings(workdir)
+  mesh = sharding_lib.make_mesh(config_lib.mesh_shape(config, jax.device_count()))
+  spm_path = _tokenizer(config, workdir, timings)
+  base_dir = _pretrain(config, workdir, spm_path, mesh, timings)
+  base = _base_eval(config, workdir, base_dir, mesh, pool, timings)
+  runs = [_run_record("base", config.seed, base)]
+  for seed in config.testbed.rl_seeds:
+    for method in config.testbed.methods:
+      runs.append(_run_record(method, seed, _rl(config, workdir, base_dir, method, seed, mesh, pool, timings)))  # fmt: skip
+  rows = report.summarize(runs)
+  if jax.process_index() == 0:
+    paths = report.write_report(runs, os.path.join(workdir, "report"))
+    print("\n" + report.format_table_for_console(rows), flush=True)
+    print("\nwall seconds per phase: " + json.dumps({k: round(v, 1) for k, v in timings.seconds.items()}), flush=True)  # fmt: skip
+    print(f"this invocation: {time.time() - t0:.0f} s; report: {paths['markdown']}", flush=True)
+  logging.info("testbed done: %s", rows)
+  return rows

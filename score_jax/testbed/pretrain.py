@@ -1,0 +1,132 @@
+"""Pretraining the testbed's base model: next-token SFT on corpus transcripts, resumable.
+
+`pretrain(...)` trains a `testbed-gemma` decoder from random init with the project's sharded SFT
+step (`steps.sft`, AdamW, cosine decay), checkpoints with Orbax every `save_every` steps (a killed
+run resumes from the last one, data order included: batch i is always rows perm[i*b:(i+1)*b] of
+the seed's permutation), and exports the result as a Hugging Face checkpoint directory
+(model.safetensors + config.json + the tokenizer): the base model every later phase loads
+through the same `model.checkpoint` path a Gemma checkpoint would take.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+
+import jax
+import numpy as np
+from absl import logging
+
+from score_jax import checkpoint as checkpoint_lib
+from score_jax import losses, metric_writers, optim, steps
+from score_jax import sharding as sharding_lib
+from score_jax.models import hf_checkpoint
+from score_jax.models.config import ModelConfig
+
+SLOT_QUANTUM = 32  # batches are trimmed to a multiple of this: few shapes, few compiles
+SORT_GROUP = 8  # batches whose rows are sorted by length together
+
+
+def batch_rows(lengths: np.ndarray, batch: int, seed: int, step: int) -> np.ndarray:
+  """Row indices of batch `step`: a pure function of (seed, step), so resume replays exactly.
+
+  Each epoch is a fresh permutation; every SORT_GROUP consecutive batches are sorted by length
+  together, so a batch holds transcripts of similar length and is trimmed to little padding
+  (single-attempt transcripts are half as long as two-attempt ones).
+  """
+  n = len(lengths)
+  per_epoch = n // batch
+  epoch, i = divmod(step, per_epoch)
+  perm = np.random.default_rng([seed, epoch]).permutation(n)
+  g0 = (i // SORT_GROUP) * SORT_GROUP
+  group = perm[g0 * batch : min(g0 + SORT_GROUP, per_epoch) * batch]
+  group = group[np.argsort(lengths[group], kind="stable")]
+  j = i - g0
+  return group[j * batch : (j + 1) * batch]
+
+
+@dataclasses.dataclass(frozen=True)
+class PretrainConfig:
+  steps: int = 1500
+  batch: int = 64
+  lr: float = 3e-3
+  warmup: int = 50
+  seed: int = 0
+  save_every: int = 250
+
+
+def _schedule_config(pc: PretrainConfig) -> optim.OptimConfig:
+  return optim.OptimConfig(
+    learning_rate=pc.lr, warmup_steps=pc.warmup, decay="cosine", total_steps=pc.steps,
+    end_lr_ratio=0.05, b2=0.98, weight_decay=0.01, max_grad_norm=1.0,
+  )  # fmt: skip
+
+
+def pretrain(
+  model_cfg: ModelConfig,
+  streams: dict[str, np.ndarray],
+  pc: PretrainConfig,
+  mesh,
+  workdir: str,
+  *,
+  log_every: int = 50,
+) -> tuple[dict, list[dict]]:
+  """(final params, logged metrics) of SFT on `streams` ([n, t] arrays from corpus.encode_streams)."""
+  n = streams["tokens"].shape[0]
+  if n < pc.batch:
+    raise ValueError(f"pretrain: {n} transcripts < one batch of {pc.batch}")
+  oc = _schedule_config(pc)
+  optimizer, schedule = optim.make_optimizer(oc), optim.make_schedule(oc)
+  loss_cfg = steps.LossConfig(
+    alpha=0.0, beta1=0.0, beta2=0.0, samples_per_prompt=1, baseline="none"
+  )
+  fns = steps.make_steps(model_cfg, loss_cfg, optimizer, mesh, schedule=schedule)
+  abstract = optim.abstract_train_state(model_cfg, optimizer, mesh)
+  ckpt = checkpoint_lib.Checkpointer(
+    os.path.join(workdir, "checkpoints"), keep=1, keep_best=0, save_interval_steps=pc.save_every,
+    async_save=False,
+  )  # fmt: skip
+  restored = ckpt.restore_latest(abstract)
+  if restored is None:
+    params = sharding_lib.init_params_sharded(model_cfg, jax.random.key(pc.seed), mesh)
+    state = optim.init_train_state(model_cfg, optimizer, mesh, jax.random.key(pc.seed), params)
+    start, history = 0, []
+  else:
+    state, meta = restored
+    start, history = int(meta["step"]), list(meta["history"])
+    logging.info("pretraining resumed from step %d", start)
+  lengths = streams["valid"].sum(axis=1)
+  progress = metric_writers.Progress(pc.steps, "pretrain", enabled=jax.process_index() == 0)
+  try:
+    for step in range(start, pc.steps):
+      rows = batch_rows(lengths, pc.batch, pc.seed, step)
+      width = min(
+        -(-int(lengths[rows].max()) // SLOT_QUANTUM) * SLOT_QUANTUM, streams["tokens"].shape[1]
+      )
+      batch = {k: v[rows, :width] for k, v in streams.items()}
+      batch["normalizer"] = np.float32(losses.aggregation_normalizers(batch["loss_mask"], "token_mean"))  # fmt: skip
+      state, m = fns.sft(state, batch)
+      done = step + 1
+      if done % log_every == 0 or done == pc.steps:
+        m = {k: float(v) for k, v in jax.device_get(m).items()}
+        history.append({"step": done, "nll": m["nll_token_mean"], "lr": m.get("lr", 0.0)})
+        progress.update(done, nll=m["nll_token_mean"])
+      if done % pc.save_every == 0 or done == pc.steps:
+        ckpt.save(done, state, {"step": done, "history": history}, force=True)
+    ckpt.wait()
+  finally:
+    ckpt.close()
+    progress.close()
+  return state.params, history
+
+
+def export_base(model_cfg: ModelConfig, params, tokenizer_model: str, out_dir: str) -> str:
+  """Writes the base model as a HF checkpoint dir with its SentencePiece; returns the dir."""
+  tmp = out_dir + ".tmp"
+  shutil.rmtree(tmp, ignore_errors=True)
+  hf_checkpoint.export_hf(model_cfg, params, tmp)
+  shutil.copy(tokenizer_model, os.path.join(tmp, "tokenizer.model"))
+  shutil.rmtree(out_dir, ignore_errors=True)
+  os.replace(tmp, out_dir)  # the phase is done exactly when this directory exists
+  return out_dir

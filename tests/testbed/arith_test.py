@@ -1,0 +1,51 @@
+"""The testbed task: problems, disjoint splits, both solution forms, and the verifier on them."""
+
+import random
+
+import pytest
+
+from score_jax.rewards import math_reward
+from score_jax.testbed import arith
+
+
+def test_splits_are_deterministic_prefix_stable_and_disjoint():
+  test = arith.load_split("test", 300)
+  assert [e.question for e in arith.load_split("test", 100)] == [e.question for e in test[:100]]
+  train = arith.load_split("train", 4000)
+  assert len(train) == 4000
+  held_out = {arith.terms_of(e) for e in arith.load_split("test", 5000)}
+  assert not held_out & {arith.terms_of(e) for e in train}
+  for e in test[:50]:
+    terms = arith.terms_of(e)
+    assert len(terms) in arith.TERM_COUNTS
+    assert all(arith.TERM_RANGE[0] <= t <= arith.TERM_RANGE[1] for t in terms)
+    assert e.answer == str(sum(terms))
+    assert e.question == f"What is {'+'.join(map(str, terms))}?"
+
+
+def test_bad_split_and_size():
+  with pytest.raises(ValueError, match="split must be"):
+    arith.load_split("validation", 10)
+  with pytest.raises(ValueError, match="n must be positive"):
+    arith.load_split("test", 0)
+
+
+def test_solutions_are_scored_by_the_math_verifier():
+  terms = (7, 8, 5, 9, 3)
+  right = arith.fast_solution(terms, 32)
+  assert right == "7+8+5+9+3=32. Final Answer: The final answer is 32. I hope it is correct."
+  assert math_reward.reward(right, "32") == 1.0
+  assert math_reward.reward(arith.fast_solution(terms, 31), "32") == 0.0
+  # The check names the answer it checks, then gets the sum right in written steps.
+  check = arith.check_solution(terms, 31)
+  assert check.startswith("Let me check 31 step by step. 7+8=15. 15+5=20. 20+9=29. 29+3=32.")
+  assert math_reward.reward(check, "32") == 1.0
+
+
+def test_one_pass_answers_slip_at_the_requested_rate():
+  rng = random.Random(0)
+  terms = (3, 4, 5, 6, 7)
+  answers = [arith.noisy_answer(terms, 0.2, rng) for _ in range(4000)]
+  wrong = [a for a in answers if a != 25]
+  assert abs(len(wrong) / 4000 - 0.2) < 0.02
+  assert set(wrong) == {23, 24, 26, 27}

@@ -1,0 +1,76 @@
+"""Pretraining transcripts: the mixture of second attempts and the token streams."""
+
+import random
+
+import numpy as np
+import pytest
+
+from score_jax.data import chat, prompts
+from score_jax.data import tokenizer as tokenizer_lib
+from score_jax.testbed import arith, corpus
+
+
+def test_mixture_fractions_are_validated():
+  with pytest.raises(ValueError, match="copy \\+ resolve \\+ check must be 1"):
+    corpus.Mixture(copy=0.5, resolve=0.3, check=0.1)
+  with pytest.raises(ValueError, match="first_error_rate"):
+    corpus.Mixture(first_error_rate=1.5)
+
+
+def test_second_attempts_follow_the_mixture():
+  mix = corpus.Mixture(first_error_rate=0.2, single_attempt=0.0, copy=0.5, resolve=0.3, check=0.2)
+  rng = random.Random(0)
+  kinds = {"copy": 0, "check": 0, "other": 0}
+  for ex in arith.load_split("train", 3000):
+    _, first, second = corpus.transcript(ex, mix, rng)
+    if second.startswith(arith.CHECK_OPENING):
+      kinds["check"] += 1
+      assert second.endswith(f"The final answer is {ex.answer}. I hope it is correct.")
+    elif second == first:
+      kinds["copy"] += 1
+    else:
+      kinds["other"] += 1
+  # Re-solves equal to attempt 1 count as copies: resolve * P(both slip-free or equal).
+  assert abs(kinds["check"] / 3000 - 0.2) < 0.03
+  assert kinds["copy"] / 3000 > 0.5
+  assert kinds["other"] > 0
+
+
+def test_streams_mark_only_attempt_tokens(tmp_path):
+  examples = arith.load_split("train", 200)
+  template = chat.get_template("gemma")
+  instruction = prompts.correction_instruction("math_short")
+  texts = corpus.tokenizer_texts(examples, template, instruction)
+  tok = tokenizer_lib.load_tokenizer(
+    tokenizer_lib.train_sentencepiece(texts, str(tmp_path / "spm"), 400, split_by_whitespace=False)
+  )
+  instr_ids = template.next_turn_ids(tok, instruction)
+  mix = corpus.Mixture(single_attempt=0.0, copy=1.0, resolve=0.0, check=0.0)
+  s = corpus.encode_streams(examples[:8], tok, template, instr_ids, mix, seed=0, length=256)
+  eot = tok.id_of(template.end_of_turn)
+  for i, ex in enumerate(examples[:8]):
+    valid = s["valid"][i]
+    ids = s["tokens"][i][valid].tolist()
+    prompt = template.first_turn_ids(tok, ex.question)
+    assert ids[: len(prompt)] == prompt
+    targets = s["tokens"][i][s["loss_mask"][i]].tolist()
+    assert targets.count(eot) == 2  # both attempts end with the end-of-turn they must learn
+    first = tok.decode(targets[: targets.index(eot)])
+    assert first.startswith(ex.question.removeprefix("What is ").removesuffix("?") + "=")
+    assert not s["loss_mask"][i][: len(prompt)].any()
+    assert np.array_equal(s["positions"][i], np.arange(256))
+  with pytest.raises(ValueError, match="testbed transcript of testbed/train/0 is"):
+    corpus.encode_streams(examples[:1], tok, template, instr_ids, mix, seed=0, length=20)
+
+
+def test_drills_replace_a_share_of_transcripts_with_one_step_sums():
+  mix = corpus.Mixture(drill=0.3)
+  rng = random.Random(1)
+  drills = 0
+  for ex in arith.load_split("train", 2000):
+    question, first, second = corpus.transcript(ex, mix, rng)
+    if question != ex.question:
+      drills += 1
+      a, b = map(int, question.removeprefix("What is ").removesuffix("?").split("+"))
+      assert second is None and first.startswith(f"{a}+{b}={a + b}. Final Answer:")
+  assert abs(drills / 2000 - 0.3) < 0.03

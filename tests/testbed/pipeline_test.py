@@ -1,0 +1,79 @@
+"""The testbed job end to end (`experiments/testbed.py:quick`, what CI runs) and its resume."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from experiments import testbed as testbed_exp
+from score_jax import config_lib
+from score_jax.testbed import pipeline
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _main(workdir, *flags):
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # one CPU device, as a user
+  cmd = [sys.executable, "-m", "score_jax.main", "--config=experiments/testbed.py:quick",
+         f"--workdir={workdir}", *flags]  # fmt: skip
+  return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+
+
+def test_config_is_validated_up_front():
+  c = testbed_exp.get_config("quick")
+  config_lib.validate(c)
+  c.testbed.mixture.check = 0.5
+  with pytest.raises(config_lib.ConfigError, match="config.testbed.mixture: copy \\+ resolve"):
+    config_lib.validate(c)
+  c = testbed_exp.get_config("quick")
+  c.testbed.methods = ("score", "star")
+  with pytest.raises(config_lib.ConfigError, match="config.testbed.methods"):
+    config_lib.validate(c)
+  with pytest.raises(ValueError, match="unknown argument 'huge'"):
+    testbed_exp.get_config("huge")
+
+
+def test_a_workdir_refuses_another_config(tmp_path):
+  c = testbed_exp.get_config("quick")
+  pipeline.check_workdir_config(c, str(tmp_path))
+  pipeline.check_workdir_config(testbed_exp.get_config("quick"), str(tmp_path))  # same: fine
+  c.stage2.alpha = 1.0
+  with pytest.raises(config_lib.ConfigError, match="config.stage2.alpha"):
+    pipeline.check_workdir_config(c, str(tmp_path))
+
+
+@pytest.mark.slow
+def test_quick_testbed_runs_every_phase_then_resumes_from_cache(tmp_path):
+  workdir = tmp_path / "tb"
+  first = _main(workdir)
+  assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+  for phase in ("tokenizer:", "pretraining", "base model eval:", "score_seed0:", "naive_seed0:"):
+    assert f"[testbed] {phase}" in first.stdout, phase
+  files = set(os.listdir(workdir / "report"))
+  assert {
+    "results.md",
+    "results.json",
+    "accuracy_curves.png",
+    "flips.png",
+    "edit_ratios.png",
+  } <= files
+  results = json.loads((workdir / "report" / "results.json").read_text())
+  assert [r["method"] for r in results["rows"]] == ["base", "score", "naive"]
+  by = {r["method"]: r for r in results["runs"]}
+  assert by["score"]["metrics"]["num_examples"] == 100
+  assert [p["phase"] for p in by["score"]["curve"]][-1] == "stage2"
+  assert {p["phase"] for p in by["naive"]["curve"]} == {"naive"}
+  timings = json.loads((workdir / "timings.json").read_text())
+  assert {"tokenizer", "pretrain", "base_eval", "rl/score_seed0", "rl/naive_seed0"} <= set(timings)
+  # The Stage II run really trained with the SCoRe objective, the baseline with the naive one.
+  score_cfg = json.loads((workdir / "runs" / "score_seed0" / "config.json").read_text())
+  naive_cfg = json.loads((workdir / "runs" / "naive_seed0" / "config.json").read_text())
+  assert score_cfg["rl"]["method"] == "score" and naive_cfg["rl"]["method"] == "naive_multiturn"
+  # Rerun: every phase is cached, the same table comes out.
+  second = _main(workdir)
+  assert second.returncode == 0, second.stderr[-3000:]
+  assert "[testbed] tokenizer: cached" in second.stdout
+  assert "[testbed] score_seed0: cached" in second.stdout
+  assert json.loads((workdir / "report" / "results.json").read_text())["rows"] == results["rows"]
