@@ -166,6 +166,12 @@ def test_stage_schedule():
   assert train_lib.total_steps(c) == 10
   with pytest.raises(ValueError, match="past the schedule"):
     train_lib.stage_at(c, 10)
+  # The naive multi-turn baseline: one phase with SCoRe's whole update budget.
+  c.schedule.kind, c.rl.method = "sequential", "naive_multiturn"
+  assert train_lib.phases(c) == [("naive", 5)]
+  c.rl.method = "star"
+  with pytest.raises(config_lib.ConfigError, match="config.rl.method"):
+    config_lib.validate(c)
   # Adaptive beta2 runs on a quarter-octave grid so Stage I recompiles only per grid value.
   assert train_lib.quantize_beta2(0.1) == pytest.approx(2**-3.25)
   assert train_lib.quantize_beta2(0.105) == train_lib.quantize_beta2(0.1)
