@@ -61,9 +61,9 @@ def get_config(arg: str = ""):
   c.rollout.prompt_buckets = (32,)
   c.rollout.append_buckets = (32,)
   c.rollout.gen_buckets = (80,)
-  # A 0.27M-parameter model moves at lr 1e-4..1e-3 under Adam, not the paper's
-  # 5e-6 for 2B+ models; the step budget is minutes, not 3000 steps.
-  c.optim.lr = 1e-4
+  # Measured on this base: lr 1e-4 lowers greedy accuracy within 60 steps (61.3 -> 42.3), 1e-5
+  # keeps it (60.4); neither finds self-correction (BUILD_NOTES.md, the testbed section).
+  c.optim.lr = 1e-5
   c.stage1.steps, c.stage2.steps = 30, 30
   c.train.global_batch = 64  # 16 prompts x g=4 (paper: 512)
   c.train.reward_workers = 2
@@ -73,7 +73,7 @@ def get_config(arg: str = ""):
   c.eval.batch_size = 250
   c.log.episodes_every_steps = 10
   c.log.num_episodes = 4
-  if arg == "quick":
+  if arg in ("quick", "tiny"):  # `tiny`: the name every experiment's CPU-size variant answers to
     quick(c)
   elif arg:
     raise ValueError(f"experiments/testbed.py: unknown argument {arg!r} (expected '' or 'quick')")

@@ -234,3 +234,19 @@ def test_bad_inputs_fail_before_compiling(init_params):
     steps.LossConfig(kl_estimator="k1")  # zero expected gradient: refused
   with pytest.raises(ValueError, match="LossConfig.aggregation"):
     steps.LossConfig(aggregation="mean")
+
+
+@pytest.mark.parametrize("stage", ["stage2", "naive_multiturn"])
+def test_an_update_raises_rewarded_attempts_and_lowers_the_rest(init_params, stage):
+  # The sign of the whole path (advantages -> surrogate -> gradient -> Adam): with no KL, one
+  # step must make the rewarded attempt-2 samples likelier than the unrewarded ones.
+  st, state, ref = build((1, 1, 1), steps.LossConfig(beta1=0.0, beta2=0.0, alpha=0.0))
+  batch = batch_of(4)
+  batch["rewards"][:, 1] = np.tile([1.0, 0.0], B // 2)  # one of each RLOO pair (g=2) rewarded
+  state, _ = getattr(st, stage)(state, ref, batch)
+  args = (batch["tokens"], batch["positions"], batch["valid"])
+  new = np.asarray(_stream_logprobs(CFG, jax.device_get(state.params), *args, 1.0))
+  mask = batch["loss_mask"] & (batch["turn"] == 2)
+  gain_b = ((new - batch["logp"]) * mask).sum(1) / mask.sum(1)
+  rewarded = batch["rewards"][:, 1] > 0
+  assert gain_b[rewarded].mean() > 0 > gain_b[~rewarded].mean(), gain_b
