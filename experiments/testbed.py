@@ -3,16 +3,17 @@
   python -m score_jax.main --config=experiments/testbed.py --workdir=/tmp/testbed
   python -m score_jax.main --config=experiments/testbed.py:quick --workdir=/tmp/testbed_quick
 
-One job (score_jax.testbed.pipeline): a SentencePiece trained on the task text, a 0.27M-parameter
+One job (score_jax.testbed.pipeline): a SentencePiece trained on the task text, a 0.28M-parameter
 Gemma-style decoder pretrained on two-attempt transcripts, a greedy eval of that base model,
 SCoRe (Stage I then Stage II) and the naive multi-turn RL baseline (same update budget, reward
 on attempt 2 only, no Stage I, no bonus) for each seed, each evaluated greedy on held-out
 problems; then the paper-style table and plots in DIR/report/. Rerunning resumes.
 
 The task (score_jax.testbed.arith): "What is 7+8+5+9+3+2+6?", answered in one pass by a first
-attempt, checkable in written steps by a second. Status (BUILD_NOTES.md): the pipeline runs end
-to end, but at this pretraining budget the base model's check is not yet better than its
-one-pass answer, so the paper's targets are not met.
+attempt, redone in written steps by a second. Status (BUILD_NOTES.md): only after 1500
+pretraining steps does the base model's written redo beat its one-pass answer (forced, greedy:
+90.4% vs 86.0%). The run takes ~24 min on 2 cores, and the paper's targets are not met: one pass
+is already at 89%, and the redo is too inaccurate to fix answers without breaking others.
 Hyperparameters that differ from the paper (Table 8) are set below with the reason.
 `:quick` is the same pipeline, smaller (CI runs it).
 """
@@ -30,23 +31,23 @@ def get_config(arg: str = ""):
   c.mesh.fsdp = -1
 
   c.testbed = tb = ml_collections.ConfigDict()
-  tb.vocab_size = 512  # SentencePiece trained on the task text (digits one per token)
   tb.tokenizer_problems = 3000  # transcripts the tokenizer is trained on
   tb.train_problems = 20000  # pretraining transcripts; RL prompts come from the same split
   tb.seq_len = 160  # pretraining stream slots (a transcript that does not fit is an error)
-  tb.pretrain_steps = 600
+  # Measured: at 600 steps the written steps are no better than one pass (41.6% vs 44.6%);
+  # at 1500 they are (90.4% vs 86.0%). BUILD_NOTES.md, the testbed section.
+  tb.pretrain_steps = 1500
   tb.pretrain_batch = 32
   tb.pretrain_lr = 3e-3
   tb.pretrain_save_every = 100
   tb.mixture = ml_collections.ConfigDict()
-  # Planted slips of the first-attempt writer: often enough that a check cannot learn to agree
-  # with the answer it checks; greedy decoding still learns the right answer where it can.
-  tb.mixture.first_error_rate = 0.4
-  tb.mixture.drill = 0.0  # transcripts that are one-step sums (0.3 measured: no better check)
-  tb.mixture.single_attempt = 0.3  # transcripts with no second attempt
-  tb.mixture.copy = 0.35  # second attempts that copy the first
-  tb.mixture.resolve = 0.25  # ... that answer again in one pass (own slips)
-  tb.mixture.check = 0.4  # ... that check in written steps
+  # Planted slips of the first-attempt writer (most first-attempt errors are the model's own).
+  tb.mixture.first_error_rate = 0.2
+  tb.mixture.drill = 0.0  # practice rows of one-step sums (0.3 measured: no better steps)
+  tb.mixture.single_attempt = 0.1  # transcripts with no second attempt
+  tb.mixture.copy = 0.3  # second attempts that copy the first
+  tb.mixture.resolve = 0.2  # ... that answer again in one pass (own slips)
+  tb.mixture.check = 0.5  # ... that redo the sum in written steps
   tb.eval_problems = 1000  # held-out problems of the final greedy evals
   tb.curve_problems = 200  # held-out problems of the evals during RL (the curves)
   tb.methods = ("score", "naive")
@@ -61,10 +62,11 @@ def get_config(arg: str = ""):
   c.rollout.prompt_buckets = (32,)
   c.rollout.append_buckets = (32,)
   c.rollout.gen_buckets = (80,)
-  # Measured on this base: lr 1e-4 lowers greedy accuracy within 60 steps (61.3 -> 42.3), 1e-5
-  # keeps it (60.4); neither finds self-correction (BUILD_NOTES.md, the testbed section).
-  c.optim.lr = 1e-5
-  c.stage1.steps, c.stage2.steps = 30, 30
+  # Paper: 5e-6 for a 2B model; a 0.28M model needs larger steps (1e-5 changed nothing in 60).
+  c.optim.lr = 1e-4
+  # Paper: Stage II runs longer than Stage I. Measured here (BUILD_NOTES.md): at this lr, Stage II
+  # past 10 steps makes the second attempt change right answers too (c->i 2.5 -> 6.5 points).
+  c.stage1.steps, c.stage2.steps = 30, 10
   c.train.global_batch = 64  # 16 prompts x g=4 (paper: 512)
   c.train.reward_workers = 2
   c.checkpoint.every_steps = 10

@@ -397,7 +397,7 @@ def _validate_testbed(config: ml_collections.ConfigDict) -> None:
     raise ConfigError("config.testbed: missing; the testbed job needs experiments/testbed.py")
   pos_int = lambda v: _is_int(v) and v >= 1
   fraction = lambda v: _is_number(v) and 0 <= v <= 1
-  for f in ("vocab_size", "tokenizer_problems", "train_problems", "seq_len", "pretrain_steps",
+  for f in ("tokenizer_problems", "train_problems", "seq_len", "pretrain_steps",
             "pretrain_batch", "pretrain_save_every", "eval_problems", "curve_problems"):  # fmt: skip
     _require(config, f"testbed.{f}", pos_int, "an int >= 1")
   _require(config, "testbed.pretrain_lr", lambda v: _is_number(v) and v > 0, "a number > 0")

@@ -9,6 +9,7 @@ consecutive attempts (Figure 5). Problems are split over processes; results are 
 latest checkpoint of a workdir and writes `eval_<step>.json`.
 """
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -168,15 +169,10 @@ def run(config, workdir: str, pool=None) -> dict[str, float]:
   )
   if not config.eval.greedy:
     rc = dataclasses.replace(rc, samples_per_prompt=1)
-  own_pool = pool is None
-  pool = pool or make_pool(config)
-  try:
+  with reward_pool(config, pool) as pool:
     params = train_lib.sampler_params(state.params, mesh, sampler_mesh)
     out, recs = evaluate(params, eval_set, sampler, pool, rc, batch_size=config.eval.batch_size,
                          decode=tok.decode, rng=jax.random.key(config.seed))  # fmt: skip
-  finally:
-    if own_pool:
-      pool.close()
   out["step"] = float(step)
   if jax.process_index() == 0:
     path = os.path.join(workdir, f"eval_{step}.json")
@@ -185,6 +181,19 @@ def run(config, workdir: str, pool=None) -> dict[str, float]:
     os.replace(path + ".tmp", path)
     logging.info("evaluation of step %d: %s -> %s", step, out, path)
   return out
+
+
+@contextlib.contextmanager
+def reward_pool(config, pool=None):
+  """Yields the caller's `pool`, or a fresh one for `config` that is closed on exit."""
+  if pool is not None:
+    yield pool
+    return
+  own = make_pool(config)
+  try:
+    yield own
+  finally:
+    own.close()
 
 
 def make_pool(config):

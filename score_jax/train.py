@@ -124,13 +124,8 @@ def _save_nonfinite(workdir: str, step: int, batch: dict, m: dict) -> str:
 
 def run(config, workdir: str, pool=None) -> dict[str, float]:
   """Trains with SCoRe per `config` in `workdir`, resuming from its latest checkpoint."""
-  own_pool = pool is None
-  pool = pool or evaluate_lib.make_pool(config)
-  try:
+  with evaluate_lib.reward_pool(config, pool) as pool:
     return _run(config, workdir, pool)
-  finally:
-    if own_pool:
-      pool.close()
 
 
 def _run(config, workdir: str, pool) -> dict[str, float]:

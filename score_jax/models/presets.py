@@ -264,9 +264,9 @@ PRESETS: dict[str, ModelConfig] = {
     rope_theta=1_000_000.0,
     max_seq_len=32_768,
   ),
-  # The laptop testbed's base model (score_jax.testbed): Gemma 1 layout, 0.27M parameters.
+  # The laptop testbed's base model (score_jax.testbed): Gemma 1 layout, 0.28M parameters.
   "testbed-gemma": _gemma(
-    vocab_size=512,
+    vocab_size=640,
     embed_dim=64,
     hidden_dim=256,
     num_layers=4,

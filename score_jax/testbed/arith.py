@@ -1,20 +1,22 @@
-"""The testbed task: the sum of seven one-digit numbers, answered at once or checked in steps.
+"""The testbed task: the sum of seven one-digit numbers, answered at once or redone in steps.
 
 Problem: "What is 7+8+5+9+3+2+6?". Two ways to write a solution:
 
   fast (a first attempt always looks like this): the expression and its sum, in one go,
     7+8+5+9+3+2+6=40. Final Answer: The final answer is 40. I hope it is correct.
-  check (a second attempt may look like this): the answer of the attempt being checked, then a
-  running sum, one written step per term,
-    Let me check 40 step by step. 7+8=15. 15+5=20. 20+9=29. 29+3=32. 32+2=34. 34+6=40.
+  check (a second attempt may look like this): the sum redone as a running sum, one written
+  step per term,
+    Let me add them one at a time: 7+8=15. 15+5=20. 20+9=29. 29+3=32. 32+2=34. 34+6=40.
     Final Answer: The final answer is 40. I hope it is correct.
 
 Adding seven digits in one forward pass is beyond a model of a few hundred thousand parameters
-on a share of problems however it is trained (it lands one or two off), while each written step
-(a one-digit addition to a running sum) is easy for it: redoing the work in written steps is the
-extra computation that makes a second look worth having (DESIGN.md section 6), the same way a
-larger model's careful second attempt beats its first. Answers are checked by the project's math
-verifier on the paper's "Final Answer" line, like MATH.
+on a share of problems (it lands one or two off), while each written step reads two numbers
+and adds them: redoing the work in written steps is the extra computation that makes a second
+look worth having (DESIGN.md section 6), the same way a larger model's careful second attempt
+beats its first. The check does not restate the answer it checks: a version that did ("Let me
+check 40 ...") learned to steer its steps toward that answer (BUILD_NOTES.md, the testbed
+section). Answers are checked by the project's math verifier on the paper's "Final Answer"
+line, like MATH.
 
 Train and test problems are disjoint: test problems come from their own seed and any train
 problem equal to a test problem (same terms in the same order) is dropped.
@@ -28,7 +30,7 @@ from collections.abc import Sequence
 from score_jax.data import records
 
 ANSWER_LINE = "Final Answer: The final answer is {answer}. I hope it is correct."
-CHECK_OPENING = "Let me check"
+CHECK_OPENING = "Let me add them one at a time"
 TERM_COUNTS = (7,)
 TERM_RANGE = (1, 9)
 SPLIT_SEEDS = {"train": 0, "test": 1}
@@ -89,20 +91,27 @@ def expression(terms: Sequence[int]) -> str:
   return "+".join(str(t) for t in terms)
 
 
-def check_solution(terms: Sequence[int], checked: int) -> str:
-  """Attempt 1's answer `checked`, then the running sum in written steps (no slips)."""
-  lines, acc = [f"{CHECK_OPENING} {checked} step by step."], terms[0]
-  for b in terms[1:]:
-    lines.append(f"{acc}+{b}={acc + b}.")
-    acc += b
-  return " ".join(lines + [ANSWER_LINE.format(answer=acc)])
+def check_solution(terms: Sequence[int]) -> str:
+  """The sum redone in written steps: a running sum, one term at a time (no slips)."""
+  steps, acc = [], terms[0]
+  for t in terms[1:]:
+    steps.append(f"{acc}+{t}={acc + t}.")
+    acc += t
+  return f"{CHECK_OPENING}: " + " ".join(steps) + " " + ANSWER_LINE.format(answer=acc)
+
+
+DRILL_QUESTION = "Practise sums."
+DRILL_FACTS = 16
 
 
 def drill(rng: random.Random) -> tuple[str, str]:
-  """(question, answer) of a one-step sum written as the checks write their steps: "29+8=37."."""
-  a = rng.randint(TERM_RANGE[0], TERM_RANGE[1] * (max(TERM_COUNTS) - 1))
-  b = rng.randint(*TERM_RANGE)
-  return question((a, b)), fast_solution((a, b), a + b)
+  """(question, answer) of a practice row: DRILL_FACTS one-step sums written as checks write them."""
+  facts = []
+  for _ in range(DRILL_FACTS):
+    a = rng.randint(TERM_RANGE[0], TERM_RANGE[1] * (max(TERM_COUNTS) - 1))
+    b = rng.randint(*TERM_RANGE)
+    facts.append(f"{a}+{b}={a + b}.")
+  return DRILL_QUESTION, " ".join(facts)
 
 
 def noisy_answer(terms: Sequence[int], error_rate: float, rng: random.Random) -> int:

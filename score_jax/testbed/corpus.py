@@ -7,8 +7,8 @@ real base model's does before any self-correction training:
   * copy (`copy`): the first attempt again, mistakes included;
   * re-solve (`resolve`): a fresh one-pass answer with its own slips, so a right first attempt is
     sometimes broken and a wrong one sometimes fixed, at random;
-  * check (`check`): the rare careful second attempt (arith.check_solution).
-A share `drill` of transcripts are one-step sums ("What is 29+8?" -> "29+8=37. ..."): the
+  * check (`check`): the careful second attempt that redoes the sum in steps (arith.check_solution).
+A share `drill` of transcripts are practice rows of one-step sums ("29+8=37. 13+5=18. ..."): the
 written steps a check is made of, practised the way a base model's corpus practises any skill.
 Nothing in a transcript tells the model WHEN to check: a check follows right and wrong first
 attempts alike. Greedy decoding of such a model copies (Delta ~ 0); the check is a behaviour RL
@@ -35,11 +35,11 @@ class Mixture:
   """How pretraining transcripts are written (fractions of two-attempt transcripts)."""
 
   first_error_rate: float = 0.2  # one-pass answers of the first-attempt writer that are off
-  drill: float = 0.0  # transcripts replaced by a one-step sum drill ("What is 29+8?")
+  drill: float = 0.0  # transcripts replaced by a practice row of one-step sums (arith.drill)
   single_attempt: float = 0.2  # transcripts that stop after attempt 1
   copy: float = 0.55  # second attempts: copy attempt 1
   resolve: float = 0.3  # second attempts: a fresh one-pass answer (slips at first_error_rate)
-  check: float = 0.15  # second attempts: the column check
+  check: float = 0.15  # second attempts: redo the sum in written steps
 
   def __post_init__(self):
     total = self.copy + self.resolve + self.check
@@ -68,7 +68,7 @@ def transcript(
   elif u < mix.copy + mix.resolve:
     second = arith.fast_solution(terms, arith.noisy_answer(terms, mix.first_error_rate, rng))
   else:
-    second = arith.check_solution(terms, answer)
+    second = arith.check_solution(terms)
   return example.question, first, second
 
 
@@ -80,7 +80,7 @@ def tokenizer_texts(
   texts = []
   for ex in examples:
     _, first, _ = transcript(ex, Mixture(single_attempt=0.0), rng)
-    check = arith.check_solution(arith.terms_of(ex), int(ex.answer))
+    check = arith.check_solution(arith.terms_of(ex))
     texts.append(template.first_turn(ex.question) + first + template.end_of_turn + template.next_turn(instruction) + check + template.end_of_turn)  # fmt: skip
   return texts
 

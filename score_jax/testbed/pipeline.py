@@ -132,7 +132,7 @@ def _tokenizer(config, workdir: str, timings: _Timings) -> str:
     # Pieces may span spaces: the answer line and the instruction become a few tokens each,
     # which keeps CPU sequences short. Digits stay one per token (Gemma's convention).
     tokenizer_lib.train_sentencepiece(
-      texts, tmp, config.testbed.vocab_size, split_by_whitespace=False,
+      texts, tmp, presets.get_preset(config.model.preset).vocab_size, split_by_whitespace=False,
       max_sentencepiece_length=32,
     )  # fmt: skip
     os.replace(tmp + ".model", path)
@@ -151,7 +151,7 @@ def _pretrain(config, workdir: str, spm_path: str, mesh, timings: _Timings) -> s
   tok = tokenizer_lib.load_tokenizer(spm_path)
   template = chat.get_template("gemma")
   instr_ids = template.next_turn_ids(tok, instruction(config))
-  model_cfg = presets.get_preset(config.model.preset, vocab_size=tb.vocab_size)
+  model_cfg = presets.get_preset(config.model.preset)
   examples = _train_examples(config)
   streams = corpus.encode_streams(examples, tok, template, instr_ids, mixture(config), config.seed, tb.seq_len)  # fmt: skip
   used = int(streams["valid"].sum(1).max())
@@ -262,13 +262,8 @@ def _run_record(method: str, seed: int, result: dict) -> dict:
 
 def run(config, workdir: str, pool=None) -> list[dict]:
   """Runs (or resumes) every phase; returns the report's summary rows."""
-  own_pool = pool is None
-  pool = pool or evaluate_lib.make_pool(config)
-  try:
+  with evaluate_lib.reward_pool(config, pool) as pool:
     return _run(config, workdir, pool)
-  finally:
-    if own_pool:
-      pool.close()
 
 
 def check_workdir_config(config, workdir: str) -> None:

@@ -220,9 +220,9 @@ def plot_curves(runs: Sequence[Run], path: str) -> str:
         ref = 100 * np.mean([r["metrics"][key] for r in base])
         ax.axhline(ref, ls=":", c=color, lw=1.2, label=f"base {key} ({ref:.1f})")
     spans = _phase_spans(group)
-    # Phase k covers the steps from the boundary before it to the boundary after it, each boundary
-    # halfway between the last step of one phase and the first step of the next.
-    cuts = [(a[2] + b[1]) / 2 for a, b in zip(spans, spans[1:])]
+    # A curve point at step s is the model after s updates, so a phase ends at its last point and
+    # the next one's updates start right after it.
+    cuts = [span[2] for span in spans[:-1]]
     for k, (phase, lo, hi) in enumerate(spans):
       left, right = (cuts[k - 1] if k else lo), (cuts[k] if k < len(cuts) else hi)
       if k % 2:

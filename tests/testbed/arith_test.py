@@ -36,10 +36,22 @@ def test_solutions_are_scored_by_the_math_verifier():
   assert right == "7+8+5+9+3=32. Final Answer: The final answer is 32. I hope it is correct."
   assert math_reward.reward(right, "32") == 1.0
   assert math_reward.reward(arith.fast_solution(terms, 31), "32") == 0.0
-  # The check names the answer it checks, then gets the sum right in written steps.
-  check = arith.check_solution(terms, 31)
-  assert check.startswith("Let me check 31 step by step. 7+8=15. 15+5=20. 20+9=29. 29+3=32.")
+  # The check redoes the sum in written steps and gets it right.
+  check = arith.check_solution(terms)
+  assert check.startswith("Let me add them one at a time: 7+8=15. 15+5=20. 20+9=29. 29+3=32. ")
   assert math_reward.reward(check, "32") == 1.0
+
+
+def test_drill_rows_are_one_step_sums_in_the_check_format():
+  question, answer = arith.drill(random.Random(0))
+  assert question == arith.DRILL_QUESTION
+  facts = answer.split(" ")
+  assert len(facts) == arith.DRILL_FACTS
+  for fact in facts:
+    a, rest = fact.removesuffix(".").split("+")
+    b, total = rest.split("=")
+    assert int(a) + int(b) == int(total)
+    assert arith.TERM_RANGE[0] <= int(b) <= arith.TERM_RANGE[1]
 
 
 def test_one_pass_answers_slip_at_the_requested_rate():

@@ -63,7 +63,7 @@ def test_streams_mark_only_attempt_tokens(tmp_path):
     corpus.encode_streams(examples[:1], tok, template, instr_ids, mix, seed=0, length=20)
 
 
-def test_drills_replace_a_share_of_transcripts_with_one_step_sums():
+def test_drills_replace_a_share_of_transcripts_with_practice_rows():
   mix = corpus.Mixture(drill=0.3)
   rng = random.Random(1)
   drills = 0
@@ -71,6 +71,6 @@ def test_drills_replace_a_share_of_transcripts_with_one_step_sums():
     question, first, second = corpus.transcript(ex, mix, rng)
     if question != ex.question:
       drills += 1
-      a, b = map(int, question.removeprefix("What is ").removesuffix("?").split("+"))
-      assert second is None and first.startswith(f"{a}+{b}={a + b}. Final Answer:")
+      assert question == arith.DRILL_QUESTION and second is None
+      assert len(first.split(" ")) == arith.DRILL_FACTS
   assert abs(drills / 2000 - 0.3) < 0.03
