@@ -93,3 +93,16 @@ def test_missing_checkpoint_is_a_clear_error(tmp_path, setup):
   c.eval.checkpoint = "latest"
   with pytest.raises(FileNotFoundError, match="no complete checkpoint to evaluate"):
     evaluate.run(c, str(tmp_path), pool=setup["pool"])
+
+
+def test_reward_pool_closes_only_the_pool_it_made():
+  c = _config()
+  c.train.reward_workers = 1
+  with evaluate.reward_pool(c) as own:
+    assert own.score([("math", (r"The answer is \boxed{4}", "4"))]).outcomes.tolist() == [0]
+  with pytest.raises(RuntimeError, match="after close"):
+    own.score([("math", (r"The answer is \boxed{4}", "4"))])
+  with evaluate.make_pool(c) as callers:
+    with evaluate.reward_pool(c, callers) as lent:
+      assert lent is callers
+    assert callers.score([("math", (r"The answer is \boxed{4}", "4"))]).outcomes.tolist() == [0]
