@@ -32,14 +32,17 @@ from score_jax.testbed import arith
 
 @dataclasses.dataclass(frozen=True)
 class Mixture:
-  """How pretraining transcripts are written (fractions of two-attempt transcripts)."""
+  """How pretraining transcripts are written (fractions of two-attempt transcripts).
+
+  The defaults are the testbed's measured base (BUILD_NOTES.md, design 12b).
+  """
 
   first_error_rate: float = 0.2  # one-pass answers of the first-attempt writer that are off
   drill: float = 0.0  # transcripts replaced by a practice row of one-step sums (arith.drill)
-  single_attempt: float = 0.2  # transcripts that stop after attempt 1
-  copy: float = 0.55  # second attempts: copy attempt 1
-  resolve: float = 0.3  # second attempts: a fresh one-pass answer (slips at first_error_rate)
-  check: float = 0.15  # second attempts: redo the sum in written steps
+  single_attempt: float = 0.1  # transcripts that stop after attempt 1
+  copy: float = 0.3  # second attempts: copy attempt 1
+  resolve: float = 0.2  # second attempts: a fresh one-pass answer (slips at first_error_rate)
+  check: float = 0.5  # second attempts: redo the sum in written steps
 
   def __post_init__(self):
     total = self.copy + self.resolve + self.check
