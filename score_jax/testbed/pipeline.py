@@ -82,7 +82,7 @@ def mixture(config) -> corpus.Mixture:
   m = config.testbed.mixture
   return corpus.Mixture(
     first_error_rate=m.first_error_rate, drill=m.drill, single_attempt=m.single_attempt, copy=m.copy,
-    resolve=m.resolve, check=m.check,
+    resolve=m.resolve, check=m.check, fast_form=m.fast_form,
   )  # fmt: skip
 
 
@@ -266,22 +266,35 @@ def run(config, workdir: str, pool=None) -> list[dict]:
     return _run(config, workdir, pool)
 
 
+# Fields that only choose which RL runs exist: each run's phases are cached under its own name, so
+# a rerun with more seeds (or methods) reuses everything already done and adds the rest.
+RUN_SELECTION = ("rl_seeds", "methods")
+
+
 def check_workdir_config(config, workdir: str) -> None:
-  """A workdir belongs to one config: cached phases of another config would be silently reused."""
+  """A workdir belongs to one config: cached phases of another config would be silently reused.
+
+  Only the run selection (`testbed.rl_seeds`, `testbed.methods`) may change between invocations.
+  """
   path = os.path.join(workdir, "testbed_config.json")
   mine = json.loads(config.to_json_best_effort(sort_keys=True))
-  if not os.path.exists(path):
-    if jax.process_index() == 0:
-      _write_json(path, mine)
-    return
-  with open(path) as f:
-    theirs = json.load(f)
-  if theirs != mine:
-    diff = sorted(_diff(theirs, mine))
-    raise config_lib.ConfigError(
-      f"{workdir} holds a testbed run of another config (fields {', '.join(diff[:8])} differ): "
-      "its cached phases would be reused. Use a new --workdir, or delete that one."
-    )
+  if os.path.exists(path):
+    with open(path) as f:
+      theirs = json.load(f)
+    diff = sorted(_diff(_cached_part(theirs), _cached_part(mine)))
+    if diff:
+      raise config_lib.ConfigError(
+        f"{workdir} holds a testbed run of another config (fields {', '.join(diff[:8])} differ): "
+        "its cached phases would be reused. Use a new --workdir, or delete that one."
+      )
+  if jax.process_index() == 0:
+    _write_json(path, mine)
+
+
+def _cached_part(config_dict: dict) -> dict:
+  """The config without the run selection: what the cached phases depend on."""
+  testbed = {k: v for k, v in config_dict.get("testbed", {}).items() if k not in RUN_SELECTION}
+  return {**config_dict, "testbed": testbed}
 
 
 def _diff(a, b, prefix="config") -> list[str]:

@@ -28,6 +28,10 @@ def test_config_is_validated_up_front():
   with pytest.raises(config_lib.ConfigError, match="config.testbed.mixture: copy \\+ resolve"):
     config_lib.validate(c)
   c = testbed_exp.get_config("quick")
+  c.testbed.mixture.fast_form = "essay"
+  with pytest.raises(config_lib.ConfigError, match="config.testbed.mixture.fast_form"):
+    config_lib.validate(c)
+  c = testbed_exp.get_config("quick")
   c.testbed.methods = ("score", "star")
   with pytest.raises(config_lib.ConfigError, match="config.testbed.methods"):
     config_lib.validate(c)
@@ -41,6 +45,18 @@ def test_a_workdir_refuses_another_config(tmp_path):
   pipeline.check_workdir_config(testbed_exp.get_config("quick"), str(tmp_path))  # same: fine
   c.stage2.alpha = 1.0
   with pytest.raises(config_lib.ConfigError, match="config.stage2.alpha"):
+    pipeline.check_workdir_config(c, str(tmp_path))
+
+
+def test_a_workdir_takes_more_seeds_and_methods(tmp_path):
+  # Each RL run is cached under its own name: adding seeds reuses the base model and runs done.
+  c = testbed_exp.get_config("quick")
+  pipeline.check_workdir_config(c, str(tmp_path))
+  c.testbed.rl_seeds = (0, 1, 2)
+  c.testbed.methods = ("score",)
+  pipeline.check_workdir_config(c, str(tmp_path))
+  c.testbed.pretrain_steps += 1  # but not a different base model
+  with pytest.raises(config_lib.ConfigError, match="config.testbed.pretrain_steps"):
     pipeline.check_workdir_config(c, str(tmp_path))
 
 
