@@ -403,6 +403,10 @@ def _validate_testbed(config: ml_collections.ConfigDict) -> None:
   _require(config, "testbed.pretrain_lr", lambda v: _is_number(v) and v > 0, "a number > 0")
   for f in ("first_error_rate", "drill", "single_attempt", "copy", "resolve", "check"):
     _require(config, f"testbed.mixture.{f}", fraction, "a fraction in [0, 1]")
+  _require(
+    config, "testbed.mixture.fast_form", lambda v: v in ("expression", "answer"),
+    "'expression' or 'answer'",
+  )  # fmt: skip
   m = config.testbed.mixture
   if abs(m.copy + m.resolve + m.check - 1) > 1e-6:
     raise ConfigError(

@@ -34,17 +34,22 @@ from score_jax.testbed import arith
 class Mixture:
   """How pretraining transcripts are written (fractions of two-attempt transcripts).
 
-  The defaults are the testbed's measured base (BUILD_NOTES.md, design 12b).
+  The defaults are the testbed's measured base (BUILD_NOTES.md, design 28).
   """
 
   first_error_rate: float = 0.2  # one-pass answers of the first-attempt writer that are off
   drill: float = 0.0  # transcripts replaced by a practice row of one-step sums (arith.drill)
   single_attempt: float = 0.1  # transcripts that stop after attempt 1
-  copy: float = 0.3  # second attempts: copy attempt 1
-  resolve: float = 0.2  # second attempts: a fresh one-pass answer (slips at first_error_rate)
-  check: float = 0.5  # second attempts: redo the sum in written steps
+  copy: float = 0.45  # second attempts: copy attempt 1
+  resolve: float = 0.15  # second attempts: a fresh one-pass answer (slips at first_error_rate)
+  check: float = 0.4  # second attempts: redo the sum in written steps
+  fast_form: str = "expression"  # how one-pass answers are written (arith.FAST_FORMS)
 
   def __post_init__(self):
+    if self.fast_form not in arith.FAST_FORMS:
+      raise ValueError(
+        f"Mixture.fast_form = {self.fast_form!r}: expected one of {arith.FAST_FORMS}"
+      )
     total = self.copy + self.resolve + self.check
     if abs(total - 1.0) > 1e-6:
       raise ValueError(f"Mixture: copy + resolve + check must be 1, got {total}")
@@ -62,14 +67,15 @@ def transcript(
   if rng.random() < mix.drill:
     return (*arith.drill(rng), None)
   answer = arith.noisy_answer(terms, mix.first_error_rate, rng)
-  first = arith.fast_solution(terms, answer)
+  first = arith.fast_solution(terms, answer, mix.fast_form)
   if rng.random() < mix.single_attempt:
     return example.question, first, None
   u = rng.random()
   if u < mix.copy:
     second = first
   elif u < mix.copy + mix.resolve:
-    second = arith.fast_solution(terms, arith.noisy_answer(terms, mix.first_error_rate, rng))
+    resolved = arith.noisy_answer(terms, mix.first_error_rate, rng)
+    second = arith.fast_solution(terms, resolved, mix.fast_form)
   else:
     second = arith.check_solution(terms)
   return example.question, first, second

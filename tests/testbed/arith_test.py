@@ -36,6 +36,10 @@ def test_solutions_are_scored_by_the_math_verifier():
   assert right == "7+8+5+9+3=32. Final Answer: The final answer is 32. I hope it is correct."
   assert math_reward.reward(right, "32") == 1.0
   assert math_reward.reward(arith.fast_solution(terms, 31), "32") == 0.0
+  # The answer-only form is the answer line alone; an unknown form is an error.
+  assert arith.fast_solution(terms, 32, "answer") == arith.ANSWER_LINE.format(answer=32)
+  with pytest.raises(ValueError, match="fast solution form"):
+    arith.fast_solution(terms, 32, "essay")
   # The check redoes the sum in written steps and gets it right.
   check = arith.check_solution(terms)
   assert check.startswith("Let me add them one at a time: 7+8=15. 15+5=20. 20+9=29. 29+3=32. ")

@@ -15,6 +15,17 @@ def test_mixture_fractions_are_validated():
     corpus.Mixture(copy=0.5, resolve=0.3, check=0.1)
   with pytest.raises(ValueError, match="first_error_rate"):
     corpus.Mixture(first_error_rate=1.5)
+  with pytest.raises(ValueError, match="fast_form"):
+    corpus.Mixture(fast_form="essay")
+
+
+def test_answer_only_one_pass_answers_in_both_attempts():
+  mix = corpus.Mixture(single_attempt=0.0, copy=0.0, resolve=1.0, check=0.0, fast_form="answer")
+  rng = random.Random(0)
+  for ex in arith.load_split("train", 50):
+    _, first, second = corpus.transcript(ex, mix, rng)
+    assert first.startswith("Final Answer: The final answer is ")
+    assert second.startswith("Final Answer: The final answer is ")
 
 
 def test_second_attempts_follow_the_mixture():
