@@ -9,11 +9,11 @@ SCoRe (Stage I then Stage II) and the naive multi-turn RL baseline (same update 
 on attempt 2 only, no Stage I, no bonus) for each seed, each evaluated greedy on held-out
 problems; then the paper-style table and plots in DIR/report/. Rerunning resumes.
 
-The task (score_jax.testbed.arith): "What is 7+8+5+9+3+2+6?", answered in one pass by a first
-attempt, redone in written steps by a second. Status (BUILD_NOTES.md): only after 1500
-pretraining steps does the base model's written redo beat its one-pass answer (forced, greedy:
-90.4% vs 86.0%). The run takes ~24 min on 2 cores, and the paper's targets are not met: one pass
-is already at 89%, and the redo is too inaccurate to fix answers without breaking others.
+The task (score_jax.testbed.arith): "What is 7+8+5+9+3+2+6+1+4?", answered in one pass by a
+first attempt (the answer line alone), redone in written steps by a second. Status
+(BUILD_NOTES.md, design 30): after 1000 pretraining steps the base model answers 82.2% in one
+pass and greedily copies (Delta +0.1); seed 0 of SCoRe reaches 91.2 / 97.6 (Delta +6.4, c->i
+0.9). Naive multi-turn RL does not collapse here, and the run takes ~22 min on 2 cores.
 Hyperparameters that differ from the paper (Table 8) are set below with the reason.
 `:quick` is the same pipeline, smaller (CI runs it).
 """
