@@ -403,9 +403,11 @@ def _validate_testbed(config: ml_collections.ConfigDict) -> None:
   _require(config, "testbed.pretrain_lr", lambda v: _is_number(v) and v > 0, "a number > 0")
   for f in ("first_error_rate", "drill", "single_attempt", "copy", "resolve", "check"):
     _require(config, f"testbed.mixture.{f}", fraction, "a fraction in [0, 1]")
+  from score_jax.testbed import arith  # noqa: PLC0415 (light; only the testbed job needs it)
+
   _require(
-    config, "testbed.mixture.fast_form", lambda v: v in ("expression", "answer"),
-    "'expression' or 'answer'",
+    config, "testbed.mixture.fast_form", lambda v: v in arith.FAST_FORMS,
+    f"one of {arith.FAST_FORMS}",
   )  # fmt: skip
   m = config.testbed.mixture
   if abs(m.copy + m.resolve + m.check - 1) > 1e-6:

@@ -34,7 +34,9 @@ from score_jax.testbed import arith
 class Mixture:
   """How pretraining transcripts are written (fractions of two-attempt transcripts).
 
-  The defaults are the testbed's measured base (BUILD_NOTES.md, design 28).
+  The shares are the testbed's measured base (BUILD_NOTES.md, design 30). `fast_form` defaults
+  to "expression" (the tokenizer's training text is written with it); the testbed sets
+  "answer" in experiments/testbed.py.
   """
 
   first_error_rate: float = 0.2  # one-pass answers of the first-attempt writer that are off
