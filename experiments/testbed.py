@@ -9,11 +9,12 @@ SCoRe (Stage I then Stage II) and the naive multi-turn RL baseline (same update 
 on attempt 2 only, no Stage I, no bonus) for each seed, each evaluated greedy on held-out
 problems; then the paper-style table and plots in DIR/report/. Rerunning resumes.
 
-The task (score_jax.testbed.arith): "What is 7+8+5+9+3+2+6+1+4?", answered in one pass by a
-first attempt (the answer line alone), redone in written steps by a second. Status
-(BUILD_NOTES.md, design 30): after 1000 pretraining steps the base model answers 82.2% in one
-pass and greedily copies (Delta +0.1); seed 0 of SCoRe reaches 91.2 / 97.6 (Delta +6.4, c->i
-0.9). Naive multi-turn RL does not collapse here, and the run takes ~22 min on 2 cores.
+The task (score_jax.testbed.arith): "What is 7+8+5+9+3+2+6+1+4+8?", answered in one pass by
+most first attempts (the answer line alone) and redone in written steps by some second ones; a
+tenth of first attempts are written in steps themselves. Status (BUILD_NOTES.md, design 32):
+after 1000 pretraining steps the base model answers 84.0% in one pass and greedily copies
+(Delta 0.0); SCoRe seed 0 reaches 70.5 / 97.4 (Delta +26.9, c->i 1.1). Naive multi-turn RL does
+not collapse (67.8 / 97.7), and the run takes ~21-22 min on 2 cores.
 Hyperparameters that differ from the paper (Table 8) are set below with the reason.
 `:quick` is the same pipeline, smaller (CI runs it).
 """
@@ -45,6 +46,7 @@ def get_config(arg: str = ""):
   tb.mixture.first_error_rate = 0.2
   tb.mixture.drill = 0.0  # practice rows of one-step sums (0.3 measured: no better steps)
   tb.mixture.single_attempt = 0.1  # transcripts with no second attempt
+  tb.mixture.first_check = 0.1  # first attempts written in steps (then restated, not redone)
   # A redo share of 0.5 made greedy second attempts redo (base Delta +6.8); at 0.4 they copy.
   tb.mixture.copy = 0.45  # second attempts that copy the first
   tb.mixture.resolve = 0.15  # ... that answer again in one pass (own slips)
@@ -59,17 +61,18 @@ def get_config(arg: str = ""):
   c.data.procedural_size = 20000  # testbed problems per split (test: the first eval_problems)
   c.data.system = ""
   c.rollout.num_samples = 4
-  c.rollout.max_prompt_len = 32
-  c.rollout.max_new_tokens = 96
-  c.rollout.prompt_buckets = (32,)
+  c.rollout.max_prompt_len = 40
+  c.rollout.max_new_tokens = 104
+  c.rollout.prompt_buckets = (40,)
   c.rollout.append_buckets = (32,)
-  c.rollout.gen_buckets = (96,)
+  c.rollout.gen_buckets = (104,)
   # Paper: 5e-6 for a 2B model; a 0.28M model needs larger steps (1e-5 changed nothing in 60).
   c.optim.lr = 1e-4
   # Paper: Stage II runs longer than Stage I. Measured here (BUILD_NOTES.md): at this lr, Stage II
   # past 10 steps makes the second attempt change right answers too (c->i 2.5 -> 6.5 points).
   c.stage1.steps, c.stage2.steps = 30, 10
   c.train.global_batch = 64  # 16 prompts x g=4 (paper: 512)
+  c.train.stream_multiple = 32  # update streams of ~150 real tokens in 160 slots, not 256
   c.train.reward_workers = 2
   c.checkpoint.every_steps = 10
   c.checkpoint.async_save = False

@@ -125,6 +125,9 @@ def base_config() -> ml_collections.ConfigDict:
   # split. 512 = Table 8's MATH batch read as sequences per update (128 prompts x g=4).
   c.train.global_batch = 512
   c.train.num_microbatches = 1  # gradient accumulation; the update equals one full batch
+  # Update streams drop the sampler's holes (episodes.compact_streams) and are padded to a
+  # multiple of this many slots: fewer slots, few distinct shapes. 0 keeps the sampler's layout.
+  c.train.stream_multiple = 128
   c.train.on_nonfinite = "stop"  # stop: save step + batch to workdir/nonfinite/ | skip
   c.train.debug_nan_step = -1  # testing only: feed a NaN reference at this step (-1 = off)
   c.train.reward_workers = 2  # reward pool processes per host
@@ -361,6 +364,7 @@ def _validate_score(config: ml_collections.ConfigDict) -> None:
     raise ConfigError(
       f"config.train.global_batch = {b}: not divisible by config.train.num_microbatches = {m}."
     )
+  _require(config, "train.stream_multiple", lambda v: _is_int(v) and v >= 0, "an int >= 0")
   _require(config, "train.on_nonfinite", lambda v: v in NONFINITE, f"one of {NONFINITE}")
   _require(config, "train.debug_nan_step", lambda v: _is_int(v) and v >= -1, "an int >= -1")
   _require(config, "train.reward_workers", pos_int, "an int >= 1")
@@ -401,9 +405,10 @@ def _validate_testbed(config: ml_collections.ConfigDict) -> None:
             "pretrain_batch", "pretrain_save_every", "eval_problems", "curve_problems"):  # fmt: skip
     _require(config, f"testbed.{f}", pos_int, "an int >= 1")
   _require(config, "testbed.pretrain_lr", lambda v: _is_number(v) and v > 0, "a number > 0")
-  for f in ("first_error_rate", "drill", "single_attempt", "copy", "resolve", "check"):
+  from score_jax.testbed import arith, corpus  # noqa: PLC0415 (only the testbed job needs them)
+
+  for f in corpus.FRACTIONS:
     _require(config, f"testbed.mixture.{f}", fraction, "a fraction in [0, 1]")
-  from score_jax.testbed import arith  # noqa: PLC0415 (light; only the testbed job needs it)
 
   _require(
     config, "testbed.mixture.fast_form", lambda v: v in arith.FAST_FORMS,

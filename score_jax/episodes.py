@@ -7,7 +7,8 @@ Owns everything between a config's `data` section and a step's batch, with no lo
   RNG ids taken from the row's GLOBAL index, so a run on two processes draws exactly the samples
   one process draws;
 - `score_attempts`: every attempt through the reward pool (procedural tasks on the host);
-- stream padding / concatenation and the per-process slice -> global array placement.
+- stream compaction (holes dropped) / padding / concatenation and the per-process slice ->
+  global array placement.
 
 Shape letters: b episodes, s stream slots, a attempts.
 """
@@ -142,6 +143,25 @@ def sample_episodes(
     row_offset=row_offset,
     first_attempt=first_attempt,
   )
+
+
+def compact_streams(ep: rollout.Episodes, multiple: int) -> rollout.Episodes:
+  """Drops the holes of every stream, so the update pays only for real tokens.
+
+  A stream in cache-slot order reserves a whole generation bucket per attempt, so a short first
+  attempt leaves most of its bucket as holes. Valid slots move left in their order, keeping their
+  token, position, turn and log-prob; `rollout.stream_logprobs` skips holes and attention follows
+  positions and the valid bit, so the update is the same. Streams are padded with holes to a
+  multiple of `multiple` slots (few distinct lengths, few compiles) and never grow.
+  """
+  if multiple < 1:
+    raise ValueError(f"compact_streams: multiple must be >= 1, got {multiple}")
+  s = ep.tokens.shape[1]
+  order_bs = np.argsort(~ep.valid, axis=1, kind="stable")  # valid slots first, in slot order
+  longest = int(ep.valid.sum(axis=1).max(initial=0))
+  length = min(s, max(1, -(-longest // multiple)) * multiple)
+  take = lambda x: np.take_along_axis(x, order_bs, axis=1)[:, :length]
+  return dataclasses.replace(ep, **{f: take(getattr(ep, f)) for f in STREAM_FIELDS})
 
 
 def pad_streams(ep: rollout.Episodes, length: int) -> rollout.Episodes:

@@ -222,6 +222,8 @@ def _run(config, workdir: str, pool) -> dict[str, float]:
       with timer("rewards"):
         ep_examples = [exs[i] for i in ep.prompt_index]
         rewards, outcomes, counts = episodes.score_attempts(pool, task, ep_examples, ep.texts)
+      if t.stream_multiple:
+        ep = episodes.compact_streams(ep, t.stream_multiple)
       if nproc > 1:
         length = int(episodes.allgather(np.array([ep.tokens.shape[1]])).max())
         ep = episodes.pad_streams(ep, length)

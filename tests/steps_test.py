@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import pytest
 
-from score_jax import optim, rollout, sharding, steps
+from score_jax import episodes, optim, rollout, sharding, steps
 from score_jax.models import decoder, presets
 
 CFG = presets.get_preset("tiny-gemma")
@@ -250,3 +250,29 @@ def test_an_update_raises_rewarded_attempts_and_lowers_the_rest(init_params, sta
   gain_b = ((new - batch["logp"]) * mask).sum(1) / mask.sum(1)
   rewarded = batch["rewards"][:, 1] > 0
   assert gain_b[rewarded].mean() > 0 > gain_b[~rewarded].mean(), gain_b
+
+
+def test_compacted_streams_give_the_same_update(init_params):
+  """Dropping the sampler's holes (episodes.compact_streams) changes shapes, not the update."""
+  batch = batch_of(3)
+  fields = {k: batch[k] for k in episodes.STREAM_FIELDS}
+  b, t = batch["tokens"].shape
+  ep = rollout.Episodes(
+    **fields, prompt_index=np.arange(b) // 2, attempt_tokens=[], texts=None,
+    truncated=np.zeros((b, 2), bool), lengths=np.zeros((b, 2), np.int32),
+  )  # fmt: skip
+  small = episodes.compact_streams(ep, 8)
+  longest = int(batch["valid"].sum(1).max())
+  assert small.tokens.shape == (b, -(-longest // 8) * 8) and small.tokens.shape[1] < t
+  for f in episodes.STREAM_FIELDS:  # the same real slots, in the same order
+    np.testing.assert_array_equal(getattr(small, f)[small.valid], batch[f][batch["valid"]].ravel())
+  compact = {**batch, **{f: getattr(small, f) for f in episodes.STREAM_FIELDS}}
+  updated = []
+  for bt in (batch, compact):
+    st, state, ref = build((1, 1, 1), steps.LossConfig(beta1=0.1, beta2=1.0))
+    state, m = st.stage1(state, ref, bt)
+    updated.append((jax.device_get(state.params), jax.device_get(m)))
+  assert max_diff(updated[0][0], updated[1][0]) < 1e-6
+  assert abs(updated[0][1]["loss"] - updated[1][1]["loss"]) < 1e-5
+  with pytest.raises(ValueError, match="multiple must be >= 1"):
+    episodes.compact_streams(ep, 0)

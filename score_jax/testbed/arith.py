@@ -1,16 +1,16 @@
-"""The testbed task: the sum of nine one-digit numbers, answered at once or redone in steps.
+"""The testbed task: the sum of ten one-digit numbers, answered at once or redone in steps.
 
-Problem: "What is 7+8+5+9+3+2+6+1+4?". Two ways to write a solution:
+Problem: "What is 7+8+5+9+3+2+6+1+4+8?". Two ways to write a solution:
 
-  fast (a first attempt always looks like this): the sum in one go, as the answer line alone
+  fast (most first attempts look like this): the sum in one go, as the answer line alone
   (form "answer", the testbed's default) or after restating the expression (form "expression"),
-    Final Answer: The final answer is 45. I hope it is correct.
-  check (a second attempt may look like this): the sum redone as a running sum, one written
-  step per term,
+    Final Answer: The final answer is 53. I hope it is correct.
+  check (a second attempt may look like this, and a few first attempts): the sum done as a
+  running sum, one written step per term,
     Let me add them one at a time: 7+8=15. 15+5=20. 20+9=29. 29+3=32. 32+2=34. 34+6=40. 40+1=41.
-    41+4=45. Final Answer: The final answer is 45. I hope it is correct.
+    41+4=45. 45+8=53. Final Answer: The final answer is 53. I hope it is correct.
 
-Adding nine digits in one forward pass is beyond a model of a few hundred thousand parameters
+Adding ten digits in one forward pass is beyond a model of a few hundred thousand parameters
 on a share of problems (it lands one or two off), while each written step reads two numbers
 and adds them: redoing the work in written steps is the extra computation that makes a second
 look worth having (DESIGN.md section 6), the same way a larger model's careful second attempt
@@ -32,7 +32,7 @@ from score_jax.data import records
 
 ANSWER_LINE = "Final Answer: The final answer is {answer}. I hope it is correct."
 CHECK_OPENING = "Let me add them one at a time"
-TERM_COUNTS = (9,)
+TERM_COUNTS = (10,)
 TERM_RANGE = (1, 9)
 SPLIT_SEEDS = {"train": 0, "test": 1}
 

@@ -8,6 +8,10 @@ real base model's does before any self-correction training:
   * re-solve (`resolve`): a fresh one-pass answer with its own slips, so a right first attempt is
     sometimes broken and a wrong one sometimes fixed, at random;
   * check (`check`): the careful second attempt that redoes the sum in steps (arith.check_solution).
+A share `first_check` of first attempts are themselves written in steps (the careful solver a
+corpus also holds); their second attempt restates the answer, since the work is already checked.
+This gives the first attempt the accurate path too, so RL can choose between improving attempt 1
+and correcting in attempt 2, the choice the paper's naive multi-turn RL gets wrong.
 A share `drill` of transcripts are practice rows of one-step sums ("29+8=37. 13+5=18. ..."): the
 written steps a check is made of, practised the way a base model's corpus practises any skill.
 Nothing in a transcript tells the model WHEN to check: a check follows right and wrong first
@@ -29,6 +33,17 @@ import numpy as np
 from score_jax.data import records
 from score_jax.testbed import arith
 
+# The Mixture fields that are fractions (config validation checks the same list).
+FRACTIONS = (
+  "first_error_rate",
+  "drill",
+  "single_attempt",
+  "first_check",
+  "copy",
+  "resolve",
+  "check",
+)
+
 
 @dataclasses.dataclass(frozen=True)
 class Mixture:
@@ -42,6 +57,7 @@ class Mixture:
   first_error_rate: float = 0.2  # one-pass answers of the first-attempt writer that are off
   drill: float = 0.0  # transcripts replaced by a practice row of one-step sums (arith.drill)
   single_attempt: float = 0.1  # transcripts that stop after attempt 1
+  first_check: float = 0.0  # first attempts written in steps (arith.check_solution)
   copy: float = 0.45  # second attempts: copy attempt 1
   resolve: float = 0.15  # second attempts: a fresh one-pass answer (slips at first_error_rate)
   check: float = 0.4  # second attempts: redo the sum in written steps
@@ -55,7 +71,7 @@ class Mixture:
     total = self.copy + self.resolve + self.check
     if abs(total - 1.0) > 1e-6:
       raise ValueError(f"Mixture: copy + resolve + check must be 1, got {total}")
-    for f in ("first_error_rate", "drill", "single_attempt", "copy", "resolve", "check"):
+    for f in FRACTIONS:
       v = getattr(self, f)
       if not 0.0 <= v <= 1.0:
         raise ValueError(f"Mixture.{f} = {v}: expected a fraction in [0, 1]")
@@ -70,6 +86,13 @@ def transcript(
     return (*arith.drill(rng), None)
   answer = arith.noisy_answer(terms, mix.first_error_rate, rng)
   first = arith.fast_solution(terms, answer, mix.fast_form)
+  # Drawn only when set, so that a mixture without it writes the same transcripts as before.
+  if mix.first_check and rng.random() < mix.first_check:
+    first = arith.check_solution(terms)
+    if rng.random() < mix.single_attempt:
+      return example.question, first, None
+    # Work already done in steps is not redone: the second attempt restates its answer.
+    return example.question, first, arith.fast_solution(terms, sum(terms), mix.fast_form)
   if rng.random() < mix.single_attempt:
     return example.question, first, None
   u = rng.random()

@@ -81,7 +81,8 @@ class _Timings:
 def mixture(config) -> corpus.Mixture:
   m = config.testbed.mixture
   return corpus.Mixture(
-    first_error_rate=m.first_error_rate, drill=m.drill, single_attempt=m.single_attempt, copy=m.copy,
+    first_error_rate=m.first_error_rate, drill=m.drill, single_attempt=m.single_attempt,
+    first_check=m.first_check, copy=m.copy,
     resolve=m.resolve, check=m.check, fast_form=m.fast_form,
   )  # fmt: skip
 
@@ -319,6 +320,7 @@ def _run(config, workdir: str, pool) -> list[dict]:
   if jax.process_index() == 0:
     paths = report.write_report(runs, os.path.join(workdir, "report"))
     print("\n" + report.format_table_for_console(rows), flush=True)
+    print(report.findings_text(report.findings(rows)), end="", flush=True)
     print("\nwall seconds per phase: " + json.dumps({k: round(v, 1) for k, v in timings.seconds.items()}), flush=True)  # fmt: skip
     print(f"this invocation: {time.time() - t0:.0f} s; report: {paths['markdown']}", flush=True)
   logging.info("testbed done: %s", rows)

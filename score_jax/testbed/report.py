@@ -7,8 +7,9 @@ Input is plain (JSON-serialisable) data, one dict per (method, seed) run:
    "curve": [{"step", "phase", "acc@t1", "acc@t2"}, ...]}   (training-time evaluations)
 
 `summarize` reduces seeds to mean and population std in percentage points; `markdown_table` /
-`format_table_for_console` print them like the paper's Table 2; `plot_curves`, `plot_flips` and
-`plot_edit_ratios` draw accuracy per attempt over training, the i->c / c->i flips, and the
+`format_table_for_console` print them like the paper's Table 2; `findings` checks the paper's
+qualitative findings on them (base Delta <= 0, SCoRe's gain, naive RL's collapse);
+`plot_curves`, `plot_flips` and `plot_edit_ratios` draw accuracy per attempt over training, the i->c / c->i flips, and the
 Figure 3-style histogram of how much attempt 2 edits attempt 1 (mass at 0 = it copies).
 `write_report` writes all of them to a directory. matplotlib is imported inside the plotting
 functions (Agg backend) so importing this module stays cheap.
@@ -117,6 +118,46 @@ def summarize(runs: Sequence[Run]) -> list[Row]:
       row[f"{field}_std"] = float(pct.std())  # ddof=0: a single seed has spread 0, not NaN
     rows.append(row)
   return rows
+
+
+def findings(rows: Sequence[Row]) -> list[dict[str, Any]]:
+  """The paper's qualitative findings, checked on the seed means (issue 6's targets).
+
+  Each is {"claim", "holds", "measured"}; a finding whose methods were not run is left out.
+  Thresholds: base Delta <= 0; SCoRe Delta >= +5 with c->i <= 2 and Acc@t2 >= the base's + 10;
+  naive multi-turn RL's Delta at most half of SCoRe's, and a lower answer-change rate (collapse).
+  """
+  by = {r["method"]: r for r in rows}
+  out = []
+
+  def add(claim: str, holds: bool, measured: str) -> None:
+    out.append({"claim": claim, "holds": bool(holds), "measured": measured})
+
+  base, score, naive = by.get("base"), by.get("score"), by.get("naive")
+  if base:
+    d = base["delta_mean"]
+    add("base model: a second attempt does not help (Delta <= 0)", d <= 0, f"Delta {d:+.1f}")
+  if score:
+    d, c2i = score["delta_mean"], score["delta_c2i_mean"]
+    add("SCoRe: Delta >= +5", d >= 5, f"Delta {d:+.1f}")
+    add("SCoRe: few right answers broken (c->i <= 2)", c2i <= 2, f"c->i {c2i:.1f}")
+  if score and base:
+    t2, b2 = score["acc_t2_mean"], base["acc_t2_mean"]
+    add("SCoRe: Acc@t2 >= base Acc@t2 + 10", t2 >= b2 + 10, f"{t2:.1f} vs base {b2:.1f}")
+  if score and naive:
+    dn, ds = naive["delta_mean"], score["delta_mean"]
+    add("naive multi-turn RL: Delta at most half of SCoRe's", dn <= ds / 2,
+        f"{dn:+.1f} vs SCoRe {ds:+.1f}")  # fmt: skip
+    cn, cs = naive["answer_change_mean"], score["answer_change_mean"]
+    add("naive multi-turn RL: changes fewer answers than SCoRe (collapse)", cn < cs,
+        f"{cn:.1f}% vs SCoRe {cs:.1f}%")  # fmt: skip
+  return out
+
+
+def findings_text(found: Sequence[dict[str, Any]], bullet: str = "- ") -> str:
+  return "".join(
+    f"{bullet}[{'x' if f['holds'] else ' '}] {f['claim']}: {f['measured']}\n" for f in found
+  )
 
 
 def _num(x: float, signed: bool) -> str:
@@ -314,9 +355,15 @@ def write_report(runs: Sequence[Run], out_dir: str) -> dict[str, str]:
     n = row["num_seeds"]
     md.append(f"- {row['name']}: {n} seed{'s' if n != 1 else ''} ({seeds})")
   md.append("")
+  found = findings(rows)
+  if found:
+    md += ["## The paper's findings at this scale (seed means)", "", findings_text(found)]
   for name, title in (("curves", "Accuracy over training"), ("flips", "Flips"),
                       ("edit_ratios", "Edit distance between attempts")):  # fmt: skip
     md += [f"![{title}]({FILES[name]})", ""]
   _write_text(paths["markdown"], "\n".join(md))
-  _write_text(paths["json"], json.dumps({"rows": rows, "runs": list(runs)}, indent=2) + "\n")
+  _write_text(
+    paths["json"],
+    json.dumps({"rows": rows, "findings": found, "runs": list(runs)}, indent=2) + "\n",
+  )
   return paths

@@ -1,5 +1,6 @@
 """Pretraining transcripts: the mixture of second attempts and the token streams."""
 
+import hashlib
 import random
 
 import numpy as np
@@ -45,6 +46,31 @@ def test_second_attempts_follow_the_mixture():
   assert abs(kinds["check"] / 3000 - 0.2) < 0.03
   assert kinds["copy"] / 3000 > 0.5
   assert kinds["other"] > 0
+
+
+def test_first_attempts_in_steps_are_restated_not_redone():
+  mix = corpus.Mixture(single_attempt=0.0, first_check=0.3, fast_form="answer")
+  rng = random.Random(0)
+  in_steps = 0
+  for ex in arith.load_split("train", 2000):
+    _, first, second = corpus.transcript(ex, mix, rng)
+    if first.startswith(arith.CHECK_OPENING):
+      in_steps += 1
+      assert first == arith.check_solution(arith.terms_of(ex))
+      assert second == arith.ANSWER_LINE.format(answer=ex.answer)
+    else:
+      assert first.startswith("Final Answer: The final answer is ")
+  assert abs(in_steps / 2000 - 0.3) < 0.03
+
+
+def test_a_mixture_without_first_checks_draws_the_transcripts_it_always_did(monkeypatch):
+  # first_check = 0 must not consume random draws, so the measured designs' corpora are the ones
+  # written before the field existed (hash of that code's first 300 transcripts of 9 terms).
+  monkeypatch.setattr(arith, "TERM_COUNTS", (9,))
+  exs = arith.load_split("train", 300)
+  rng = random.Random(0)
+  written = [corpus.transcript(e, corpus.Mixture(fast_form="answer"), rng) for e in exs]
+  assert hashlib.sha256(repr(written).encode()).hexdigest()[:16] == "c895e145f5189fc1"
 
 
 def test_streams_mark_only_attempt_tokens(tmp_path):

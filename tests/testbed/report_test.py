@@ -106,6 +106,32 @@ def test_markdown_table_cells():
   assert naive[3] == "0.0 ± 0.8"  # deltas {0, -1, +1}: a zero mean carries no sign
 
 
+def test_findings_check_the_seed_means():
+  found = report.findings(report.summarize(_runs()))
+  got = {f["claim"].split(":")[0] + ": " + f["measured"]: f["holds"] for f in found}
+  assert got == {
+    "base model: Delta -2.0": True,
+    "SCoRe: Delta +22.0": True,
+    "SCoRe: c->i 4.0": False,  # 5, 4, 3 -> mean 4 > 2
+    "SCoRe: 72.0 vs base 38.0": True,
+    "naive multi-turn RL: +0.0 vs SCoRe +22.0": True,
+    "naive multi-turn RL: 2.0% vs SCoRe 32.0%": True,
+  }
+  text = report.findings_text(found)
+  assert "- [ ] SCoRe: few right answers broken (c->i <= 2): c->i 4.0\n" in text
+  assert text.count("- [x] ") == 5
+  # A naive run that changes more answers than SCoRe has not collapsed; without SCoRe runs the
+  # comparisons are left out rather than guessed.
+  runs = [r for r in _runs() if r["method"] != "naive"]
+  runs += [{**r, "method": "naive", "seed": 9} for r in _runs() if r["method"] == "score"][2:]
+  found = report.findings(report.summarize(runs))
+  assert [f["holds"] for f in found if f["claim"].startswith("naive")] == [False, False]
+  base_only = report.findings(report.summarize(_runs()[:1]))
+  assert [f["claim"] for f in base_only] == [
+    "base model: a second attempt does not help (Delta <= 0)"
+  ]
+
+
 def test_console_table_is_aligned():
   rows = report.summarize(_runs())
   lines = report.format_table_for_console(rows).rstrip("\n").split("\n")
@@ -164,11 +190,13 @@ def test_write_report_files(tmp_path):
     _check_png(paths[name])
   with open(paths["json"], encoding="utf-8") as f:
     data = json.load(f)
-  assert data == {"rows": report.summarize(runs), "runs": runs}
+  rows = report.summarize(runs)
+  assert data == {"rows": rows, "findings": report.findings(rows), "runs": runs}
   with open(paths["markdown"], encoding="utf-8") as f:
     md = f.read()
   assert md.startswith("# ") and report.markdown_table(data["rows"]) in md
   assert "- SCoRe (Stage I + II): 3 seeds" in md and "- Base model: 1 seed (0)" in md
+  assert report.findings_text(data["findings"]) in md
   for f in ("accuracy_curves.png", "flips.png", "edit_ratios.png"):
     assert f"]({f})" in md
 
