@@ -18,7 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from score_jax import episodes, losses, optim, rollout, sharding, steps
+from score_jax import episodes, optim, rollout, sharding, steps
+from score_jax.benchmarks import train_step
 from score_jax.models import decoder, presets
 
 
@@ -40,17 +41,7 @@ def sampler_layout(cfg, b: int, prompt: int, gen: int, instr: int, lens, seed: i
     y2 = int(rng.integers(*lens[1]))
     valid[i, start2 : start2 + y2] = True
     turn[i, start2 : start2 + y2] = 2
-  loss_mask = valid & (turn > 0)
-  return {
-    "tokens": np.where(valid, tokens, 0),
-    "positions": np.maximum(np.cumsum(valid, axis=1) - 1, 0).astype(np.int32),
-    "valid": valid,
-    "turn": turn,
-    "loss_mask": loss_mask,
-    "logp": np.zeros((b, s), np.float32),
-    "rewards": rng.integers(0, 2, (b, 2)).astype(np.float32),
-    "normalizer": np.float32(losses.aggregation_normalizers(loss_mask, "token_mean")),
-  }
+  return train_step.stream_batch(tokens, valid, turn, rng)
 
 
 def compacted(batch: dict, multiple: int) -> dict:
@@ -68,11 +59,11 @@ def main(argv):
   parser = argparse.ArgumentParser(prog=argv[0], description=__doc__.splitlines()[0])
   parser.add_argument("--preset", default="testbed-gemma")
   parser.add_argument("--batch", type=int, default=64)
-  parser.add_argument("--prompt", type=int, default=32, help="prompt bucket")
-  parser.add_argument("--gen", type=int, default=96, help="generation bucket per attempt")
-  parser.add_argument("--instr", type=int, default=30, help="instruction tokens")
+  parser.add_argument("--prompt", type=int, default=40, help="prompt bucket")
+  parser.add_argument("--gen", type=int, default=104, help="generation bucket per attempt")
+  parser.add_argument("--instr", type=int, default=21, help="instruction tokens")
   parser.add_argument("--y1", default="10,12", help="attempt-1 length range lo,hi")
-  parser.add_argument("--y2", default="10,80", help="attempt-2 length range lo,hi")
+  parser.add_argument("--y2", default="10,93", help="attempt-2 length range lo,hi")
   parser.add_argument("--multiple", type=int, default=32, help="compact_streams' multiple")
   parser.add_argument("--steps", type=int, default=5)
   args = parser.parse_args(argv[1:])

@@ -47,16 +47,20 @@ def episode_batch(cfg, b: int, t: int, g: int, seed: int = 0) -> dict:
   p, y1, ins = t // 4, 3 * t // 8, t // 16
   turn[:, p : p + y1] = 1
   turn[:, p + y1 + ins :] = 2
-  valid = np.ones((b, t), bool)
-  loss_mask = turn > 0
+  return stream_batch(tokens, np.ones((b, t), bool), turn, rng)
+
+
+def stream_batch(tokens, valid, turn, rng) -> dict:
+  """A step's batch from streams: positions count valid slots, random 0/1 rewards, zero logp."""
+  loss_mask = valid & (turn > 0)
   return {
-    "tokens": tokens,
-    "positions": np.broadcast_to(np.arange(t, dtype=np.int32), (b, t)).copy(),
+    "tokens": np.where(valid, tokens, 0),
+    "positions": np.maximum(np.cumsum(valid, axis=1) - 1, 0).astype(np.int32),
     "valid": valid,
     "turn": turn,
     "loss_mask": loss_mask,
-    "logp": np.zeros((b, t), np.float32),
-    "rewards": rng.integers(0, 2, (b, 2)).astype(np.float32),
+    "logp": np.zeros(tokens.shape, np.float32),
+    "rewards": rng.integers(0, 2, (tokens.shape[0], 2)).astype(np.float32),
     "normalizer": np.float32(losses.aggregation_normalizers(loss_mask, "token_mean")),
   }
 
