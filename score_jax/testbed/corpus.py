@@ -49,9 +49,9 @@ FRACTIONS = (
 class Mixture:
   """How pretraining transcripts are written (fractions of two-attempt transcripts).
 
-  The shares are the testbed's measured base (BUILD_NOTES.md, design 30). `fast_form` defaults
-  to "expression" (the tokenizer's training text is written with it); the testbed sets
-  "answer" in experiments/testbed.py.
+  The second-attempt shares are the testbed's measured base (BUILD_NOTES.md, designs 28-32).
+  `first_check` (design 31) and `fast_form` keep defaults under which the tokenizer's training
+  text is written (no first checks, "expression"); experiments/testbed.py sets 0.1 and "answer".
   """
 
   first_error_rate: float = 0.2  # one-pass answers of the first-attempt writer that are off
