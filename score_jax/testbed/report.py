@@ -136,10 +136,10 @@ def findings(rows: Sequence[Row]) -> list[dict[str, Any]]:
   base, score, naive = by.get("base"), by.get("score"), by.get("naive")
   if base:
     d = base["delta_mean"]
-    add("base model: a second attempt does not help (Delta <= 0)", d <= 0, f"Delta {d:+.1f}")
+    add("base model: a second attempt does not help (Delta <= 0)", d <= 0, f"Delta {_num(d, True)}")
   if score:
     d, c2i = score["delta_mean"], score["delta_c2i_mean"]
-    add("SCoRe: Delta >= +5", d >= 5, f"Delta {d:+.1f}")
+    add("SCoRe: Delta >= +5", d >= 5, f"Delta {_num(d, True)}")
     add("SCoRe: few right answers broken (c->i <= 2)", c2i <= 2, f"c->i {c2i:.1f}")
   if score and base:
     t2, b2 = score["acc_t2_mean"], base["acc_t2_mean"]
@@ -147,7 +147,7 @@ def findings(rows: Sequence[Row]) -> list[dict[str, Any]]:
   if score and naive:
     dn, ds = naive["delta_mean"], score["delta_mean"]
     add("naive multi-turn RL: Delta at most half of SCoRe's", dn <= ds / 2,
-        f"{dn:+.1f} vs SCoRe {ds:+.1f}")  # fmt: skip
+        f"{_num(dn, True)} vs SCoRe {_num(ds, True)}")  # fmt: skip
     cn, cs = naive["answer_change_mean"], score["answer_change_mean"]
     add("naive multi-turn RL: changes fewer answers than SCoRe (collapse)", cn < cs,
         f"{cn:.1f}% vs SCoRe {cs:.1f}%")  # fmt: skip

@@ -114,7 +114,7 @@ def test_findings_check_the_seed_means():
     "SCoRe: Delta +22.0": True,
     "SCoRe: c->i 4.0": False,  # 5, 4, 3 -> mean 4 > 2
     "SCoRe: 72.0 vs base 38.0": True,
-    "naive multi-turn RL: +0.0 vs SCoRe +22.0": True,
+    "naive multi-turn RL: 0.0 vs SCoRe +22.0": True,  # a zero mean carries no sign
     "naive multi-turn RL: 2.0% vs SCoRe 32.0%": True,
   }
   text = report.findings_text(found)
