@@ -146,22 +146,30 @@ def sample_episodes(
 
 
 def compact_streams(ep: rollout.Episodes, multiple: int) -> rollout.Episodes:
-  """Drops the holes of every stream, so the update pays only for real tokens.
+  """`ep` with the holes of every stream dropped (`compact_stream_arrays`)."""
+  return dataclasses.replace(
+    ep, **compact_stream_arrays({f: getattr(ep, f) for f in STREAM_FIELDS}, multiple)
+  )
+
+
+def compact_stream_arrays(streams: dict[str, np.ndarray], multiple: int) -> dict[str, np.ndarray]:
+  """Drops the holes of STREAM_FIELDS arrays [b, s], so the update pays only for real tokens.
 
   A stream in cache-slot order reserves a whole generation bucket per attempt, so a short first
   attempt leaves most of its bucket as holes. Valid slots move left in their order, keeping their
   token, position, turn and log-prob; `rollout.stream_logprobs` skips holes and attention follows
   positions and the valid bit, so the update is the same. Streams are padded with holes to a
-  multiple of `multiple` slots (few distinct lengths, few compiles) and never grow.
+  multiple of `multiple` slots (few distinct lengths, few compiles) and never grow. Other keys
+  (rewards, normalizer) pass through.
   """
   if multiple < 1:
     raise ValueError(f"compact_streams: multiple must be >= 1, got {multiple}")
-  s = ep.tokens.shape[1]
-  order_bs = np.argsort(~ep.valid, axis=1, kind="stable")  # valid slots first, in slot order
-  longest = int(ep.valid.sum(axis=1).max(initial=0))
-  length = min(s, max(1, -(-longest // multiple)) * multiple)
+  valid = streams["valid"]
+  order_bs = np.argsort(~valid, axis=1, kind="stable")  # valid slots first, in slot order
+  longest = int(valid.sum(axis=1).max(initial=0))
+  length = min(valid.shape[1], max(1, -(-longest // multiple)) * multiple)
   take = lambda x: np.take_along_axis(x, order_bs, axis=1)[:, :length]
-  return dataclasses.replace(ep, **{f: take(getattr(ep, f)) for f in STREAM_FIELDS})
+  return {**streams, **{f: take(streams[f]) for f in STREAM_FIELDS}}
 
 
 def pad_streams(ep: rollout.Episodes, length: int) -> rollout.Episodes:

@@ -255,18 +255,13 @@ def test_an_update_raises_rewarded_attempts_and_lowers_the_rest(init_params, sta
 def test_compacted_streams_give_the_same_update(init_params):
   """Dropping the sampler's holes (episodes.compact_streams) changes shapes, not the update."""
   batch = batch_of(3)
-  fields = {k: batch[k] for k in episodes.STREAM_FIELDS}
   b, t = batch["tokens"].shape
-  ep = rollout.Episodes(
-    **fields, prompt_index=np.arange(b) // 2, attempt_tokens=[], texts=None,
-    truncated=np.zeros((b, 2), bool), lengths=np.zeros((b, 2), np.int32),
-  )  # fmt: skip
-  small = episodes.compact_streams(ep, 8)
+  compact = episodes.compact_stream_arrays(batch, 8)
   longest = int(batch["valid"].sum(1).max())
-  assert small.tokens.shape == (b, -(-longest // 8) * 8) and small.tokens.shape[1] < t
+  assert compact["tokens"].shape == (b, -(-longest // 8) * 8) and compact["tokens"].shape[1] < t
   for f in episodes.STREAM_FIELDS:  # the same real slots, in the same order
-    np.testing.assert_array_equal(getattr(small, f)[small.valid], batch[f][batch["valid"]].ravel())
-  compact = {**batch, **{f: getattr(small, f) for f in episodes.STREAM_FIELDS}}
+    np.testing.assert_array_equal(compact[f][compact["valid"]], batch[f][batch["valid"]].ravel())
+  assert compact["rewards"] is batch["rewards"]
   updated = []
   for bt in (batch, compact):
     st, state, ref = build((1, 1, 1), steps.LossConfig(beta1=0.1, beta2=1.0))
@@ -274,5 +269,13 @@ def test_compacted_streams_give_the_same_update(init_params):
     updated.append((jax.device_get(state.params), jax.device_get(m)))
   assert max_diff(updated[0][0], updated[1][0]) < 1e-6
   assert abs(updated[0][1]["loss"] - updated[1][1]["loss"]) < 1e-5
+  ep = rollout.Episodes(
+    **{f: batch[f] for f in episodes.STREAM_FIELDS}, prompt_index=np.arange(b) // 2,
+    attempt_tokens=[], texts=None, truncated=np.zeros((b, 2), bool),
+    lengths=np.zeros((b, 2), np.int32),
+  )  # fmt: skip
+  small = episodes.compact_streams(ep, 8)  # what the train loop calls: the same arrays
+  for f in episodes.STREAM_FIELDS:
+    np.testing.assert_array_equal(getattr(small, f), compact[f])
   with pytest.raises(ValueError, match="multiple must be >= 1"):
     episodes.compact_streams(ep, 0)

@@ -5,7 +5,7 @@
 
 Streams are built the way `rollout` leaves them: a left-padded prompt bucket, then per attempt a
 generation bucket of which the attempt fills only its own length (the rest are holes), with the
-instruction between. `episodes.compact_streams` drops the holes. Both layouts are timed in this
+instruction between. `episodes.compact_stream_arrays` drops the holes. Both layouts are timed in this
 one process, alternating step by step, and the ratio of the medians is printed; the two updates
 are also checked to agree (same loss), since compaction must not change what is learnt.
 """
@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from score_jax import episodes, optim, rollout, sharding, steps
+from score_jax import episodes, optim, sharding, steps
 from score_jax.benchmarks import train_step
 from score_jax.models import decoder, presets
 
@@ -44,17 +44,6 @@ def sampler_layout(cfg, b: int, prompt: int, gen: int, instr: int, lens, seed: i
   return train_step.stream_batch(tokens, valid, turn, rng)
 
 
-def compacted(batch: dict, multiple: int) -> dict:
-  b = batch["tokens"].shape[0]
-  ep = rollout.Episodes(
-    **{f: batch[f] for f in episodes.STREAM_FIELDS}, prompt_index=np.arange(b),
-    attempt_tokens=[], texts=None, truncated=np.zeros((b, 2), bool),
-    lengths=np.zeros((b, 2), np.int32),
-  )  # fmt: skip
-  small = episodes.compact_streams(ep, multiple)
-  return {**batch, **{f: getattr(small, f) for f in episodes.STREAM_FIELDS}}
-
-
 def main(argv):
   parser = argparse.ArgumentParser(prog=argv[0], description=__doc__.splitlines()[0])
   parser.add_argument("--preset", default="testbed-gemma")
@@ -78,7 +67,7 @@ def main(argv):
   ref = jax.tree.map(jnp.copy, state.params)
   lens = [tuple(int(x) for x in v.split(",")) for v in (args.y1, args.y2)]
   full = sampler_layout(cfg, args.batch, args.prompt, args.gen, args.instr, lens)
-  small = compacted(full, args.multiple)
+  small = episodes.compact_stream_arrays(full, args.multiple)
   dev = jax.devices()[0]
   print(f"device: {dev.platform} {dev.device_kind} x{jax.device_count()}; {time.ctime()}")
   print(f"model: {args.preset} params={decoder.count_params(cfg) / 1e6:.2f}M; batch {args.batch}")

@@ -79,12 +79,7 @@ class _Timings:
 
 
 def mixture(config) -> corpus.Mixture:
-  m = config.testbed.mixture
-  return corpus.Mixture(
-    first_error_rate=m.first_error_rate, drill=m.drill, single_attempt=m.single_attempt,
-    first_check=m.first_check, copy=m.copy,
-    resolve=m.resolve, check=m.check, fast_form=m.fast_form,
-  )  # fmt: skip
+  return corpus.Mixture(**config.testbed.mixture.to_dict())
 
 
 def instruction(config) -> str:

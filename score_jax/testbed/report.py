@@ -9,8 +9,9 @@ Input is plain (JSON-serialisable) data, one dict per (method, seed) run:
 `summarize` reduces seeds to mean and population std in percentage points; `markdown_table` /
 `format_table_for_console` print them like the paper's Table 2; `findings` checks the paper's
 qualitative findings on them (base Delta <= 0, SCoRe's gain, naive RL's collapse);
-`plot_curves`, `plot_flips` and `plot_edit_ratios` draw accuracy per attempt over training, the i->c / c->i flips, and the
-Figure 3-style histogram of how much attempt 2 edits attempt 1 (mass at 0 = it copies).
+`plot_curves`, `plot_flips` and `plot_edit_ratios` draw accuracy per attempt over training, the
+i->c / c->i flips, and the Figure 3-style histogram of how much attempt 2 edits attempt 1
+(mass at 0 = it copies).
 `write_report` writes all of them to a directory. matplotlib is imported inside the plotting
 functions (Agg backend) so importing this module stays cheap.
 """
@@ -154,10 +155,9 @@ def findings(rows: Sequence[Row]) -> list[dict[str, Any]]:
   return out
 
 
-def findings_text(found: Sequence[dict[str, Any]], bullet: str = "- ") -> str:
-  return "".join(
-    f"{bullet}[{'x' if f['holds'] else ' '}] {f['claim']}: {f['measured']}\n" for f in found
-  )
+def findings_text(found: Sequence[dict[str, Any]]) -> str:
+  """The findings as a markdown checklist, one line each."""
+  return "".join(f"- [{'x' if f['holds'] else ' '}] {f['claim']}: {f['measured']}\n" for f in found)
 
 
 def _num(x: float, signed: bool) -> str:
