@@ -9,6 +9,7 @@ import sys
 # name -> module under score_jax.benchmarks exposing `main(argv)`.
 BENCHMARKS = {
   "compaction": "score_jax.benchmarks.compaction",
+  "packing": "score_jax.benchmarks.packing",
   "rewards": "score_jax.benchmarks.rewards",
   "sampler": "score_jax.benchmarks.sampler",
   "train_step": "score_jax.benchmarks.train_step",

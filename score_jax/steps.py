@@ -46,6 +46,8 @@ STREAM_KEYS = {
 }
 RL_KEYS = (*STREAM_KEYS, "rewards", "normalizer")
 SFT_KEYS = ("tokens", "positions", "valid", "loss_mask", "normalizer")
+# Packed SFT rows: several sequences per row, each slot tagged with its sequence id [b, t].
+PACKED_SFT_KEYS = (*SFT_KEYS[:-1], "segments", "normalizer")
 SCORE_KEYS = ("tokens", "positions", "valid")
 
 
@@ -128,13 +130,18 @@ def stream_scores(
   entropy of the distribution that produced each slot's token (metrics only).
   """
   valid_bt = mb["valid"].astype(bool)
-  logits_btv, _ = decoder.forward(config, params, mb["tokens"], mb["positions"], valid_bt)
+  segments_bt = mb.get("segments")  # packed rows; the first slot of a segment gets 0
+  logits_btv, _ = decoder.forward(
+    config, params, mb["tokens"], mb["positions"], valid_bt, segments_bt=segments_bt
+  )
   nxt_bt, prev_bt = _stream_alignment(valid_bt)
   t = valid_bt.shape[1]
   next_tok_bt = jnp.take_along_axis(mb["tokens"], jnp.minimum(nxt_bt, t - 1), axis=1)
   score_bt = losses.token_logprobs(logits_btv, next_tok_bt, temperature)
   keep_bt = valid_bt & (prev_bt >= 0)
   src_bt = jnp.maximum(prev_bt, 0)
+  if segments_bt is not None:
+    keep_bt &= jnp.take_along_axis(segments_bt, src_bt, axis=1) == segments_bt
   logp_bt = jnp.where(keep_bt, jnp.take_along_axis(score_bt, src_bt, axis=1), 0.0)
   if not with_entropy:
     return logp_bt, None
@@ -323,9 +330,13 @@ def naive_multiturn_update(ctx: _Ctx, state: optim.TrainState, ref_params, batch
 
 
 def sft_update(ctx: _Ctx, state: optim.TrainState, batch: Batch):
-  """Masked next-token NLL on the stream (Pair-SFT / STaR baselines); loss_mask marks targets."""
+  """Masked next-token NLL on the stream (Pair-SFT / STaR baselines); loss_mask marks targets.
+
+  A batch with 'segments' (PACKED_SFT_KEYS) holds several sequences per row, scored apart.
+  """
   lc, m = ctx.loss_cfg, ctx.num_microbatches
-  mb_tree = jax.tree.map(lambda x: _split_micro(x, m), {k: batch[k] for k in SFT_KEYS[:-1]})
+  streams = {k: v for k, v in batch.items() if k != "normalizer"}
+  mb_tree = jax.tree.map(lambda x: _split_micro(x, m), streams)
 
   def loss_and_grad(params, mb):
     mb = jax.lax.with_sharding_constraint(mb, jax.tree.map(lambda _: ctx.batch_sh, mb))
@@ -439,7 +450,7 @@ def batch_from_episodes(episodes, rewards_ba, loss_cfg: LossConfig) -> Batch:
   return {**batch, "normalizer": np.float32(norm)}
 
 
-_DTYPES = {**STREAM_KEYS, "rewards": np.float32, "normalizer": np.float32}
+_DTYPES = {**STREAM_KEYS, "segments": np.int32, "rewards": np.float32, "normalizer": np.float32}
 
 
 class JitStep:
@@ -491,6 +502,7 @@ class Steps:
   stage2: JitStep  # (state, ref_params, batch) -> (state, metrics)
   naive_multiturn: JitStep  # (state, ref_params, batch) -> (state, metrics)
   sft: JitStep  # (state, batch) -> (state, metrics)
+  packed_sft: JitStep  # sft on PACKED_SFT_KEYS batches: several sequences per row
   logprob: JitStep  # (params, ref_params, batch) -> {'logp', 'ref_logp'} [b, t]
   state_shardings: optim.TrainState
   param_shardings: PyTree
@@ -539,20 +551,16 @@ def make_steps(
     shardings = ((state_sh, p_sh), (state_sh, repl))
     return JitStep(functools.partial(update, ctx), RL_KEYS, ctx, mesh, *shardings, (0,), opts)
 
+  def sft_step(keys):
+    shardings = ((state_sh,), (state_sh, repl))
+    return JitStep(functools.partial(sft_update, ctx), keys, ctx, mesh, *shardings, (0,), opts)
+
   return Steps(
     stage1=rl_step(stage1_update),
     stage2=rl_step(stage2_update),
     naive_multiturn=rl_step(naive_multiturn_update),
-    sft=JitStep(
-      functools.partial(sft_update, ctx),
-      SFT_KEYS,
-      ctx,
-      mesh,
-      (state_sh,),
-      (state_sh, repl),
-      (0,),
-      opts,
-    ),
+    sft=sft_step(SFT_KEYS),
+    packed_sft=sft_step(PACKED_SFT_KEYS),
     logprob=JitStep(
       functools.partial(logprob_scores, ctx),
       SCORE_KEYS,

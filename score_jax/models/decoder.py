@@ -67,15 +67,18 @@ def _layer_inputs(cfg: ModelConfig):
   return (jnp.arange(cfg.num_layers, dtype=jnp.int32), jnp.asarray(inv_freq_lk), window_l)
 
 
-def _check_inputs(cfg: ModelConfig, tokens_bt, positions_bt, mask_bt, cache):
+def _check_inputs(cfg: ModelConfig, tokens_bt, positions_bt, mask_bt, cache, segments_bt=None):
   """Static shape checks (run at trace time) with messages naming the bad argument."""
   if tokens_bt.ndim != 2:
     raise ValueError(f"tokens_bt must be [batch, time], got shape {tokens_bt.shape}")
-  for name, arr in (("positions_bt", positions_bt), ("mask_bt", mask_bt)):
-    if arr.shape != tokens_bt.shape:
+  named = (("positions_bt", positions_bt), ("mask_bt", mask_bt), ("segments_bt", segments_bt))
+  for name, arr in named:
+    if arr is not None and arr.shape != tokens_bt.shape:
       raise ValueError(f"{name} shape {arr.shape} != tokens_bt shape {tokens_bt.shape}")
   if cache is None:
     return
+  if segments_bt is not None:
+    raise ValueError("segments_bt (packed rows) is for cache-free scoring, not decoding")
   b, t = tokens_bt.shape
   want = init_cache_shapes(cfg, b, cache["valid"].shape[-1] if "valid" in cache else 0)
   if set(cache) != set(want):
@@ -93,9 +96,11 @@ class Decoder(nn.Module):
   config: ModelConfig
 
   @nn.compact
-  def __call__(self, tokens_bt, positions_bt, mask_bt, cache: Cache | None = None):
+  def __call__(
+    self, tokens_bt, positions_bt, mask_bt, cache: Cache | None = None, segments_bt=None
+  ):
     cfg = self.config
-    _check_inputs(cfg, tokens_bt, positions_bt, mask_bt, cache)
+    _check_inputs(cfg, tokens_bt, positions_bt, mask_bt, cache, segments_bt)
     positions_bt = positions_bt.astype(jnp.int32)
     mask_bt = mask_bt.astype(bool)
     t = tokens_bt.shape[1]
@@ -115,6 +120,7 @@ class Decoder(nn.Module):
       kv_valid_bs=kv_valid,
       kv_slots_s=jnp.arange(kv_valid.shape[1], dtype=jnp.int32),
       cache_index=index,
+      segments_bt=None if segments_bt is None else segments_bt.astype(jnp.int32),
     )
 
     embedder = Embedder(cfg, name="embedder")
@@ -187,17 +193,24 @@ def forward(
   positions_bt: jax.Array | None = None,
   mask_bt: jax.Array | None = None,
   cache: Cache | None = None,
+  segments_bt: jax.Array | None = None,
 ) -> tuple[jax.Array, Cache | None]:
-  """Runs the decoder. mask defaults to all real; positions to `default_positions`."""
+  """Runs the decoder. mask defaults to all real; positions to `default_positions`.
+
+  `segments_bt` (int, no cache) packs several sequences into a row: slots attend only within
+  their own segment id; give each segment its own positions (0, 1, ...).
+  """
   tokens_bt = jnp.asarray(tokens_bt, jnp.int32)
   if mask_bt is None:
     mask_bt = jnp.ones(tokens_bt.shape, bool)
   # Validate before deriving defaults so a bad shape gets the named error, not a jnp one.
   positions_or_tokens = tokens_bt if positions_bt is None else positions_bt
-  _check_inputs(config, tokens_bt, positions_or_tokens, mask_bt, cache)
+  _check_inputs(config, tokens_bt, positions_or_tokens, mask_bt, cache, segments_bt)
   if positions_bt is None:
     positions_bt = default_positions(jnp.asarray(mask_bt), cache)
-  return Decoder(config).apply({"params": params}, tokens_bt, positions_bt, mask_bt, cache)
+  return Decoder(config).apply(
+    {"params": params}, tokens_bt, positions_bt, mask_bt, cache, segments_bt
+  )
 
 
 def init_cache_shapes(config: ModelConfig, batch_size: int, max_len: int) -> dict[str, tuple]:

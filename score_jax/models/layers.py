@@ -39,6 +39,9 @@ class AttnContext(NamedTuple):
   kv_valid_bs: jax.Array  # bool: slot holds a real token
   kv_slots_s: jax.Array  # 0..S-1
   cache_index: jax.Array | None  # int32 [] first slot written by this call (None: no cache)
+  # Packed rows (several sequences per row, no cache): the sequence id of every slot; a query
+  # only sees keys of its own sequence. None: one sequence per row.
+  segments_bt: jax.Array | None = None
 
 
 def rope_inv_freq(config: ModelConfig, layer_type: str) -> np.ndarray:
@@ -163,6 +166,8 @@ class Attention(nn.Module):
     causal_bts = ctx.kv_valid_bs[:, None, :] & seen_ts[None]
     gap_bts = ctx.q_positions_bt[:, :, None] - ctx.kv_positions_bs[:, None, :]
     mask_bts = causal_bts & (gap_bts < window)
+    if ctx.segments_bt is not None:
+      mask_bts &= ctx.segments_bt[:, :, None] == ctx.segments_bt[:, None, :]
     logits = jnp.where(mask_bts[:, None, None], logits, MASK_VALUE)
     probs = jax.nn.softmax(logits, axis=-1).astype(q.dtype)
     out = jnp.einsum("bngts,bsnk->btngk", probs, val).reshape(b, t, h, k)

@@ -265,6 +265,8 @@ PRESETS: dict[str, ModelConfig] = {
     max_seq_len=32_768,
   ),
   # The laptop testbed's base model (score_jax.testbed): Gemma 1 layout, 0.28M parameters.
+  # Layers unrolled: on a 2-core CPU XLA's layer loop makes a pretraining step 1.3x slower
+  # (`python -m score_jax.bench packing`); 4 layers compile quickly either way.
   "testbed-gemma": _gemma(
     vocab_size=640,
     embed_dim=64,
@@ -274,6 +276,7 @@ PRESETS: dict[str, ModelConfig] = {
     num_kv_heads=1,
     head_dim=16,
     max_seq_len=512,
+    scan_layers=False,
   ),  # fmt: skip
   # Test models: each family's switches at toy size; window 8 so tests run past it.
   "tiny-gemma": _gemma(**{**_TINY, "num_kv_heads": 1}, num_layers=2, max_seq_len=256),

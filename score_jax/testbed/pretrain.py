@@ -25,6 +25,7 @@ from score_jax.models import hf_checkpoint
 from score_jax.models.config import ModelConfig
 
 SLOT_QUANTUM = 32  # batches are trimmed to a multiple of this: few shapes, few compiles
+ROW_QUANTUM = 4  # packed batches have a multiple of this many rows: few shapes, few compiles
 
 
 def batch_rows(lengths: np.ndarray, batch: int, seed: int, step: int) -> np.ndarray:
@@ -42,6 +43,46 @@ def batch_rows(lengths: np.ndarray, batch: int, seed: int, step: int) -> np.ndar
   return perm[i * batch : (i + 1) * batch]
 
 
+def pack_rows(
+  streams: dict[str, np.ndarray], rows: np.ndarray, row_multiple: int = ROW_QUANTUM
+) -> dict[str, np.ndarray]:
+  """The transcripts `rows` packed several to a row of the streams' width, with `segments`.
+
+  First-fit decreasing: longest transcript first, each into the first row it fits. Every
+  transcript keeps its own positions (0, 1, ...) and a segment id (1, 2, ... within its row; 0
+  on padding) that confines its attention to itself, so the packed batch has the same loss and
+  gradient as one transcript per row (tests/testbed/pretrain_test.py) in fewer slots: the
+  testbed's copy transcripts (74 tokens) pair up in 160 slots. The row count is rounded up to
+  `row_multiple` with empty rows.
+  """
+  width = streams["tokens"].shape[1]
+  valid = streams["valid"][rows]
+  lengths = valid.sum(axis=1)
+  if not np.array_equal(valid, np.arange(width) < lengths[:, None]):
+    raise ValueError("pack_rows: streams must be right-padded (real slots first, then padding)")
+  free: list[int] = []  # free slots left in each packed row
+  count: list[int] = []  # transcripts in each packed row
+  placed = []  # (source row, packed row, first slot, length, segment id)
+  for i in np.argsort(-lengths, kind="stable"):
+    r = next((r for r, f in enumerate(free) if f >= lengths[i]), len(free))
+    if r == len(free):
+      free.append(width)
+      count.append(0)
+    count[r] += 1
+    placed.append((rows[i], r, width - free[r], lengths[i], count[r]))
+    free[r] -= lengths[i]
+  n = -(-len(free) // row_multiple) * row_multiple
+  out = {k: np.zeros((n, width), v.dtype) for k, v in streams.items()}
+  out["segments"] = np.zeros((n, width), np.int32)
+  for src, r, start, length, segment in placed:
+    span = slice(start, start + length)
+    for k, v in streams.items():
+      out[k][r, span] = v[src, :length]
+    out["positions"][r, span] = np.arange(length)
+    out["segments"][r, span] = segment
+  return out
+
+
 @dataclasses.dataclass(frozen=True)
 class PretrainConfig:
   steps: int = 1500
@@ -50,6 +91,7 @@ class PretrainConfig:
   warmup: int = 50
   seed: int = 0
   save_every: int = 250
+  pack: bool = True  # several transcripts per row (`pack_rows`); same loss, fewer slots
 
 
 def _schedule_config(pc: PretrainConfig) -> optim.OptimConfig:
@@ -93,16 +135,20 @@ def pretrain(
     start, history = int(meta["step"]), list(meta["history"])
     logging.info("pretraining resumed from step %d", start)
   lengths = streams["valid"].sum(axis=1)
+  shards = steps.batch_shards(mesh)
   progress = metric_writers.Progress(pc.steps, "pretrain", enabled=jax.process_index() == 0)
   try:
     for step in range(start, pc.steps):
       rows = batch_rows(lengths, pc.batch, pc.seed, step)
-      width = min(
-        -(-int(lengths[rows].max()) // SLOT_QUANTUM) * SLOT_QUANTUM, streams["tokens"].shape[1]
-      )
-      batch = {k: v[rows, :width] for k, v in streams.items()}
+      if pc.pack:
+        batch, sft = pack_rows(streams, rows, np.lcm(ROW_QUANTUM, shards)), fns.packed_sft
+      else:
+        width = min(
+          -(-int(lengths[rows].max()) // SLOT_QUANTUM) * SLOT_QUANTUM, streams["tokens"].shape[1]
+        )
+        batch, sft = {k: v[rows, :width] for k, v in streams.items()}, fns.sft
       batch["normalizer"] = np.float32(losses.aggregation_normalizers(batch["loss_mask"], "token_mean"))  # fmt: skip
-      state, m = fns.sft(state, batch)
+      state, m = sft(state, batch)
       done = step + 1
       if done % log_every == 0 or done == pc.steps:
         m = {k: float(v) for k, v in jax.device_get(m).items()}

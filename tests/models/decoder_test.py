@@ -251,3 +251,28 @@ def test_bad_inputs_raise_naming_the_problem():
     decoder.forward(cfg, params, tokens, cache=other)
   with pytest.raises(ValueError, match="batch_size=0"):
     decoder.init_cache(cfg, 0, 8)
+  with pytest.raises(ValueError, match="segments_bt shape"):
+    decoder.forward(cfg, params, tokens, segments_bt=jnp.ones((2, 4), jnp.int32))
+  with pytest.raises(ValueError, match="not decoding"):
+    cache = decoder.init_cache(cfg, 2, 8)
+    decoder.forward(cfg, params, tokens, cache=cache, segments_bt=jnp.ones((2, 5), jnp.int32))
+
+
+@pytest.mark.parametrize("name", ["tiny-gemma", "tiny-gemma3"])
+def test_packed_row_gives_each_segment_its_own_logits(name):
+  """Two sequences packed into one row (segment ids, own positions) = each run on its own."""
+  cfg = presets.get_preset(name)
+  params = _params(name)
+  rng = np.random.default_rng(0)
+  a, b = rng.integers(3, cfg.vocab_size, 7), rng.integers(3, cfg.vocab_size, 12)
+  tokens = np.concatenate([a, b, [0, 0, 0]])[None]
+  positions = np.concatenate([np.arange(7), np.arange(12), [0, 0, 0]])[None]
+  segments = np.concatenate([np.full(7, 1), np.full(12, 2), [0, 0, 0]])[None]
+  mask = segments > 0
+  packed, _ = decoder.forward(cfg, params, tokens, positions, mask, segments_bt=segments)
+  alone_a, _ = decoder.forward(cfg, params, a[None])
+  alone_b, _ = decoder.forward(cfg, params, b[None])
+  np.testing.assert_allclose(packed[0, :7], alone_a[0], atol=1e-5)
+  np.testing.assert_allclose(packed[0, 7:19], alone_b[0], atol=1e-5)
+  leaky, _ = decoder.forward(cfg, params, tokens, positions, mask)  # no segments: b sees a
+  assert not np.allclose(leaky[0, 7:19], alone_b[0], atol=1e-3)
