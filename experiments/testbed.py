@@ -46,7 +46,10 @@ def get_config(arg: str = ""):
   tb.mixture.first_error_rate = 0.2
   tb.mixture.drill = 0.0  # practice rows of one-step sums (0.3 measured: no better steps)
   tb.mixture.single_attempt = 0.1  # transcripts with no second attempt
-  tb.mixture.first_check = 0.1  # first attempts written in steps (then restated, not redone)
+  # First attempts written in steps (then restated, not redone): the exact path attempt 1 can
+  # take too. At 0.1 naive RL's attempt 1 drifts there too slowly to collapse in 160 steps; at
+  # 0.3 SCoRe's Stage II takes it within 10 steps as well (BUILD_NOTES.md, designs 32-34).
+  tb.mixture.first_check = 0.2
   # A redo share of 0.5 made greedy second attempts redo (base Delta +6.8); at 0.4 they copy.
   tb.mixture.copy = 0.45  # second attempts that copy the first
   tb.mixture.resolve = 0.15  # ... that answer again in one pass (own slips)
@@ -71,6 +74,9 @@ def get_config(arg: str = ""):
   # Paper: Stage II runs longer than Stage I. Measured here (BUILD_NOTES.md): at this lr, Stage II
   # past 10 steps makes the second attempt change right answers too (c->i 2.5 -> 6.5 points).
   c.stage1.steps, c.stage2.steps = 30, 10
+  # Paper: beta2 = 0.1 (10 x beta1). At lr 1e-4 that does not pin attempt 1: it leaves one pass
+  # within 20 Stage I steps (design 33). 1.0 holds it at the base, as Stage I is meant to.
+  c.stage1.beta2 = 1.0
   c.train.global_batch = 64  # 16 prompts x g=4 (paper: 512)
   c.train.stream_multiple = 32  # ~155 real tokens per episode: 160 slots, not the sampler's 269
   c.train.reward_workers = 2
