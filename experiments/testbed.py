@@ -11,10 +11,12 @@ problems; then the paper-style table and plots in DIR/report/. Rerunning resumes
 
 The task (score_jax.testbed.arith): "What is 7+8+5+9+3+2+6+1+4+8?", answered in one pass by
 most first attempts (the answer line alone) and redone in written steps by some second ones; a
-tenth of first attempts are written in steps themselves. Status (BUILD_NOTES.md, design 32):
-after 1000 pretraining steps the base model answers 84.0% in one pass and greedily copies
-(Delta 0.0); over 3 seeds SCoRe reaches 75.0 / 97.5 (Delta +22.5 +- 3.4, c->i 1.2). Naive
-multi-turn RL does not collapse (Delta +30.9 +- 5.9), and the run takes ~21.5 min on 2 cores.
+fifth of first attempts are written in steps themselves. Status (BUILD_NOTES.md, design 34):
+after 1000 pretraining steps the base model answers 63.9% in one pass and greedily copies
+(Delta 0.0). Over 3 seeds SCoRe reaches 76.1 / 99.0 (Delta +23.0 +- 8.8, c->i 0.3), while naive
+multi-turn RL collapses as in the paper: its first attempt takes the written steps too and the
+second stops changing answers (98.9 / 98.7, Delta -0.2, answer change 0.5%). Seed 0's run takes
+~16 min on 2 cores.
 Hyperparameters that differ from the paper (Table 8) are set below with the reason.
 `:quick` is the same pipeline, smaller (CI runs it).
 """

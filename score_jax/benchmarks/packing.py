@@ -4,7 +4,7 @@
   python -m score_jax.bench packing --lengths=300:50,900:50 --width=1024 --preset=tiny-gemma
 
 Transcripts get the lengths of `--lengths` (length:percent pairs; the default is the testbed
-corpus of design 32: copies 74 tokens, one-attempt transcripts 42, written redos 151-155) in
+corpus of design 34: copies 74 tokens, one-attempt transcripts 42, written redos 151-155) in
 streams of `--width` slots. Each step draws a fresh batch; the unpacked layout is trimmed to a
 multiple of 32 slots as `pretrain` does, the packed one is `pretrain.pack_rows`. Both layouts are
 timed in this one process on the same batches, alternating step by step (every row-count shape
@@ -27,7 +27,7 @@ from score_jax import losses, optim, sharding, steps
 from score_jax.models import decoder, presets
 from score_jax.testbed import pretrain
 
-DESIGN_32_LENGTHS = "42:9,74:49,151:4,153:14,155:24"
+DESIGN_34_LENGTHS = "42:8,74:44,122:2,151:5,153:15,155:26"  # measured on its 20000 transcripts
 
 
 def corpus_streams(cfg, n: int, width: int, lengths: str, seed: int = 0) -> dict:
@@ -65,7 +65,7 @@ def main(argv):
   parser.add_argument("--preset", default="testbed-gemma")
   parser.add_argument("--batch", type=int, default=32, help="transcripts per step")
   parser.add_argument("--width", type=int, default=160, help="stream slots")
-  parser.add_argument("--lengths", default=DESIGN_32_LENGTHS, help="length:percent,...")
+  parser.add_argument("--lengths", default=DESIGN_34_LENGTHS, help="length:percent,...")
   parser.add_argument("--steps", type=int, default=20)
   args = parser.parse_args(argv[1:])
 

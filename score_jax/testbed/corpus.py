@@ -49,9 +49,9 @@ FRACTIONS = (
 class Mixture:
   """How pretraining transcripts are written (fractions of two-attempt transcripts).
 
-  The second-attempt shares are the testbed's measured base (BUILD_NOTES.md, designs 28-32).
+  The second-attempt shares are the testbed's measured base (BUILD_NOTES.md, designs 28-34).
   `first_check` (design 31) and `fast_form` keep defaults under which the tokenizer's training
-  text is written (no first checks, "expression"); experiments/testbed.py sets 0.1 and "answer".
+  text is written (no first checks, "expression"); experiments/testbed.py sets 0.2 and "answer".
   """
 
   first_error_rate: float = 0.2  # one-pass answers of the first-attempt writer that are off

@@ -1,11 +1,12 @@
 """Pretraining the testbed's base model: next-token SFT on corpus transcripts, resumable.
 
 `pretrain(...)` trains a `testbed-gemma` decoder from random init with the project's sharded SFT
-step (`steps.sft`, AdamW, cosine decay), checkpoints with Orbax every `save_every` steps (a killed
-run resumes from the last one, data order included: batch i is always rows perm[i*b:(i+1)*b] of
-the seed's permutation), and exports the result as a Hugging Face checkpoint directory
-(model.safetensors + config.json + the tokenizer): the base model every later phase loads
-through the same `model.checkpoint` path a Gemma checkpoint would take.
+step (`steps.packed_sft`, AdamW, cosine decay), checkpoints with Orbax every `save_every` steps
+(a killed run resumes from the last one, data order included: batch i is always rows
+perm[i*b:(i+1)*b] of the seed's permutation, packed several to a row by `pack_rows`), and
+exports the result as a Hugging Face checkpoint directory (model.safetensors + config.json + the
+tokenizer): the base model every later phase loads through the same `model.checkpoint` path a
+Gemma checkpoint would take.
 """
 
 from __future__ import annotations

@@ -249,7 +249,12 @@ def plot_curves(runs: Sequence[Run], path: str) -> str:
   fig, axes = plt.subplots(1, n, figsize=(5.5 * n, 4), squeeze=False, sharey=True)
   if not groups:
     axes[0, 0].text(0.5, 0.5, "no trained methods", ha="center", va="center")
+  refs = {k: 100 * np.mean([r["metrics"][k] for r in base]) for k in ("acc@t1", "acc@t2") if base}
+  # A base whose attempts score the same gets one reference line, not two drawn on top.
+  same_ref = bool(base) and round(refs["acc@t1"], 1) == round(refs["acc@t2"], 1)
   for ax, (method, group) in zip(axes[0], groups.items()):
+    if same_ref:
+      ax.axhline(refs["acc@t1"], ls=":", c="0.4", lw=1.2, label=f"base acc@t1 = acc@t2 ({refs['acc@t1']:.1f})")  # fmt: skip
     for key, style, color in (("acc@t1", "-", "C0"), ("acc@t2", "--", "C1")):
       for run in group:  # thin per-seed lines behind the mean
         pts = sorted(run.get("curve") or [], key=lambda p: p["step"])
@@ -257,9 +262,8 @@ def plot_curves(runs: Sequence[Run], path: str) -> str:
                 alpha=0.3)  # fmt: skip
       steps, mean = _mean_curve(group, key)
       ax.plot(steps, mean, style, c=color, lw=2, marker=".", label=f"{key} (mean)")
-      if base:
-        ref = 100 * np.mean([r["metrics"][key] for r in base])
-        ax.axhline(ref, ls=":", c=color, lw=1.2, label=f"base {key} ({ref:.1f})")
+      if base and not same_ref:
+        ax.axhline(refs[key], ls=":", c=color, lw=1.2, label=f"base {key} ({refs[key]:.1f})")
     spans = _phase_spans(group)
     # A curve point at step s is the model after s updates, so a phase ends at its last point and
     # the next one's updates start right after it.
