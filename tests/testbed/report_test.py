@@ -201,6 +201,24 @@ def test_write_report_files(tmp_path):
     assert f"]({f})" in md
 
 
+def test_plot_curves_draws_one_base_line_when_both_attempts_score_the_same(tmp_path, monkeypatch):
+  legends = []
+  save = report._save
+
+  def capture(fig, path):
+    legends.append([t.get_text() for t in fig.axes[0].get_legend().get_texts()])
+    return save(fig, path)
+
+  monkeypatch.setattr(report, "_save", capture)
+  runs = _runs()
+  report.plot_curves(runs, str(tmp_path / "two.png"))
+  runs[0]["metrics"] = _metrics(0.40, 0.40, 0.0, 0.0, 0.0)
+  report.plot_curves(runs, str(tmp_path / "one.png"))
+  assert "base acc@t1 (40.0)" in legends[0] and "base acc@t2 (38.0)" in legends[0]
+  assert "base acc@t1 = acc@t2 (40.0)" in legends[1]
+  assert not any(label.startswith(("base acc@t1 (", "base acc@t2 (")) for label in legends[1])
+
+
 def test_plot_curves_two_phases_and_ragged_steps(tmp_path):
   runs = _runs()
   runs[2]["curve"] = runs[2]["curve"][:3]  # one seed stopped early: the mean uses the others
