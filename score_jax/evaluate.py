@@ -52,7 +52,8 @@ def make_eval_set(config, tok, template) -> EvalSet:
   return EvalSet(task, examples[:n], ids[:n], instruction)
 
 
-def _answers_equal(kind: str):
+def answers_equal(kind: str):
+  """(x, y) -> whether two extracted final answers count as the same (answer-change metric)."""
   if kind == "code":
     return lambda x, y: (x or "").strip() == (y or "").strip()
 
@@ -96,7 +97,7 @@ def evaluate(
   per_proc = padded // procs
   mine = order[me * per_proc : (me + 1) * per_proc]
   rng = jax.random.key(0) if rng is None else rng
-  equal = _answers_equal(eval_set.task.kind)
+  equal = answers_equal(eval_set.task.kind)
   correct, changed, edit, outs, recs = [], [], [], [], []
   for start in range(0, per_proc, batch_size):
     idx = mine[start : start + batch_size]

@@ -65,10 +65,10 @@ def test_metrics_agree_with_records_and_are_deterministic(setup):
 
 
 def test_answer_equality_uses_the_math_checker():
-  same = evaluate._answers_equal("math")
+  same = evaluate.answers_equal("math")
   assert same("\\frac{1}{2}", "0.5") and same(None, None)
   assert not same("3", "4") and not same("3", None)
-  assert evaluate._answers_equal("code")("x = 1\n", "x = 1")
+  assert evaluate.answers_equal("code")("x = 1\n", "x = 1")
 
 
 def test_evaluate_job_reads_the_best_checkpoint(setup):

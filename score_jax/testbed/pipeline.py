@@ -252,8 +252,11 @@ def _rl(config, workdir, base_dir, method, seed, mesh, pool, timings) -> dict:
 
 
 def _run_record(method: str, seed: int, result: dict) -> dict:
+  same = evaluate_lib.answers_equal("math")
+  changed = [not same(*r["answers"][:2]) for r in result["episodes"]]
   return {"method": method, "seed": seed, "metrics": result["metrics"],
-          "edit_ratios": result["edit_ratios"], "curve": result.get("curve", [])}  # fmt: skip
+          "edit_ratios": result["edit_ratios"], "answer_changed": changed,
+          "curve": result.get("curve", [])}  # fmt: skip
 
 
 def run(config, workdir: str, pool=None) -> list[dict]:

@@ -4,6 +4,7 @@ Input is plain (JSON-serialisable) data, one dict per (method, seed) run:
   {"method": "base" | "score" | "naive" | ..., "seed": int,
    "metrics": the dict `evaluate.evaluate` returns (fractions in [0, 1]),
    "edit_ratios": [per held-out problem edit-distance ratio, attempt 1 vs 2],
+   "answer_changed": [per held-out problem: attempt 2's answer differs] (optional),
    "curve": [{"step", "phase", "acc@t1", "acc@t2"}, ...]}   (training-time evaluations)
 
 `summarize` reduces seeds to mean and population std in percentage points; `markdown_table` /
@@ -310,7 +311,12 @@ def plot_flips(rows: Sequence[Row], path: str) -> str:
 
 
 def plot_edit_ratios(runs: Sequence[Run], path: str) -> str:
-  """Histogram of attempt-1 vs attempt-2 edit-distance ratios per method (seeds pooled)."""
+  """Histogram of attempt-1 vs attempt-2 edit-distance ratios per method (seeds pooled).
+
+  Runs that carry `answer_changed` (per problem, aligned with `edit_ratios`) get stacked bars:
+  an edit that keeps the answer (a restated or rewritten solution) apart from one that changes
+  it, since the ratio alone cannot tell a redo of a one-pass answer from a restated redo.
+  """
   _check_runs(runs)
   for i, run in enumerate(runs):
     ratios = run.get("edit_ratios")
@@ -319,6 +325,11 @@ def plot_edit_ratios(runs: Sequence[Run], path: str) -> str:
     bad = [r for r in ratios if not _finite(r) or not 0.0 <= r <= 1.0]
     if bad:
       raise ValueError(f"runs[{i}]['edit_ratios']: values outside [0, 1]: {bad[:3]!r}")
+    changed = run.get("answer_changed")
+    if changed is not None and len(changed) != len(ratios):
+      raise ValueError(
+        f"runs[{i}]['answer_changed']: {len(changed)} flags for {len(ratios)} edit ratios"
+      )
   plt = _pyplot()
   groups = _by_method(runs)
   fig, axes = plt.subplots(1, len(groups), figsize=(4 * len(groups), 3.2), squeeze=False,
@@ -327,8 +338,18 @@ def plot_edit_ratios(runs: Sequence[Run], path: str) -> str:
   for ax, (method, group) in zip(axes[0], groups.items()):
     ratios = np.concatenate([np.asarray(r["edit_ratios"], np.float64) for r in group])
     # Weights make bar heights the fraction of problems, comparable across methods and seeds.
-    ax.hist(ratios, bins=bins, weights=np.full(ratios.shape, 1.0 / ratios.size), color="C0")
-    ax.set_title(f"{display_name(method)}\nmean {ratios.mean():.3f}", fontsize=9)
+    weight = 1.0 / ratios.size
+    title = f"{display_name(method)}\nmean {ratios.mean():.3f}"
+    if all(r.get("answer_changed") is not None for r in group):
+      changed = np.concatenate([np.asarray(r["answer_changed"], bool) for r in group])
+      parts = [ratios[~changed], ratios[changed]]
+      ax.hist(parts, bins=bins, weights=[np.full(p.shape, weight) for p in parts], stacked=True,
+              color=["C0", "C3"], label=["same answer", "answer changed"])  # fmt: skip
+      ax.legend(fontsize=7, loc="upper right")
+      title += f", answer changed {100 * changed.mean():.1f}%"
+    else:
+      ax.hist(ratios, bins=bins, weights=np.full(ratios.shape, weight), color="C0")
+    ax.set_title(title, fontsize=9)
     ax.set_xlabel("edit distance ratio (attempt 1 vs 2)")
     ax.set_xlim(0.0, 1.0)
     ax.grid(alpha=0.3)

@@ -161,6 +161,27 @@ def test_bad_input_names_run_and_key(mutate, match):
     report.summarize(runs)
 
 
+def test_edit_ratios_stack_changed_answers_apart_from_kept_ones(tmp_path, monkeypatch):
+  drawn = []
+  save = report._save
+
+  def capture(fig, path):
+    drawn.append([(ax.get_title(), [t.get_text() for t in ax.get_legend().get_texts()] if ax.get_legend() else []) for ax in fig.axes])  # fmt: skip
+    return save(fig, path)
+
+  monkeypatch.setattr(report, "_save", capture)
+  runs = _runs()
+  for run in runs:  # the same ratio, answer kept on half the problems
+    run["answer_changed"] = [i % 2 == 0 for i in range(len(run["edit_ratios"]))]
+  _check_png(report.plot_edit_ratios(runs, str(tmp_path / "stacked.png")))
+  titles, legends = zip(*drawn[0])
+  assert "Base model\nmean 0.030, answer changed 50.0%" in titles
+  assert all(legend == ["same answer", "answer changed"] for legend in legends)
+  runs[2]["answer_changed"] = [True]
+  with pytest.raises(ValueError, match=r"runs\[2\]\['answer_changed'\]: 1 flags for 5"):
+    report.plot_edit_ratios(runs, str(tmp_path / "bad.png"))
+
+
 def test_bad_edit_ratios_and_empty_runs(tmp_path):
   runs = _runs()
   runs[3]["edit_ratios"] = [0.2, 1.5]
