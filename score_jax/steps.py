@@ -130,7 +130,8 @@ def stream_scores(
   entropy of the distribution that produced each slot's token (metrics only).
   """
   valid_bt = mb["valid"].astype(bool)
-  segments_bt = mb.get("segments")  # packed rows; the first slot of a segment gets 0
+  # Packed rows: a segment's first slot has no predecessor in its own segment, so it gets 0.
+  segments_bt = mb.get("segments")
   logits_btv, _ = decoder.forward(
     config, params, mb["tokens"], mb["positions"], valid_bt, segments_bt=segments_bt
   )
