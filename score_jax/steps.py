@@ -8,8 +8,8 @@ policy log-probs at the sampling temperature and reference log-probs (stop-gradi
 accumulates gradients over micro-batches with a `lax.scan`; the loss uses the GLOBAL normalizer
 in the batch, so the update does not depend on sharding or micro-batching.
 
-Batches are episode streams in cache-slot layout (rollout.Episodes): holes are masked and each
-slot's token is scored by the logits of the row's previous VALID slot, exactly as the sampler.
+Batches are episode streams in cache-slot layout (rollout.Episodes), scored by
+`stream_scores.stream_scores`; their keys, dtypes and host-side checks are `step_batches`.
 
 Shape letters: b episodes, t stream slots, v vocab, a attempts, m micro-batches.
 """
@@ -29,26 +29,21 @@ from jax.sharding import PartitionSpec as P
 from score_jax import kl as kl_lib
 from score_jax import losses, optim
 from score_jax import sharding as sharding_lib
-from score_jax.models import decoder
 from score_jax.models.config import ModelConfig
+from score_jax.step_batches import (
+  BATCH_AXES,
+  DTYPES,
+  PACKED_SFT_KEYS,
+  RL_KEYS,
+  SCORE_KEYS,
+  SFT_KEYS,
+  STREAM_KEYS,
+  validate_batch,
+)
+from score_jax.stream_scores import stream_scores
 
 PyTree = Any
 Batch = dict[str, Any]
-BATCH_AXES = ("data", "fsdp")
-# Per-slot arrays of an RL batch (all [b, t]) and their dtypes; plus rewards [b, a], normalizer [].
-STREAM_KEYS = {
-  "tokens": np.int32,
-  "positions": np.int32,
-  "valid": np.bool_,
-  "turn": np.int32,
-  "loss_mask": np.bool_,
-  "logp": np.float32,
-}
-RL_KEYS = (*STREAM_KEYS, "rewards", "normalizer")
-SFT_KEYS = ("tokens", "positions", "valid", "loss_mask", "normalizer")
-# Packed SFT rows: several sequences per row, each slot tagged with its sequence id [b, t].
-PACKED_SFT_KEYS = (*SFT_KEYS[:-1], "segments", "normalizer")
-SCORE_KEYS = ("tokens", "positions", "valid")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,53 +96,6 @@ class LossConfig:
     for name in ("alpha", "beta1", "beta2"):
       need(getattr(self, name) >= 0, name, "must be >= 0")
     need(self.kl_clamp > 0, "kl_clamp", "must be > 0")
-
-
-# ---------------------------------------------------------------------------- log-probs
-
-
-def _stream_alignment(valid_bt: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """(next_bt, prev_bt): the next valid slot after each slot, the previous valid slot before it.
-
-  next = t where there is none, prev = -1 where there is none.
-  """
-  t = valid_bt.shape[1]
-  slot_t = jnp.arange(t)
-  nxt_bt = jax.lax.cummin(jnp.where(valid_bt, slot_t, t)[:, ::-1], axis=1)[:, ::-1]
-  nxt_bt = jnp.concatenate([nxt_bt[:, 1:], jnp.full_like(nxt_bt[:, :1], t)], axis=1)
-  prev_bt = jax.lax.cummax(jnp.where(valid_bt, slot_t, -1), axis=1)
-  prev_bt = jnp.concatenate([jnp.full_like(prev_bt[:, :1], -1), prev_bt[:, :-1]], axis=1)
-  return nxt_bt, prev_bt
-
-
-def stream_scores(
-  config: ModelConfig, params: PyTree, mb: Batch, temperature: float, with_entropy: bool = False
-) -> tuple[jax.Array, jax.Array | None]:
-  """log p(token in slot t | the row's valid slots before t) at `temperature`, float32 [b, t].
-
-  Matches `rollout.stream_logprobs` but gathers through `losses.token_logprobs` (no [b, t, v]
-  log-prob tensor). Slots without a valid predecessor and holes get 0. Optionally also the
-  entropy of the distribution that produced each slot's token (metrics only).
-  """
-  valid_bt = mb["valid"].astype(bool)
-  # Packed rows: a segment's first slot has no predecessor in its own segment, so it gets 0.
-  segments_bt = mb.get("segments")
-  logits_btv, _ = decoder.forward(
-    config, params, mb["tokens"], mb["positions"], valid_bt, segments_bt=segments_bt
-  )
-  nxt_bt, prev_bt = _stream_alignment(valid_bt)
-  t = valid_bt.shape[1]
-  next_tok_bt = jnp.take_along_axis(mb["tokens"], jnp.minimum(nxt_bt, t - 1), axis=1)
-  score_bt = losses.token_logprobs(logits_btv, next_tok_bt, temperature)
-  keep_bt = valid_bt & (prev_bt >= 0)
-  src_bt = jnp.maximum(prev_bt, 0)
-  if segments_bt is not None:
-    keep_bt &= jnp.take_along_axis(segments_bt, src_bt, axis=1) == segments_bt
-  logp_bt = jnp.where(keep_bt, jnp.take_along_axis(score_bt, src_bt, axis=1), 0.0)
-  if not with_entropy:
-    return logp_bt, None
-  ent_bt = losses.token_entropy(logits_btv, temperature)
-  return logp_bt, jnp.where(keep_bt, jnp.take_along_axis(ent_bt, src_bt, axis=1), 0.0)
 
 
 # ---------------------------------------------------------------------------- shared helpers
@@ -383,77 +331,6 @@ def logprob_scores(ctx: _Ctx, params, ref_params, batch: Batch) -> dict[str, jax
 # ---------------------------------------------------------------------------- host side
 
 
-def batch_shards(mesh: Mesh) -> int:
-  """How many ways the batch is split: data * fsdp."""
-  return int(np.prod([mesh.shape[a] for a in BATCH_AXES]))
-
-
-def validate_batch(batch: Batch, keys, ctx: _Ctx, mesh: Mesh) -> None:
-  """Host-side checks before anything compiles; each error names the key and the shape."""
-  missing, unknown = sorted(set(keys) - set(batch)), sorted(set(batch) - set(keys))
-  if missing or unknown:
-    raise ValueError(f"batch keys: missing {missing}, unexpected {unknown}; need {sorted(keys)}")
-  shape = np.shape(batch["tokens"])
-  if len(shape) != 2:
-    raise ValueError(f"batch['tokens'] must be [b, t], got shape {shape}")
-  for key in keys:
-    want = {"normalizer": (), "rewards": (shape[0], ctx.loss_cfg.num_attempts)}.get(key, shape)
-    if np.shape(batch[key]) != want:
-      raise ValueError(f"batch[{key!r}] has shape {np.shape(batch[key])}, expected {want}")
-  b, m, shards = shape[0], ctx.num_microbatches, batch_shards(mesh)
-  if b % (shards * m):
-    raise ValueError(
-      f"global batch {b} must be divisible by the mesh batch shards data*fsdp={shards} times "
-      f"num_microbatches={m} (= {shards * m}), so every micro-batch spans every shard"
-    )
-  if "rewards" in keys and b % ctx.loss_cfg.samples_per_prompt:
-    raise ValueError(
-      f"global batch {b} is not a multiple of LossConfig.samples_per_prompt="
-      f"{ctx.loss_cfg.samples_per_prompt} (RLOO groups are consecutive rows)"
-    )
-  host = {k: v for k, v in batch.items() if not isinstance(v, jax.Array)}
-  if "tokens" in host:
-    tok = np.asarray(host["tokens"])
-    bad = (tok < 0) | (tok >= ctx.model_cfg.vocab_size)
-    if bad.any():
-      r, c = np.argwhere(bad)[0]
-      raise ValueError(
-        f"batch['tokens'][{r}, {c}] = {tok[r, c]} is outside the vocabulary "
-        f"0..{ctx.model_cfg.vocab_size - 1}"
-      )
-  if "turn" in host:
-    turn, k = np.asarray(host["turn"]), ctx.loss_cfg.num_attempts
-    bad = (turn < 0) | (turn > k)
-    if bad.any():
-      r, c = np.argwhere(bad)[0]
-      raise ValueError(
-        f"batch['turn'][{r}, {c}] = {turn[r, c]} is outside 0..{k} (LossConfig.num_attempts={k})"
-      )
-  if "rewards" in host and not np.isfinite(np.asarray(host["rewards"], np.float64)).all():
-    r, c = np.argwhere(~np.isfinite(np.asarray(host["rewards"], np.float64)))[0]
-    raise ValueError(f"batch['rewards'][{r}, {c}] is not finite")
-  if "normalizer" in host and not float(host["normalizer"]) > 0:
-    raise ValueError(f"batch['normalizer'] must be > 0, got {host['normalizer']}")
-
-
-def batch_from_episodes(episodes, rewards_ba, loss_cfg: LossConfig) -> Batch:
-  """Host RL batch from `rollout.Episodes` and rewards [b, a], with the global normalizer."""
-  batch = {
-    "tokens": episodes.tokens,
-    "positions": episodes.positions,
-    "valid": episodes.valid,
-    "turn": episodes.turn,
-    "loss_mask": episodes.loss_mask,
-    "logp": episodes.logp,
-    "rewards": np.asarray(rewards_ba, np.float32),
-  }
-  norm = losses.aggregation_normalizers(episodes.loss_mask, loss_cfg.aggregation)
-  return {**batch, "normalizer": np.float32(norm)}
-
-
-_DTYPES = {**STREAM_KEYS, "segments": np.int32, "rewards": np.float32, "normalizer": np.float32}
-
-
 class JitStep:
   """A jitted step plus its host side: validate, cast and place the batch, enter the rules."""
 
@@ -473,11 +350,16 @@ class JitStep:
 
   def place(self, batch: Batch) -> Batch:
     """Validated batch with the step's dtypes, placed with its NamedShardings."""
-    validate_batch(batch, self.keys, self.ctx, self.mesh)
+    lc = self.ctx.loss_cfg
+    validate_batch(
+      batch, self.keys, self.mesh, num_attempts=lc.num_attempts,
+      samples_per_prompt=lc.samples_per_prompt, num_microbatches=self.ctx.num_microbatches,
+      vocab_size=self.ctx.model_cfg.vocab_size,
+    )  # fmt: skip
     cast = {
-      k: jnp.asarray(batch[k], _DTYPES[k])
+      k: jnp.asarray(batch[k], DTYPES[k])
       if isinstance(batch[k], jax.Array)
-      else np.asarray(batch[k], _DTYPES[k])
+      else np.asarray(batch[k], DTYPES[k])
       for k in self.keys
     }
     return jax.device_put(cast, self.batch_shardings)

@@ -5,14 +5,14 @@
 
 Transcripts get the lengths of `--lengths` (length:percent pairs; the default is the testbed
 corpus of design 34: copies 74 tokens, one-attempt transcripts 42, written redos 151-155) in
-streams of `--width` slots. Each step draws a fresh batch; the unpacked layout is trimmed to a
-multiple of 32 slots as `pretrain` does, the packed one is `pretrain.pack_rows`. Both layouts are
-timed in this one process on the same batches, alternating step by step (every row-count shape
-is compiled before timing), and the ratio of the medians is printed with the slots each uses.
-Each layout also runs with the layers as an XLA loop (`scan_layers=True`) and unrolled (the
-testbed preset's choice: on CPU the loop costs more than 4 layers' worth of extra compile).
-All variants' losses on the same first batch are checked to agree, since neither packing nor
-unrolling may change what is learnt.
+streams of `--width` slots. Each step draws a fresh batch. The unpacked layout is trimmed to a
+multiple of 32 slots, as `pretrain` did before packing; the packed one is `pretrain.pack_rows`.
+Both layouts are timed in this one process on the same batches, alternating step by step
+(every row-count shape is compiled before timing), and the ratio of the medians is printed with
+the slots each uses. Each layout also runs with the layers as an XLA loop (`scan_layers=True`)
+and unrolled (the testbed preset's choice: on CPU the loop costs more than 4 layers' worth of
+extra compile). All variants' losses on the same first batch are checked to agree, since
+neither packing nor unrolling may change what is learnt.
 """
 
 import argparse
@@ -23,10 +23,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from score_jax import losses, optim, sharding, steps
+from score_jax import losses, optim, sharding, step_batches, steps
 from score_jax.models import decoder, presets
 from score_jax.testbed import pretrain
 
+SLOT_QUANTUM = 32  # the unpacked layout is trimmed to a multiple of this (few shapes)
 DESIGN_34_LENGTHS = "42:8,74:44,122:2,151:5,153:15,155:26"  # measured on its 20000 transcripts
 
 
@@ -50,7 +51,7 @@ def corpus_streams(cfg, n: int, width: int, lengths: str, seed: int = 0) -> dict
 def _batches(streams, rows, shards: int) -> dict[str, dict]:
   """The step's two layouts of the same transcripts, with their normalizers."""
   used = int(streams["valid"][rows].sum(1).max())
-  width = min(-(-used // pretrain.SLOT_QUANTUM) * pretrain.SLOT_QUANTUM, streams["tokens"].shape[1])
+  width = min(-(-used // SLOT_QUANTUM) * SLOT_QUANTUM, streams["tokens"].shape[1])
   out = {
     "one per row": {k: v[rows, :width] for k, v in streams.items()},
     "packed": pretrain.pack_rows(streams, rows, np.lcm(pretrain.ROW_QUANTUM, shards)),
@@ -81,7 +82,7 @@ def main(argv):
     run.update({("one per row", layers): st.sft, ("packed", layers): st.packed_sft})
   state = optim.init_train_state(cfg, opt, mesh, jax.random.key(0))  # same tree either way
   streams = corpus_streams(cfg, 4096, args.width, args.lengths)
-  shards = steps.batch_shards(mesh)
+  shards = step_batches.batch_shards(mesh)
   rng = np.random.default_rng(1)
   plan = [_batches(streams, rng.choice(4096, args.batch, replace=False), shards) for _ in range(args.steps)]  # fmt: skip
   dev = jax.devices()[0]

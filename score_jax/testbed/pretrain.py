@@ -20,12 +20,11 @@ import numpy as np
 from absl import logging
 
 from score_jax import checkpoint as checkpoint_lib
-from score_jax import losses, metric_writers, optim, steps
+from score_jax import losses, metric_writers, optim, step_batches, steps
 from score_jax import sharding as sharding_lib
 from score_jax.models import hf_checkpoint
 from score_jax.models.config import ModelConfig
 
-SLOT_QUANTUM = 32  # batches are trimmed to a multiple of this: few shapes, few compiles
 ROW_QUANTUM = 4  # packed batches have a multiple of this many rows: few shapes, few compiles
 
 
@@ -92,7 +91,6 @@ class PretrainConfig:
   warmup: int = 50
   seed: int = 0
   save_every: int = 250
-  pack: bool = True  # several transcripts per row (`pack_rows`); same loss, fewer slots
 
 
 def _schedule_config(pc: PretrainConfig) -> optim.OptimConfig:
@@ -136,20 +134,14 @@ def pretrain(
     start, history = int(meta["step"]), list(meta["history"])
     logging.info("pretraining resumed from step %d", start)
   lengths = streams["valid"].sum(axis=1)
-  shards = steps.batch_shards(mesh)
+  shards = step_batches.batch_shards(mesh)
   progress = metric_writers.Progress(pc.steps, "pretrain", enabled=jax.process_index() == 0)
   try:
     for step in range(start, pc.steps):
       rows = batch_rows(lengths, pc.batch, pc.seed, step)
-      if pc.pack:
-        batch, sft = pack_rows(streams, rows, np.lcm(ROW_QUANTUM, shards)), fns.packed_sft
-      else:
-        width = min(
-          -(-int(lengths[rows].max()) // SLOT_QUANTUM) * SLOT_QUANTUM, streams["tokens"].shape[1]
-        )
-        batch, sft = {k: v[rows, :width] for k, v in streams.items()}, fns.sft
+      batch = pack_rows(streams, rows, np.lcm(ROW_QUANTUM, shards))
       batch["normalizer"] = np.float32(losses.aggregation_normalizers(batch["loss_mask"], "token_mean"))  # fmt: skip
-      state, m = sft(state, batch)
+      state, m = fns.packed_sft(state, batch)
       done = step + 1
       if done % log_every == 0 or done == pc.steps:
         m = {k: float(v) for k, v in jax.device_get(m).items()}

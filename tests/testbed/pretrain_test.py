@@ -12,6 +12,7 @@ from score_jax import sharding as sharding_lib
 from score_jax.data import chat, prompts
 from score_jax.data import tokenizer as tokenizer_lib
 from score_jax.models import presets
+from score_jax.stream_scores import stream_scores
 from score_jax.testbed import arith, corpus, pretrain
 
 
@@ -97,8 +98,8 @@ def test_packed_sft_step_matches_one_transcript_per_row(tmp_path):
     np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=1e-3)
   # Every target token gets the same log-prob in both layouts.
   params = sharding_lib.init_params_sharded(cfg, jax.random.key(1), mesh)
-  logp_plain = np.asarray(steps.stream_scores(cfg, params, plain, 1.0)[0])
-  logp_packed = np.asarray(steps.stream_scores(cfg, params, packed, 1.0)[0])
+  logp_plain = np.asarray(stream_scores(cfg, params, plain, 1.0)[0])
+  logp_packed = np.asarray(stream_scores(cfg, params, packed, 1.0)[0])
   np.testing.assert_allclose(
     np.sort(logp_packed[packed["loss_mask"]]), np.sort(logp_plain[plain["loss_mask"]]), atol=1e-5
   )
