@@ -27,6 +27,7 @@ EXTRAS_REQUIRE = {
   # The numerics tests compare against the PyTorch reference implementations.
   "test": [
     "pytest==9.2.0",
+    "hypothesis==6.155.2",  # property tests of the MATH grader
     "torch==2.13.0",
     "transformers==5.24.0",
     "accelerate==1.15.0",

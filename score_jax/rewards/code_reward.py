@@ -6,6 +6,14 @@ the wall-clock limit and the output caps, and deciding pass/fail. The sandbox st
 `python -I -S` (one-shot, the default for single calls) or as a fork of a pre-warmed `Zygote`
 (what the reward pool uses: ~2x less CPU per program); both run the same bootstrap and layers.
 
+Verdicts do not depend on timing. The program's limit starts when the sandbox has finished its
+setup: the confined child then writes `S` on a status pipe and closes it before the program's
+first bytecode (so `S` precedes any output, and the program cannot write it).
+No `S` means the program never ran, so whatever happened is the checker's ERROR (setup failed,
+or took longer than `SETUP_LIMIT_S`); after `S`, a run killed by the limit at any moment is
+TIMEOUT, and exit statuses the program could forge (97 "setup failed", 124 "timeout") are
+relayed as failures by the bootstrap.
+
 A run passes only if the harness's own end marker (a fresh secret per run, never in the program
 text, command line or any file) appears on stdout AND the process exits 0. The harness prints it
 after every assert ran, so `exit(0)` before the tests, a crash, or a killed harness cannot pass.
@@ -44,7 +52,10 @@ SANDBOX_UID_SPAN = 1 << 26
 _READ_ONLY_SYSTEM = ("/usr", "/lib", "/lib64", "/bin", "/etc/ld.so.cache", "/etc/localtime")
 _LOADER = "import sys;sys.path.insert(0,{!r});__import__('sandbox_harness').main()"
 _EXIT_SETUP, _EXIT_TIMEOUT = 97, 124
-_GRACE_S = 5.0  # parent backstop beyond the child's own deadline (startup on a loaded host)
+# Setup (namespaces, tmpfs, Landlock, uid drop) takes milliseconds; this bounds a host so loaded
+# that it takes longer, which is then the checker's ERROR, never a program's timeout.
+SETUP_LIMIT_S = 30.0
+_GRACE_S = 5.0  # parent backstop beyond the bootstrap's own deadline (a descheduled bootstrap)
 _slots = itertools.count()
 _STATUS_OUTCOME = {
   "passed": Outcome.CORRECT,
@@ -175,7 +186,8 @@ def run_tests(
   Args:
     program: untrusted source (a model's attempt). Its own errors make the run 'failed'.
     tests: trusted test source, or a list of statements (MBPP `test_list`) joined by newlines.
-    timeout_s: wall-clock limit for the whole run; the CPU-time limit is the same, rounded up.
+    timeout_s: wall-clock limit of the program and its tests, counted from the end of the
+      sandbox's setup; the CPU-time limit is the same, rounded up.
     setup_code: trusted code run after the program, before the tests (MBPP `test_setup_code`).
     memory_mb: address-space limit of the interpreter.
     output_cap_bytes: per-stream capture cap; a program that writes more is killed and fails.
@@ -215,24 +227,36 @@ def run_tests(
     "uid": uid, "workdir": workdir, "namespaces": namespaces, "zygote": zygote is not None,
     "timeout_s": float(timeout_s), "cpu_s": max(1, math.ceil(timeout_s)), "nproc": nproc,
     "memory_mb": memory_mb, "fsize_mb": disk_mb, "nofile": 64, "disk_mb": disk_mb,
+    "setup_s": SETUP_LIMIT_S,
     "std_paths": _stdlib_paths(), "read_paths": _stdlib_paths() + _READ_ONLY_SYSTEM,
   }  # fmt: skip
   start = time.monotonic()
   try:
     if zygote is not None:
       proc = zygote.launch()
+      status = proc.status
       cfg["ppid"] = zygote.pid  # the bootstrap checks it is still tied to its parent
+      cfg["status_fd"] = ZygoteRun.STATUS_FD
     else:
       loader = _LOADER.format(os.path.dirname(os.path.abspath(__file__)))
-      proc = subprocess.Popen(
-        [sys.executable, "-I", "-S", "-c", loader],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        env=env, cwd=workdir, start_new_session=True, close_fds=True,
-      )  # fmt: skip
+      status_r, status_w = os.pipe()
+      try:
+        proc = subprocess.Popen(
+          [sys.executable, "-I", "-S", "-c", loader],
+          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+          env=env, cwd=workdir, start_new_session=True, close_fds=True, pass_fds=(status_w,),
+        )  # fmt: skip
+      except BaseException:
+        os.close(status_r)
+        raise
+      finally:
+        os.close(status_w)
+      status = open(status_r, "rb")
       cfg["ppid"] = os.getpid()
+      cfg["status_fd"] = status_w  # pass_fds keeps the number
     try:
-      out, err, capped, killed = _communicate(
-        proc, marshal.dumps(cfg), start + timeout_s + _GRACE_S, output_cap_bytes
+      out, err, capped, killed, started = _communicate(
+        proc, marshal.dumps(cfg), status, start, timeout_s, output_cap_bytes
       )
     finally:
       if proc.poll() is None:
@@ -246,11 +270,18 @@ def run_tests(
   if getattr(proc, "lost", False):  # not the program's doing: it cannot reach the zygote
     return TestResult("error", "", err.decode("utf-8", "replace"), duration, None,
                       "the sandbox zygote died during the run")  # fmt: skip
-  return _result(proc.returncode, out, err, marker, capped, killed, duration)
+  return _result(proc.returncode, out, err, marker, capped, killed, started, duration)
 
 
-def _communicate(proc, blob: bytes, deadline: float, cap: int):
-  """Feeds stdin, reads both streams up to `cap` bytes each until exit or `deadline`."""
+def _communicate(proc, blob: bytes, status, start: float, timeout_s: float, cap: int):
+  """Feeds stdin, reads both streams up to `cap` bytes each until exit or the deadline.
+
+  The deadline is `SETUP_LIMIT_S` after `start` until the sandbox writes `S` on `status` (the
+  program's clock started), then `timeout_s` + grace after that. Closes `status`.
+
+  Returns:
+    (stdout, stderr, capped reason, killed reason, whether the program started)
+  """
   try:
     proc.stdin.write(blob)
     proc.stdin.close()
@@ -258,17 +289,28 @@ def _communicate(proc, blob: bytes, deadline: float, cap: int):
     pass  # the child died at startup; its status and stderr tell why
   bufs = {proc.stdout: bytearray(), proc.stderr: bytearray()}
   sel = selectors.DefaultSelector()
-  for stream in bufs:
+  for stream in (*bufs, status):
     os.set_blocking(stream.fileno(), False)
     sel.register(stream, selectors.EVENT_READ)
   capped = killed = None
+  started = False
+  deadline = start + SETUP_LIMIT_S + _GRACE_S
   while sel.get_map():
     left = deadline - time.monotonic()
     if left <= 0:
       killed = "the sandbox outlived its deadline and was killed"
+      if not started:
+        killed = f"the sandbox did not finish its setup in {SETUP_LIMIT_S:g} s and was killed"
       break
     for key, _ in sel.select(min(left, 1.0)):
       chunk = os.read(key.fd, 65536)
+      if key.fileobj is status:
+        if chunk[:1] == b"S" and not started:
+          started = True
+          deadline = time.monotonic() + timeout_s + _GRACE_S
+        if not chunk:
+          sel.unregister(status)
+        continue
       if not chunk:
         sel.unregister(key.fileobj)
         continue
@@ -290,7 +332,8 @@ def _communicate(proc, blob: bytes, deadline: float, cap: int):
       _kill_group(proc)
   proc.stdout.close()
   proc.stderr.close()
-  return bytes(bufs[proc.stdout]), bytes(bufs[proc.stderr]), capped, killed
+  status.close()
+  return bytes(bufs[proc.stdout]), bytes(bufs[proc.stderr]), capped, killed, started
 
 
 def _kill_group(proc: subprocess.Popen | ZygoteRun) -> None:
@@ -306,7 +349,7 @@ def _kill_group(proc: subprocess.Popen | ZygoteRun) -> None:
   proc.wait()
 
 
-def _result(rc, out: bytes, err: bytes, marker: str, capped, killed, duration) -> TestResult:
+def _result(rc, out: bytes, err: bytes, marker: str, capped, killed, started, duration):
   stdout, stderr = out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
   layers = ""
   if stderr.startswith("[sandbox layers: "):
@@ -316,7 +359,10 @@ def _result(rc, out: bytes, err: bytes, marker: str, capped, killed, duration) -
   seen = end in stdout
   stdout = stdout.replace(end, "")
   last = stderr.strip().splitlines()[-1] if stderr.strip() else ""
-  if capped:
+  if not started:  # the program never ran: whatever happened is the sandbox's failure
+    status, rc = "error", None if killed else rc
+    detail = killed or last or f"the sandbox exited with status {rc} before the program started"
+  elif capped:
     status, detail = "failed", capped
   elif killed:
     status, detail, rc = "timeout", killed, None
@@ -330,6 +376,11 @@ def _result(rc, out: bytes, err: bytes, marker: str, capped, killed, duration) -
     status = "failed"
     detail = last if rc else "exited 0 without the harness's end marker"
   return TestResult(status, stdout, stderr, duration, rc, detail[:500], layers)
+
+
+def worst_case_s(timeout_s: float) -> float:
+  """The longest `run_tests` can take before its own backstop kills the sandbox."""
+  return SETUP_LIMIT_S + timeout_s + _GRACE_S
 
 
 def verify(program: str, tests: Sequence[str] | str, setup_code: str = "", **kw) -> Verdict:

@@ -29,10 +29,11 @@ from multiprocessing import connection
 import numpy as np
 from absl import logging
 
+from score_jax.rewards import code_reward
 from score_jax.rewards.outcome import Outcome, Verdict
 
 KINDS = ("math", "code")
-_POOL_GRACE_S = 10.0  # beyond a code item's own sandbox deadline (which has its own 5 s grace)
+_POOL_GRACE_S = 10.0  # beyond a code item's own worst case (`code_reward.worst_case_s`)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,8 +58,6 @@ def _check(kind: str, payload: tuple, opts: dict, zygote) -> Verdict:
     from score_jax.rewards import math_reward  # lazy: sympy only in workers that need it
 
     return math_reward.verify(*payload, timeout_s=opts["math_timeout_s"])
-  from score_jax.rewards import code_reward
-
   return code_reward.verify(
     *payload, timeout_s=opts["code_timeout_s"], zygote=zygote, **opts["code_kwargs"]
   )
@@ -129,7 +128,8 @@ class RewardPool:
       num_workers: worker processes (about the number of host cores available for rewards).
       context: multiprocessing start method; keep 'spawn' in any process that uses JAX.
       math_timeout_s: the math checker's own limit; the pool kills a worker at 2x + 1 s.
-      code_timeout_s: each program's sandbox limit; the pool kills a worker 15 s after it.
+      code_timeout_s: each program's sandbox limit (from the end of its setup); the pool kills
+        a worker only past the sandbox's own worst case (`code_reward.worst_case_s`) + 10 s.
       code_kwargs: extra `code_reward.run_tests` arguments (memory_mb, output_cap_bytes, ...).
       warm: kinds whose checker is imported at worker start ('math' imports sympy: ~1 s).
       deadline_s: per-kind override of the pool's own kill deadline (seconds).
@@ -145,7 +145,8 @@ class RewardPool:
       "code_kwargs": dict(code_kwargs or {}),
       "zygote": zygote,
     }
-    self._limits = {"math": 2 * math_timeout_s + 1.0, "code": code_timeout_s + 5.0 + _POOL_GRACE_S}
+    code_limit = code_reward.worst_case_s(code_timeout_s) + _POOL_GRACE_S
+    self._limits = {"math": 2 * math_timeout_s + 1.0, "code": code_limit}
     self._limits.update(deadline_s or {})
     self._warm = warm
     # Sandbox work dirs live under one private dir per worker: the pool removes a killed

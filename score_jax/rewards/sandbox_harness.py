@@ -19,17 +19,35 @@ Layers, in order (each a no-op with a note when the kernel or the uid does not a
    comparisons, then writes the marker to a private dup of stdout and `_exit(0)`s.
 
 Exit codes: 0 passed (marker written); 1 an assert failed; 2 the program raised; 3 the program
-exited before the tests; 4 the setup or tests raised; 5 tampering detected; 97 sandbox setup
-failed (the checker's fault: Outcome.ERROR); 124 a time limit killed the run.
+exited before the tests; 4 the setup or tests raised; 5 tampering detected; 6 the program exited
+with a status reserved for the checker; 97 sandbox setup failed (the checker's fault:
+Outcome.ERROR); 124 a time limit killed the run.
+
+Timing: the wall-clock and CPU limits are the program's, not the sandbox's. Just before the
+program's first bytecode the confined child writes `S` on the parent's status pipe
+(`cfg["status_fd"]`; so it precedes any output of the program) and `R` on a private pipe to the
+bootstrap, and closes both: the program can reach neither. The bootstrap starts the wall clock on
+`R`. Hence:
+- a run whose child never reported ready is a setup failure (97), whatever killed it, and the
+  parent, which saw no `S`, calls it an ERROR: the program never ran;
+- after `S` the program's own exit status is relayed, except that 97 and 124 (which the program
+  could `os._exit` with) become 6, so only the bootstrap can say "setup failed" or "timeout";
+- the bootstrap waits on a pidfd with a timeout instead of a SIGALRM handler, so no handler can
+  run between the child's exit and its reaping (the old race: a late alarm's `kill` of a reaped
+  pid raised ProcessLookupError, which read as a setup failure).
 """
 
 import _signal as signal  # the `signal` module costs ~9 ms of enum imports per run
 import marshal
 import os
+import resource  # noqa: F401 - os.wait4 imports it for its rusage: import it before any clock
+import select
 import sys
+import time
 
-EXIT_ASSERT, EXIT_PROGRAM, EXIT_EXITED, EXIT_TESTS, EXIT_TAMPER = 1, 2, 3, 4, 5
+EXIT_ASSERT, EXIT_PROGRAM, EXIT_EXITED, EXIT_TESTS, EXIT_TAMPER, EXIT_RESERVED = 1, 2, 3, 4, 5, 6
 EXIT_SETUP, EXIT_TIMEOUT = 97, 124
+_POLL_S = 0.005  # exit polling interval where pidfds are unavailable (Linux < 5.3)
 
 _CLONE_NEWNS, _CLONE_NEWUTS, _CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
 _CLONE_NEWUSER, _CLONE_NEWPID, _CLONE_NEWNET = 0x10000000, 0x20000000, 0x40000000
@@ -168,26 +186,61 @@ def _bootstrap(cfg: dict) -> None:
       layers.append(f"tmpfs-{cfg['disk_mb']}m")
   elif cfg["namespaces"]:
     layers.append("no-namespaces")
-  alive_r, alive_w = os.pipe()
+  alive_r, alive_w = os.pipe()  # EOF in the child: the bootstrap is gone
+  ready_r, ready_w = os.pipe()  # the child's one byte: the program starts now
   pid = os.fork()
   if pid == 0:
     os.close(alive_w)
+    os.close(ready_r)
+    cfg["ready_fd"] = ready_w
     _child(cfg, ctypes, libc, layers, alive_r)
   os.close(alive_r)
-
-  def _on_deadline(signum, frame):
-    os.kill(pid, signal.SIGKILL)
-    cfg["timed_out"] = True
-
-  cfg["timed_out"] = False
-  signal.signal(signal.SIGALRM, _on_deadline)
-  signal.setitimer(signal.ITIMER_REAL, cfg["timeout_s"])
+  os.close(ready_w)
+  os.close(cfg["status_fd"])  # the child tells the parent itself, before any program output
+  # Setup: the child confines itself, then writes b"R" and closes its end; EOF means it died.
+  if not _readable(ready_r, cfg["setup_s"]):
+    os.kill(pid, signal.SIGKILL)  # safe: not reaped yet, so the pid cannot have been reused
+    os.waitpid(pid, 0)
+    _fail_setup(f"the confined child was not ready after {cfg['setup_s']:g} s")
+  if os.read(ready_r, 1) != b"R":
+    _, status = os.waitpid(pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    if code != EXIT_SETUP:  # the child's own _fail_setup already said why
+      _fail_setup(f"the confined child died during setup (exit status {code})")
+    os._exit(EXIT_SETUP)
+  timed_out = not _exits_within(pid, cfg["timeout_s"])
+  if timed_out:
+    os.kill(pid, signal.SIGKILL)  # it may have exited just now: killing a zombie is harmless
   _, status, usage = os.wait4(pid, 0)
-  signal.setitimer(signal.ITIMER_REAL, 0)
   cpu = usage.ru_utime + usage.ru_stime
-  if cfg["timed_out"] or (os.WIFSIGNALED(status) and cpu >= cfg["cpu_s"] - 0.05):
+  if timed_out or (os.WIFSIGNALED(status) and cpu >= cfg["cpu_s"] - 0.05):
     os._exit(EXIT_TIMEOUT)
-  os._exit(os.waitstatus_to_exitcode(status) % 256)
+  code = os.waitstatus_to_exitcode(status) % 256
+  os._exit(EXIT_RESERVED if code in (EXIT_SETUP, EXIT_TIMEOUT) else code)
+
+
+def _readable(fd: int, timeout_s: float) -> bool:
+  poller = select.poll()
+  poller.register(fd, select.POLLIN)
+  return bool(poller.poll(timeout_s * 1000.0))  # PEP 475: EINTR retries with the time left
+
+
+def _exits_within(pid: int, timeout_s: float) -> bool:
+  """Whether child `pid` exits within `timeout_s`; leaves it unreaped either way."""
+  try:
+    pidfd = os.pidfd_open(pid)
+  except (AttributeError, OSError):
+    pidfd = -1
+  if pidfd >= 0:
+    exited = _readable(pidfd, timeout_s)
+    os.close(pidfd)
+    return exited
+  deadline = time.monotonic() + timeout_s
+  while os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
+    if time.monotonic() >= deadline:
+      return False
+    time.sleep(_POLL_S)
+  return True
 
 
 def _child(cfg: dict, ctypes, libc, layers: list, alive_r: int) -> None:
@@ -283,6 +336,11 @@ def _harness(cfg: dict) -> None:
   modules["__main__"] = main
   program_ns = main.__dict__
   program_ns["__builtins__"] = builtins
+  # Setup is over: the program's time starts now. `S` to the parent precedes any output of the
+  # program; closed, neither pipe is within the program's reach.
+  for fd, byte in ((cfg.pop("status_fd"), b"S"), (cfg.pop("ready_fd"), b"R")):
+    write(fd, byte)
+    os.close(fd)
   sys.addaudithook(hook)
   try:
     exec(compile(program, "<program>", "exec"), program_ns)

@@ -5,8 +5,9 @@ once per reward worker by `zygote.Zygote` as `python -I -S -c <loader>` with a c
 cwd `/`, its own session, and one end of a unix socket. It imports the harness and a few common
 stdlib modules once, then serves runs one at a time:
 
-  client: 1 byte + SCM_RIGHTS (stdin read end, stdout write end, stderr write end) of a run;
-  zygote: fork; the child becomes its own session on those three fds and calls
+  client: 1 byte + SCM_RIGHTS (stdin read end, stdout write end, stderr write end, status write
+          end) of a run;
+  zygote: fork; the child becomes its own session on those fds (as 0, 1, 2 and 3) and calls
           `sandbox_harness.main()`: the same bootstrap and confined child as the one-shot path
           (namespaces, tmpfs, rlimits, uid, pdeathsig, no_new_privs, Landlock, harness);
   zygote: sends the pid, waits for the exit WITHOUT reaping (so the pid and its process group stay
@@ -30,6 +31,7 @@ import sandbox_harness as harness
 PRELOAD = ("types", "typing", "collections", "re", "math", "itertools", "functools", "heapq",
            "bisect", "string")  # fmt: skip
 _PR_SET_PDEATHSIG, _SIGKILL = 1, 9
+_RUN_FDS = 4  # a run's stdin, stdout, stderr and status pipe (the bootstrap's `S`: clock started)
 
 
 def serve(sock_fd: int, parent_pid: int) -> None:
@@ -58,7 +60,7 @@ def serve(sock_fd: int, parent_pid: int) -> None:
 def _loop(sock) -> None:
   reap = None
   while True:
-    msg, ancdata, _, _ = sock.recvmsg(1, _socket.CMSG_SPACE(3 * 4))
+    msg, ancdata, _, _ = sock.recvmsg(1, _socket.CMSG_SPACE(_RUN_FDS * 4))
     if reap is not None:  # the client is done with the previous run: free its pid now
       os.waitpid(reap, 0)
       reap = None
@@ -67,8 +69,8 @@ def _loop(sock) -> None:
     fds = [int.from_bytes(data[i : i + 4], sys.byteorder)
            for level, kind, data in ancdata if level == _socket.SOL_SOCKET
            and kind == _socket.SCM_RIGHTS for i in range(0, len(data) - 3, 4)]  # fmt: skip
-    if len(fds) != 3:
-      os.write(2, f"sandbox zygote: expected 3 fds, got {len(fds)}\n".encode())
+    if len(fds) != _RUN_FDS:
+      os.write(2, f"sandbox zygote: expected {_RUN_FDS} fds, got {len(fds)}\n".encode())
       os._exit(2)
     pid = os.fork()
     if pid == 0:
@@ -86,9 +88,10 @@ def _child(fds: list[int]) -> None:
   """The forked run: own session on the run's pipes, then the one-shot bootstrap; never returns."""
   try:
     os.setsid()  # its own process group: the client kills the run with killpg(pid)
+    # Targets 0-2 are the zygote's own std fds, never a received one: no dup2 clobbers a source.
     for target, fd in enumerate(fds):
       os.dup2(fd, target)
-    os.closerange(3, 1 << 20)  # the socket and the fds' originals: nothing else is inherited
+    os.closerange(_RUN_FDS, 1 << 20)  # the socket and the fds' originals: nothing else inherited
     harness.main()
   finally:
     os._exit(harness.EXIT_SETUP)

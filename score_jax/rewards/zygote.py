@@ -4,7 +4,8 @@ A `Zygote` is owned by one process (a reward worker) and used for one run at a t
 `subprocess.Popen` of a fresh interpreter (~15 ms of CPU start-up per program) by a fork of a
 pre-warmed, trusted parent (`sandbox_zygote`, the child side, documents the protocol and what runs
 share). `launch()` returns a `ZygoteRun`, which offers the subset of the `Popen` interface that
-`code_reward` uses (stdin/stdout/stderr pipes, pid, poll, wait), plus `kill_group`.
+`code_reward` uses (stdin/stdout/stderr pipes, pid, poll, wait), plus the status pipe (the
+bootstrap's `S` when the program's clock starts) and `kill_group`.
 
 The zygote dies with its owner (parent-death signal); if it dies first, the run in flight reports
 `lost` (its sandbox dies with it: the bootstrap's own parent-death signal) and the next `launch()`
@@ -103,20 +104,22 @@ class Zygote:
       in_r, in_w = os.pipe()
       out_r, out_w = os.pipe()
       err_r, err_w = os.pipe()
+      status_r, status_w = os.pipe()
       try:
-        socket.send_fds(self._sock, [b"L"], [in_r, out_w, err_w])
+        socket.send_fds(self._sock, [b"L"], [in_r, out_w, err_w, status_w])
         pid = int.from_bytes(self._recv(4), "little")
       except (OSError, _Lost):  # died while idle (nothing of a run is lost): start afresh
-        for fd in (in_w, out_r, err_r):
+        for fd in (in_w, out_r, err_r, status_r):
           os.close(fd)
         code = self._discard()
         if attempt:
           raise ZygoteError(f"sandbox zygote died before forking (exit code {code})") from None
         continue
       finally:
-        for fd in (in_r, out_w, err_w):
+        for fd in (in_r, out_w, err_w, status_w):
           os.close(fd)
-      return ZygoteRun(self, pid, open(in_w, "wb"), open(out_r, "rb"), open(err_r, "rb"))
+      streams = (open(in_w, "wb"), open(out_r, "rb"), open(err_r, "rb"), open(status_r, "rb"))
+      return ZygoteRun(self, pid, *streams)
     raise AssertionError("unreachable")
 
   def close(self) -> None:
@@ -142,9 +145,12 @@ class Zygote:
 class ZygoteRun:
   """One run forked by a zygote, with the part of the `Popen` interface `code_reward` uses."""
 
-  def __init__(self, zygote: Zygote, pid: int, stdin, stdout, stderr):
+  STATUS_FD = 3  # where the run's bootstrap finds its status pipe (`sandbox_zygote._child`)
+
+  def __init__(self, zygote: Zygote, pid: int, stdin, stdout, stderr, status):
     self._zygote = zygote
     self.pid, self.stdin, self.stdout, self.stderr = pid, stdin, stdout, stderr
+    self.status = status  # read end of the bootstrap's status pipe
     self.returncode: int | None = None
     self.lost = False  # the zygote died before reporting this run's exit
 
