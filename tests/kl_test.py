@@ -7,6 +7,14 @@ import pytest
 
 from score_jax import kl as kl_lib
 from score_jax import losses
+from tests import numerics
+
+pytestmark = pytest.mark.numerics
+E = numerics.ELEMENTARY
+# A per-sample gradient: two log-softmaxes over 5 outcomes, a log-ratio, the softmax of its
+# score function, products; the expectation adds a 5-term sum. The reference gradient of
+# the closed-form KL takes the same kind of path.
+GRAD_LEVELS = [5 + 2 * E] * 3 + [1, 1, 5]
 
 THETA = jnp.array([0.3, -1.2, 0.8, 0.0, 2.0])  # policy logits
 PHI = jnp.array([1.0, 0.5, -0.7, 0.2, -1.5])  # reference logits, far from THETA
@@ -49,18 +57,28 @@ def _forward_kl(theta, phi=PHI):
   return jnp.sum(jnp.exp(lq) * (lq - lp))
 
 
+def _grad_scale(estimator):
+  """max |per-sample gradient|: what the expectation's sum of pi-weighted terms rounds against."""
+  return float(np.abs(_per_sample_grads(estimator)).max())
+
+
+def assert_grads_close(got, want, estimator, what):
+  numerics.assert_close_f32(
+    got, want, levels=GRAD_LEVELS, magnitude=_grad_scale(estimator), what=what
+  )
+
+
 def test_k1_reward_expected_gradient_is_exact_reverse_kl_gradient():
-  np.testing.assert_allclose(_expected_grad("k1_reward"), jax.grad(_reverse_kl)(THETA), atol=1e-6)
+  want = jax.grad(_reverse_kl)(THETA)
+  assert_grads_close(_expected_grad("k1_reward"), want, "k1_reward", "E[k1_reward grad]")
 
 
 def test_k2_in_loss_is_the_k1_reward_gradient_sample_by_sample():
   # grad 0.5 r^2 = r grad log pi = sg(r) grad log pi: identical per sample, hence exact in
   # expectation, although E[k2] != KL and grad E_pi[k2] (through the sampler) != grad KL.
-  np.testing.assert_allclose(
-    _per_sample_grads("k2"), _per_sample_grads("k1_reward"), rtol=1e-6, atol=1e-7
-  )
+  assert_grads_close(_per_sample_grads("k2"), _per_sample_grads("k1_reward"), "k2", "k2 vs k1")
   exact = jax.grad(_reverse_kl)(THETA)
-  np.testing.assert_allclose(_expected_grad("k2"), exact, atol=1e-6)
+  assert_grads_close(_expected_grad("k2"), exact, "k2", "E[k2 grad]")
 
   def true_expectation_k2(theta):
     lp, lq = jax.nn.log_softmax(theta), jax.nn.log_softmax(PHI)
@@ -72,13 +90,13 @@ def test_k2_in_loss_is_the_k1_reward_gradient_sample_by_sample():
 def test_k1_in_loss_has_zero_expected_gradient():
   per_sample = _per_sample_grads("k1")
   assert np.abs(per_sample).max() > 0.5  # each sample pushes, the pushes cancel
-  np.testing.assert_allclose(_expected_grad("k1"), np.zeros(5), atol=1e-6)
+  assert_grads_close(_expected_grad("k1"), np.zeros(5), "k1", "E[k1 grad]")
   assert np.abs(jax.grad(_reverse_kl)(THETA)).max() > 0.1  # while the true gradient is not 0
 
 
 def test_k3_in_loss_follows_the_forward_kl_gradient():
   got = _expected_grad("k3")
-  np.testing.assert_allclose(got, jax.grad(_forward_kl)(THETA), atol=1e-6)
+  assert_grads_close(got, jax.grad(_forward_kl)(THETA), "k3", "E[k3 grad]")
   reverse = jax.grad(_reverse_kl)(THETA)
   assert np.linalg.norm(got - reverse) > 0.2 * np.linalg.norm(reverse)  # biased far from ref
 
@@ -98,8 +116,14 @@ def test_k1_and_k3_values_are_unbiased_k2_is_not():
   pi = jax.nn.softmax(THETA)
   r = jax.nn.log_softmax(THETA) - jax.nn.log_softmax(PHI)
   kl = _reverse_kl(THETA)
-  np.testing.assert_allclose(jnp.sum(pi * kl_lib.kl_values(r, "k1")), kl, rtol=1e-5)
-  np.testing.assert_allclose(jnp.sum(pi * kl_lib.kl_values(r, "k3")), kl, rtol=1e-5)
+  # Softmax and log-softmaxes over 5, the estimator (expm1 for k3), a 5-term expectation; both
+  # sides float32, relative to sum |pi k| <= the largest |k|.
+  levels = [5 + 2 * E] * 2 + [E, 1, 5]
+  for est in ("k1", "k3"):
+    k = kl_lib.kl_values(r, est)
+    numerics.assert_close_f32(
+      jnp.sum(pi * k), kl, levels=levels, magnitude=float(np.abs(k).max()), what=f"E[{est}]"
+    )
   assert abs(float(jnp.sum(pi * kl_lib.kl_values(r, "k2")) - kl)) > 0.1
   assert float(jnp.min(kl_lib.kl_values(r, "k3"))) >= 0.0
 
@@ -108,13 +132,18 @@ def test_clamp_bounds_values_and_stops_in_loss_gradients():
   logp = jnp.array([[-25.0, -1.0]])
   ref = jnp.array([[-1.0, -1.2]])
   r = kl_lib.log_ratio(logp, ref, clamp=10.0)
-  np.testing.assert_allclose(r, [[-10.0, 0.2]], atol=1e-6)
+  # -1.0 - float32(-1.2): one subtraction of operands ~1 against the decimal 0.2; the clamp
+  # returns -10 exactly, and the clamped entry's gradient is exactly 0.
+  one_op = dict(levels=[1, 1], sides=1, magnitude=1.2)
+  numerics.assert_close_f32(r, [[-10.0, 0.2]], what="clamped log-ratio", **one_op)
   k3 = kl_lib.kl_loss(logp, ref, "k3", clamp=10.0)
-  np.testing.assert_allclose(k3[0, 0], np.exp(10.0) - 1.0 - 10.0, rtol=1e-6)
+  numerics.assert_close_f32(
+    k3[0, 0], np.exp(10.0) - 1.0 - 10.0, levels=[E, 1], sides=1, what="k3 at the clamp"
+  )
   g = jax.grad(lambda lp: jnp.sum(kl_lib.kl_loss(lp, ref, "k2")))(logp)
-  np.testing.assert_allclose(g, [[0.0, 0.2]], atol=1e-6)
+  numerics.assert_close_f32(g, [[0.0, 0.2]], what="k2 grad", **one_op)
   pen = kl_lib.reward_penalty(logp, ref)
-  np.testing.assert_allclose(pen, [[-10.0, 0.2]], atol=1e-6)
+  numerics.assert_close_f32(pen, [[-10.0, 0.2]], what="k1 penalty", **one_op)
 
 
 def test_estimator_errors_name_the_field():
@@ -127,20 +156,26 @@ def test_estimator_errors_name_the_field():
     losses.policy_loss(lp, lp, lp, lp, lp, kl_estimator="k1")
   with pytest.raises(ValueError, match=r"kl_estimator='k1_reward' has no loss term"):
     kl_lib.kl_loss(lp, lp, "k1_reward")
-  np.testing.assert_allclose(kl_lib.kl_loss(lp + 1.0, lp, "k1", allow_biased=True), lp + 1.0)
+  # (0 + 1) - 0: exact.
+  np.testing.assert_array_equal(kl_lib.kl_loss(lp + 1.0, lp, "k1", allow_biased=True), lp + 1.0)
 
 
 def test_adaptive_beta2_controller():
+  # A ratio, a log, a clip, a product with the rate, an exp, a product with beta2 and the
+  # float32 roundings of the decimal inputs: ~10 operations, relative to each result.
+  ops = dict(levels=[E, E] + [1] * 8, magnitude=0.11)
   up = kl_lib.adaptive_beta2_update(0.1, kl_turn1=0.01, pg_turn2=1.0, target_ratio=0.1, rate=0.05)
-  np.testing.assert_allclose(up, 0.1 * np.exp(0.05), rtol=1e-6)  # ratio 1e-3 << 0.1: clipped
+  numerics.assert_close_f32(up, 0.1 * np.exp(0.05), sides=1, what="clipped step up", **ops)
   same = kl_lib.adaptive_beta2_update(0.1, kl_turn1=1.0, pg_turn2=1.0, target_ratio=0.1)
-  np.testing.assert_allclose(same, 0.1, rtol=1e-5)
+  numerics.assert_close_f32(same, 0.1, sides=1, what="at the target", **ops)
   # ratio 0.1*2/1 = 0.2, twice the target: a proportional (unclipped) step down in log space.
   down = kl_lib.adaptive_beta2_update(0.1, kl_turn1=2.0, pg_turn2=1.0, target_ratio=0.1, rate=0.5)
-  np.testing.assert_allclose(down, 0.1 * np.exp(0.5 * np.log(0.5)), rtol=1e-5)
+  want = 0.1 * np.exp(0.5 * np.log(0.5))
+  numerics.assert_close_f32(down, want, sides=1, what="proportional step down", **ops)
   capped = kl_lib.adaptive_beta2_update(9.9, 0.0, 1.0, 0.1, rate=1.0, max_beta2=10.0)
-  np.testing.assert_allclose(capped, 10.0)
+  np.testing.assert_array_equal(capped, 10.0)  # exact: the clip returns its bound
   jitted = jax.jit(kl_lib.adaptive_beta2_update, static_argnums=(3, 4))
-  np.testing.assert_allclose(jitted(jnp.float32(0.1), 0.01, 1.0, 0.1, 0.05), up, rtol=1e-6)
+  got = jitted(jnp.float32(0.1), 0.01, 1.0, 0.1, 0.05)
+  numerics.assert_close_f32(got, up, what="jitted vs eager", **ops)
   with pytest.raises(ValueError, match="target_ratio"):
     kl_lib.adaptive_beta2_update(0.1, 0.1, 1.0, 0.0)

@@ -21,6 +21,9 @@ from score_jax import sharding
 from score_jax.data import tokenizer as tokenizer_lib
 from score_jax.models import decoder, gguf_checkpoint, hf_checkpoint
 from score_jax.models.checkpoint_errors import CheckpointError
+from tests import numerics
+
+pytestmark = pytest.mark.numerics
 
 TEXTS = [
   f"Question {i}: what is {i} + {2 * i}? The answer is {3 * i}. Let's check it's right."
@@ -125,9 +128,11 @@ def hf_logits(model, tokens, mask):
   return out.logits.float().numpy()
 
 
-def rel_err(a, b, mask):
-  a, b = np.asarray(a)[mask], np.asarray(b)[mask]
-  return float(np.max(np.abs(a - b)) / np.max(np.abs(b)))
+def assert_logits_close(config, ours, ref, mask, what) -> float:
+  """Our float32 forward vs transformers' (another summation order): tests/numerics.py."""
+  ref = np.asarray(ref)
+  bound = numerics.logit_bound(config, mask.shape[1], np.abs(ref[mask]).max())
+  return numerics.assert_close(ours, ref, bound, where=mask, what=what)
 
 
 @pytest.fixture(scope="module")
@@ -147,7 +152,7 @@ def test_matches_dequantized_safetensors_and_transformers(tmp, kind, tie):
   path = write(tiny, tmp / f"{kind}.gguf", qtypes)
   config, params, _ = gguf_checkpoint.load_gguf(path)
   assert config.tie_embeddings == tie and ("lm_head" in params) == (not tie)
-  assert np.isclose(config.norm_eps, tiny.config.norm_eps)  # GGUF stores it as float32
+  assert np.float32(config.norm_eps) == np.float32(tiny.config.norm_eps)  # stored as float32
   assert dataclasses.replace(config, norm_eps=tiny.config.norm_eps) == tiny.config
 
   st_dir = tmp / f"{kind}_dequantized"
@@ -157,6 +162,7 @@ def test_matches_dequantized_safetensors_and_transformers(tmp, kind, tie):
   for (key, ours), ref in zip(
     jax.tree_util.tree_leaves_with_path(params), jax.tree.leaves(ref_params), strict=True
   ):
+    # Exact: both dequantize the same blocks with the same NumPy code.
     np.testing.assert_array_equal(np.asarray(ours), np.asarray(ref), err_msg=str(key))
 
   # transformers' GGUF loader un-permutes Q/K on its own: same logits means our files and
@@ -166,11 +172,12 @@ def test_matches_dequantized_safetensors_and_transformers(tmp, kind, tie):
   theirs = transformers.AutoModelForCausalLM.from_pretrained(
     tmp, gguf_file=path.name, dtype=torch.float32
   ).eval()
-  err = rel_err(ours, hf_logits(theirs, tokens, mask), mask)
-  print(f"{kind}: max relative logit error vs transformers GGUF load {err:.2e}")
-  assert err <= 1e-4
+  theirs_logits = hf_logits(theirs, tokens, mask)
+  err = assert_logits_close(config, ours, theirs_logits, mask, f"{kind} vs transformers GGUF")
+  print(f"{kind}: max logit error vs transformers GGUF load {err:.2e}")
   if kind == "f32":  # and the unquantized file equals the original HF model
-    assert rel_err(ours, hf_logits(tiny.model, tokens, mask), mask) <= 1e-4
+    ref = hf_logits(tiny.model, tokens, mask)
+    assert_logits_close(config, ours, ref, mask, "f32 GGUF vs the HF model")
 
 
 @pytest.mark.parametrize("pre", ["smollm", "llama-bpe", "qwen2"])
@@ -238,4 +245,4 @@ def test_sharded_load(tmp, tiny):
   shardings = sharding.param_shardings(tiny.config, mesh)
   for a, b, s in zip(jax.tree.leaves(params), jax.tree.leaves(ref), jax.tree.leaves(shardings), strict=True):  # fmt: skip
     assert a.sharding == s
-    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))  # the same bytes, placed
