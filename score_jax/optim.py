@@ -3,7 +3,7 @@
 The TrainState is built abstractly and born sharded: optimizer moments take their parameter's
 NamedSharding (matched through `optax.tree_map_params`), scalars are replicated.
 
-The paper trains with Adam (SCORE_PAPER.md, Table 8); weight decay therefore defaults to 0 and,
+The paper trains with Adam (the paper's Table 8); weight decay therefore defaults to 0 and,
 when set, skips RMSNorm scales and biases. The frozen reference parameters never enter here.
 """
 

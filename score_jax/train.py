@@ -2,7 +2,7 @@
 
   python -m score_jax.main --config=experiments/score_math.py:tiny --workdir=/tmp/score
 
-One step (DESIGN.md section 2): this process's slice of the global prompt batch -> K attempts
+One step: this process's slice of the global prompt batch -> K attempts
 per episode on one continuing KV cache (optionally with Stage II first attempts sampled from the
 base model) -> rewards from the pool -> the batch (turn ids, loss mask, rewards_ba, global
 normalizer) placed on the mesh -> the stage's jitted update. No loss math lives here.

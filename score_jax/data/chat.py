@@ -1,6 +1,6 @@
 """Chat formats (Gemma, ChatML/SmolLM2, Llama 3) as text, split at the turn boundaries SCoRe needs.
 
-A SCoRe episode is built from token ids without re-tokenization (DESIGN.md):
+A SCoRe episode is built from token ids without re-tokenization:
   ids(first_turn(x)) + attempt 1 ids (stop token included) + ids(next_turn(p)) + attempt 2 ids.
 `first_turn` and `next_turn` are therefore defined so that, for any conversation,
 

@@ -2,8 +2,8 @@
 
 Owns `DataIterator`. The order of examples is a pure function of (seed, epoch): each epoch draws a
 fresh permutation from `SeedSequence([seed, epoch])`, so the whole stream is fixed by the seed and
-a resumed run sees exactly the batches an uninterrupted run would have seen (DESIGN.md section 4:
-an anchor that does not restore shuffle state skips or repeats data after a restart).
+a resumed run sees exactly the batches an uninterrupted run would have seen:
+an anchor that does not restore shuffle state skips or repeats data after a restart.
 
 The saved state is GLOBAL (epoch and position in the global permutation), so it is the same on
 every host and can be restored with a different number of processes.

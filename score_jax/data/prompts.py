@@ -4,7 +4,7 @@ Owns the first-turn prompts (`math_first_turn`, `mbpp_first_turn`, `humaneval_fi
 second-turn instruction (`correction_instruction`) and `extract_code`. Each returns the text of
 one user message; the chat template (score_jax.data.chat) wraps it.
 
-Verbatim from SCoRe Appendix C (shared/SCORE_PAPER.md section 1.3): MATH_INSTRUCTION,
+Verbatim from SCoRe Appendix C (the paper's prompts): MATH_INSTRUCTION,
 MATH_CORRECTION, MATH_CORRECTION_SHORT (the form in the paper's Figure 2 traces), the MBPP
 3-shot format of Austin et al. (2021) and CODE_CORRECTION. Our choices (the paper does not say):
   * MATH: the problem follows the instruction as "\n\nProblem:\n{problem}".

@@ -2,7 +2,7 @@
 
 Owns text <-> id conversion, the special ids (BOS, EOS, pad, the stop ids that end a model turn),
 loading by path, and training tiny real vocabularies for tests and the laptop testbed. Rollouts
-never decode and re-encode between turns (DESIGN.md), so `encode` is only ever applied to prompt
+never decode and re-encode between turns, so `encode` is only ever applied to prompt
 text and `decode` only to finished attempts.
 """
 

@@ -161,6 +161,8 @@ def _undefined(obj) -> bool:
   try:
     value = obj.doit()
   except (TypeError, ValueError, ArithmeticError, AttributeError, NotImplementedError):
+    # sympy could not evaluate it: no evidence of an undefined value, and no pay either, since
+    # the comparison stages fail closed (None / False) on the same errors.
     return False
   return value.has(*_NO_VALUE, *_INFINITIES)
 

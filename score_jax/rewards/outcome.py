@@ -1,7 +1,7 @@
 """The verdict every verifier returns: a binary reward plus an outcome code.
 
 An outcome is counted separately from the reward so that a checker crash or a timeout is never
-mistaken for a plain wrong answer (DESIGN.md section 3, "Rewards").
+mistaken for a plain wrong answer.
 """
 
 import dataclasses

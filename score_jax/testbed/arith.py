@@ -13,7 +13,7 @@ Problem: "What is 7+8+5+9+3+2+6+1+4+8?". Two ways to write a solution:
 Adding ten digits in one forward pass is beyond a model of a few hundred thousand parameters
 on a share of problems (it lands one or two off), while each written step reads two numbers
 and adds them: redoing the work in written steps is the extra computation that makes a second
-look worth having (DESIGN.md section 6), the same way a larger model's careful second attempt
+look worth having, the same way a larger model's careful second attempt
 beats its first. The check does not restate the answer it checks: a version that did ("Let me
 check 40 ...") learned to steer its steps toward that answer (BUILD_NOTES.md, the testbed
 section). Answers are checked by the project's math verifier on the paper's "Final Answer"

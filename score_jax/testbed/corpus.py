@@ -18,7 +18,7 @@ Nothing in a transcript tells the model WHEN to check: a check follows right and
 attempts alike. Greedy decoding of such a model copies (Delta ~ 0); the check is a behaviour RL
 can find in its samples and make conditional or habitual.
 
-Streams are laid out exactly as the RL episodes are (DESIGN.md section 2): chat prompt, attempt 1
+Streams are laid out exactly as the RL episodes are: chat prompt, attempt 1
 + end-of-turn, `next_turn(instruction)`, attempt 2 + end-of-turn. Loss on the attempts only.
 """
 

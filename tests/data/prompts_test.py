@@ -4,7 +4,7 @@ import pytest
 
 from score_jax.data import humaneval_data, math_data, mbpp_data, prompts
 
-# Copied by hand from shared/SCORE_PAPER.md section 1.3 (line breaks there are wrapping only).
+# Copied by hand from the paper's Appendix C (line breaks there are wrapping only).
 PAPER_MATH = (
   "You are a math expert. When you respond, respond only with the Solution of the final Problem, "
   "thinking step by step. At the end of the Solution, when you give your final answer, write it in "
