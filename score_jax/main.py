@@ -14,7 +14,8 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from score_jax import config_lib
+from score_jax.configs import config_lib
+from score_jax.rewards import factory
 
 _CONFIG = config_flags.DEFINE_config_file(
   "config", None, "Experiment config file: experiments/<name>.py[:arg].", lock_config=True
@@ -26,8 +27,8 @@ _WORKDIR = flags.DEFINE_string(
 # job name -> module with `run(config, workdir)`.
 _JOBS = {
   "generate": "score_jax.generate",
-  "score": "score_jax.train",
-  "evaluate": "score_jax.evaluate",
+  "score": "score_jax.trainer.loop",
+  "evaluate": "score_jax.trainer.evaluate",
   "testbed": "score_jax.testbed.pipeline",
 }
 _POOL_JOBS = ("score", "evaluate", "testbed")
@@ -58,7 +59,7 @@ def main(argv) -> None:
   config_lib.validate(config)  # types and ranges first: before any device is touched
   job = importlib.import_module(_JOBS[config.job])
   pooled = config.job in _POOL_JOBS
-  pool = importlib.import_module("score_jax.evaluate").make_pool(config) if pooled else None
+  pool = factory.make_pool(config) if pooled else None
   with pool or contextlib.nullcontext():
     if config.distributed.enabled:
       _init_distributed(config)

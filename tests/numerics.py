@@ -291,7 +291,7 @@ def adam_step_bound(g, dg, mu, nu, count: int, lr: float, *, b1, b2, eps, dmu=0.
 def assert_adam_step_close(new, before, after, *, lr: float, grad_rel: float, cfg, what: str):
   """One optimizer step from the same TrainState `before`: `new` vs the reference `after`.
 
-  Both took score_jax.optim's chain (clip, Adam, [decay], lr) with gradients that agree to
+  Both took score_jax.rl.optim's chain (clip, Adam, [decay], lr) with gradients that agree to
   `grad_rel` x the largest |g| of each leaf (e.g. relative_bound(gradient_levels(...))). The
   moments are linear/quadratic in the gradient and are compared tightly: that is where a wrong
   gradient shows. The parameters get adam_step_bound's elementwise amplification.

@@ -1,11 +1,11 @@
 """`bench compaction`: the update on streams as the sampler lays them out vs with holes dropped.
 
-  python -m score_jax.bench compaction                  # the testbed's model and shapes
-  python -m score_jax.bench compaction --preset=gemma-2b --batch=8 --prompt=512 --gen=1024
+  python -m score_jax.benchmarks compaction                  # the testbed's model and shapes
+  python -m score_jax.benchmarks compaction --preset=gemma-2b --batch=8 --prompt=512 --gen=1024
 
 Streams are built the way `rollout` leaves them: a left-padded prompt bucket, then per attempt a
 generation bucket of which the attempt fills only its own length (the rest are holes), with the
-instruction between. `episodes.compact_stream_arrays` drops the holes. Both layouts are timed in this
+instruction between. `rollout.compact_stream_arrays` drops the holes. Both layouts are timed in this
 one process, alternating step by step, and the ratio of the medians is printed; the two updates
 are also checked to agree (same loss), since compaction must not change what is learnt.
 """
@@ -18,9 +18,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from score_jax import episodes, optim, sharding, steps
 from score_jax.benchmarks import train_step
+from score_jax.generation import rollout
 from score_jax.models import decoder, presets
+from score_jax.parallel import mesh as mesh_lib
+from score_jax.rl import optim, steps
 
 
 def sampler_layout(cfg, b: int, prompt: int, gen: int, instr: int, lens, seed: int = 0) -> dict:
@@ -58,7 +60,7 @@ def main(argv):
   args = parser.parse_args(argv[1:])
 
   cfg = presets.get_preset(args.preset)
-  mesh = sharding.make_mesh({"fsdp": -1})
+  mesh = mesh_lib.make_mesh({"fsdp": -1})
   lc = steps.LossConfig(samples_per_prompt=4, beta1=0.01, beta2=0.1)
   ocfg = optim.OptimConfig(learning_rate=1e-6)
   opt = optim.make_optimizer(ocfg)
@@ -67,7 +69,7 @@ def main(argv):
   ref = jax.tree.map(jnp.copy, state.params)
   lens = [tuple(int(x) for x in v.split(",")) for v in (args.y1, args.y2)]
   full = sampler_layout(cfg, args.batch, args.prompt, args.gen, args.instr, lens)
-  small = episodes.compact_stream_arrays(full, args.multiple)
+  small = rollout.compact_stream_arrays(full, args.multiple)
   dev = jax.devices()[0]
   print(f"device: {dev.platform} {dev.device_kind} x{jax.device_count()}; {time.ctime()}")
   print(f"model: {args.preset} params={decoder.count_params(cfg) / 1e6:.2f}M; batch {args.batch}")

@@ -1,7 +1,7 @@
 """`bench packing`: a pretraining SFT step, one transcript per row vs packed; scanned vs unrolled.
 
-  python -m score_jax.bench packing                   # the testbed's model and transcripts
-  python -m score_jax.bench packing --lengths=300:50,900:50 --width=1024 --preset=tiny-gemma
+  python -m score_jax.benchmarks packing                   # the testbed's model and transcripts
+  python -m score_jax.benchmarks packing --lengths=300:50,900:50 --width=1024 --preset=tiny-gemma
 
 Transcripts get the lengths of `--lengths` (length:percent pairs; the default is the testbed
 corpus of design 34: copies 74 tokens, one-attempt transcripts 42, written redos 151-155) in
@@ -23,8 +23,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from score_jax import losses, optim, sharding, step_batches, steps
 from score_jax.models import decoder, presets
+from score_jax.parallel import mesh as mesh_lib
+from score_jax.rl import batches as step_batches
+from score_jax.rl import losses, optim, steps
 from score_jax.testbed import pretrain
 
 SLOT_QUANTUM = 32  # the unpacked layout is trimmed to a multiple of this (few shapes)
@@ -70,7 +72,7 @@ def main(argv):
   parser.add_argument("--steps", type=int, default=20)
   args = parser.parse_args(argv[1:])
 
-  mesh = sharding.make_mesh({"fsdp": -1})
+  mesh = mesh_lib.make_mesh({"fsdp": -1})
   ocfg = optim.OptimConfig(learning_rate=1e-6)
   opt = optim.make_optimizer(ocfg)
   lc = steps.LossConfig(alpha=0.0, beta1=0.0, beta2=0.0, samples_per_prompt=1, baseline="none")

@@ -1,4 +1,4 @@
-"""Reward throughput: `python -m score_jax.bench rewards [--workers=2 --programs=300 ...]`.
+"""Reward throughput: `python -m score_jax.benchmarks rewards [--workers=2 --programs=300 ...]`.
 
 Prints, through the real RewardPool on this machine:
 - benign programs/s (tiny correct functions + asserts: pure sandbox overhead) for both ways of

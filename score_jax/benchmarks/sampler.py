@@ -1,7 +1,7 @@
 """`bench sampler`: tokens/s of our sampler vs google-tunix's `Sampler`, one- and two-turn.
 
-  python -m score_jax.bench sampler                        # CPU-sized Gemma config, float32
-  python -m score_jax.bench sampler --size=gemma-2b --dtype=bfloat16 --tunix_python=PY  # GPU
+  python -m score_jax.benchmarks sampler                        # CPU-sized Gemma config, float32
+  python -m score_jax.benchmarks sampler --size=gemma-2b --dtype=bfloat16 --tunix_python=PY  # GPU
 
 Both sides run the same Gemma-1-style architecture with the same weights (each process builds
 them from the same seed with `bench_params`, then tunix's side converts them to its nnx layout;
@@ -29,7 +29,10 @@ os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from score_jax import rollout, sampling  # noqa: E402
+from score_jax.generation import (
+  rollout,  # noqa: E402
+  sampling,  # noqa: E402
+)
 from score_jax.models import decoder, presets  # noqa: E402
 
 DEFAULT_TUNIX_PYTHON = "/work/tunix-venv/bin/python"

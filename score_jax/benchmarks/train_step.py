@@ -1,7 +1,7 @@
 """`bench train_step`: achieved FLOP/s of the Stage II update against this machine's matmul peak.
 
-  python -m score_jax.bench train_step                       # CPU: d 512, 4 layers, seq 256
-  python -m score_jax.bench train_step --preset=gemma-2b --dtype=bfloat16 --remat=full \\
+  python -m score_jax.benchmarks train_step                       # CPU: d 512, 4 layers, seq 256
+  python -m score_jax.benchmarks train_step --preset=gemma-2b --dtype=bfloat16 --remat=full \\
       --seq=1024 --batch=8 --steps=5                         # one GPU
 
 FLOPs are counted two ways: analytically (6 N T for the policy's forward + backward, 2 N T for
@@ -23,8 +23,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from score_jax import losses, optim, sharding, steps
 from score_jax.models import decoder, presets
+from score_jax.parallel import mesh as mesh_lib
+from score_jax.rl import losses, optim, steps
 
 
 def model_config(args):
@@ -100,7 +101,7 @@ def matmul_peak(dtype: str, n: int, repeats: int = 5) -> float:
 def breakdown(cfg, state, ref, batch, opt, mesh, n: int) -> dict[str, float]:
   """Seconds of the parts of a step, each jitted alone: one forward, vocab log-softmax, Adam."""
   b, t = batch["tokens"].shape
-  with sharding.use_rules(mesh):
+  with mesh_lib.use_rules(mesh):
     fwd = jax.jit(lambda p: decoder.forward(cfg, p, batch["tokens"], batch["positions"])[0])
     logits = fwd(ref)
     lsm = jax.jit(lambda x: losses.token_logprobs(x, jnp.asarray(batch["tokens"])))
@@ -130,7 +131,7 @@ def main(argv):
   args = parser.parse_args(argv[1:])
 
   cfg = model_config(args)
-  mesh = sharding.make_mesh({"fsdp": -1})
+  mesh = mesh_lib.make_mesh({"fsdp": -1})
   lc = steps.LossConfig(samples_per_prompt=2)
   ocfg = optim.OptimConfig(learning_rate=1e-6)
   opt = optim.make_optimizer(ocfg)

@@ -19,8 +19,8 @@ import numpy as np
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
-from score_jax import sharding
 from score_jax.models import decoder
+from score_jax.models import sharding as model_sharding
 from score_jax.models.checkpoint_errors import CheckpointError, check_keys, check_shape
 from score_jax.models.config import ModelConfig
 from score_jax.models.hf_config import hf_config_dict, load_hf_config
@@ -175,14 +175,14 @@ def build_params(
 
   With `available` (every key the checkpoint holds -> shape) missing/unexpected/misshaped
   tensors fail before anything is read; without it each tensor's shape is checked as read.
-  With a mesh every leaf is born in its `sharding.param_shardings` sharding: each layer tensor
+  With a mesh every leaf is born in its `model_sharding.param_shardings` sharding: each layer tensor
   is read once and only the slices of this process's devices are kept (never the whole model).
   """
   expected = source_shapes(sources)
   if available is not None:
     check_keys(expected, available, source, ignore=ignore)
   abstract = decoder.abstract_params(config)
-  shardings = sharding.param_shardings(config, mesh) if mesh is not None else None
+  shardings = model_sharding.param_shardings(config, mesh) if mesh is not None else None
   dtype = np.dtype(config.params_dtype)
   covered = {s.path for s in sources}
   wanted = {

@@ -266,7 +266,7 @@ PRESETS: dict[str, ModelConfig] = {
   ),
   # The laptop testbed's base model (score_jax.testbed): Gemma 1 layout, 0.28M parameters.
   # Layers unrolled: on a 2-core CPU XLA's layer loop makes a pretraining step 1.3x slower
-  # (`python -m score_jax.bench packing`); 4 layers compile quickly either way.
+  # (`python -m score_jax.benchmarks packing`); 4 layers compile quickly either way.
   "testbed-gemma": _gemma(
     vocab_size=640,
     embed_dim=64,

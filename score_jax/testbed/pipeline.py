@@ -29,23 +29,22 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from score_jax import checkpoint as checkpoint_lib
-from score_jax import (
-  config_lib,
-  episodes,
-  generate,
-  metric_writers,
-  metrics,
-  optim,
-  train,
-  train_lib,
-)
-from score_jax import evaluate as evaluate_lib
-from score_jax import sharding as sharding_lib
+from score_jax import generate
+from score_jax.configs import config_lib
 from score_jax.data import chat
 from score_jax.data import tokenizer as tokenizer_lib
 from score_jax.models import decoder, presets
+from score_jax.models import sharding as model_sharding
+from score_jax.parallel import mesh as mesh_lib
+from score_jax.rewards import factory
+from score_jax.rl import optim
+from score_jax.tasks import tasks as episodes
 from score_jax.testbed import arith, corpus, pretrain, report
+from score_jax.trainer import checkpoint as checkpoint_lib
+from score_jax.trainer import evaluate as evaluate_lib
+from score_jax.trainer import loop as train
+from score_jax.trainer import metric_writers, metrics
+from score_jax.trainer import setup as train_lib
 
 METHODS = {"score": "score", "naive": "naive_multiturn"}  # testbed name -> config.rl.method
 
@@ -189,7 +188,7 @@ def _base_eval(config, workdir: str, base_dir: str, mesh, pool, timings: _Timing
   start = time.time()
   _say(f"base model eval: greedy, 2 attempts, {config.testbed.eval_problems} held-out problems")
   model_cfg, host_params, tok = generate.load_model(base_dir, config.model.preset)
-  params = jax.device_put(host_params, sharding_lib.param_shardings(model_cfg, mesh))
+  params = jax.device_put(host_params, model_sharding.param_shardings(model_cfg, mesh))
   c = rl_config(config, "score", config.seed, base_dir)
   result = _evaluate(c, config.testbed.eval_problems, params, model_cfg, tok, mesh, pool)
   if jax.process_index() == 0:
@@ -261,7 +260,7 @@ def _run_record(method: str, seed: int, result: dict) -> dict:
 
 def run(config, workdir: str, pool=None) -> list[dict]:
   """Runs (or resumes) every phase; returns the report's summary rows."""
-  with evaluate_lib.reward_pool(config, pool) as pool:
+  with factory.reward_pool(config, pool) as pool:
     return _run(config, workdir, pool)
 
 
@@ -306,7 +305,7 @@ def _run(config, workdir: str, pool) -> list[dict]:
   t0 = time.time()
   check_workdir_config(config, workdir)
   timings = _Timings(workdir)
-  mesh = sharding_lib.make_mesh(config_lib.mesh_shape(config, jax.device_count()))
+  mesh = mesh_lib.make_mesh(config_lib.mesh_shape(config, jax.device_count()))
   spm_path = _tokenizer(config, workdir, timings)
   base_dir = _pretrain(config, workdir, spm_path, mesh, timings)
   base = _base_eval(config, workdir, base_dir, mesh, pool, timings)

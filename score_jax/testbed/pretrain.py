@@ -19,11 +19,13 @@ import jax
 import numpy as np
 from absl import logging
 
-from score_jax import checkpoint as checkpoint_lib
-from score_jax import losses, metric_writers, optim, step_batches, steps
-from score_jax import sharding as sharding_lib
 from score_jax.models import hf_checkpoint
+from score_jax.models import sharding as model_sharding
 from score_jax.models.config import ModelConfig
+from score_jax.rl import batches as step_batches
+from score_jax.rl import losses, optim, steps
+from score_jax.trainer import checkpoint as checkpoint_lib
+from score_jax.trainer import metric_writers
 
 ROW_QUANTUM = 4  # packed batches have a multiple of this many rows: few shapes, few compiles
 
@@ -126,7 +128,7 @@ def pretrain(
   )  # fmt: skip
   restored = ckpt.restore_latest(abstract)
   if restored is None:
-    params = sharding_lib.init_params_sharded(model_cfg, jax.random.key(pc.seed), mesh)
+    params = model_sharding.init_params_sharded(model_cfg, jax.random.key(pc.seed), mesh)
     state = optim.init_train_state(model_cfg, optimizer, mesh, jax.random.key(pc.seed), params)
     start, history = 0, []
   else:

@@ -7,9 +7,10 @@ import pytest
 import torch
 import transformers
 
-from score_jax import sharding
 from score_jax.models import decoder, gemma_flax_checkpoint, hf_checkpoint
+from score_jax.models import sharding as model_sharding
 from score_jax.models.checkpoint_errors import CheckpointError
+from score_jax.parallel import mesh as mesh_lib
 from tests import numerics
 
 pytestmark = pytest.mark.numerics
@@ -121,10 +122,10 @@ def test_sharded_load_and_vocab_padding(tmp_path):
   ocp.PyTreeCheckpointer().save(tmp_path / "flax", tree)
   with pytest.raises(CheckpointError, match=r"embedder/input_embedding \(expected \(320, 64\), found \(336, 64\)\)"):  # fmt: skip
     gemma_flax_checkpoint.load_gemma_flax(tmp_path / "flax", config)
-  mesh = sharding.make_mesh((1, 2, 4))
+  mesh = mesh_lib.make_mesh((1, 2, 4))
   params = gemma_flax_checkpoint.load_gemma_flax(tmp_path / "flax", config, mesh, drop_extra_vocab=True)  # fmt: skip
   assert_trees_equal(params, hf_params)
-  for leaf, want in zip(jax.tree.leaves(params), jax.tree.leaves(sharding.param_shardings(config, mesh))):  # fmt: skip
+  for leaf, want in zip(jax.tree.leaves(params), jax.tree.leaves(model_sharding.param_shardings(config, mesh))):  # fmt: skip
     assert leaf.sharding == want
 
 

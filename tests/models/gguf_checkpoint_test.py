@@ -17,10 +17,11 @@ from gguf import GGMLQuantizationType as QT
 from gguf import quants
 from safetensors.numpy import save_file
 
-from score_jax import sharding
 from score_jax.data import tokenizer as tokenizer_lib
 from score_jax.models import decoder, gguf_checkpoint, hf_checkpoint
+from score_jax.models import sharding as model_sharding
 from score_jax.models.checkpoint_errors import CheckpointError
+from score_jax.parallel import mesh as mesh_lib
 from tests import numerics
 
 pytestmark = pytest.mark.numerics
@@ -240,9 +241,9 @@ def test_non_gguf_and_unknown_architecture(tmp):
 def test_sharded_load(tmp, tiny):
   path = write(tiny, tmp / "sharded.gguf", {"attn_q.weight": QT.Q8_0})
   _, ref, _ = gguf_checkpoint.load_gguf(path)
-  mesh = sharding.make_mesh((1, 2, 4))
+  mesh = mesh_lib.make_mesh((1, 2, 4))
   _, params, _ = gguf_checkpoint.load_gguf(path, mesh=mesh)
-  shardings = sharding.param_shardings(tiny.config, mesh)
+  shardings = model_sharding.param_shardings(tiny.config, mesh)
   for a, b, s in zip(jax.tree.leaves(params), jax.tree.leaves(ref), jax.tree.leaves(shardings), strict=True):  # fmt: skip
     assert a.sharding == s
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))  # the same bytes, placed

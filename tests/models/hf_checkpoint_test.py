@@ -9,9 +9,10 @@ import torch
 import transformers
 from safetensors.numpy import save_file
 
-from score_jax import sharding
 from score_jax.models import decoder, hf_checkpoint, presets
+from score_jax.models import sharding as model_sharding
 from score_jax.models.checkpoint_errors import CheckpointError
+from score_jax.parallel import mesh as mesh_lib
 from tests import numerics
 
 pytestmark = pytest.mark.numerics
@@ -139,9 +140,9 @@ def test_sharded_index_and_mesh_load(tmp_path):
   model.save_pretrained(tmp_path / "hf", max_shard_size="40KB")
   assert (tmp_path / "hf" / "model.safetensors.index.json").exists()
   config, params = hf_checkpoint.load_hf_checkpoint(tmp_path / "hf")
-  mesh = sharding.make_mesh((1, 2, 4))
+  mesh = mesh_lib.make_mesh((1, 2, 4))
   _, sharded = hf_checkpoint.load_hf_checkpoint(tmp_path / "hf", config, mesh=mesh)
-  want = sharding.param_shardings(config, mesh)
+  want = model_sharding.param_shardings(config, mesh)
   for (path, leaf), got, ref in zip(
     jax.tree_util.tree_leaves_with_path(sharded), jax.tree.leaves(want), jax.tree.leaves(params)
   ):

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from experiments import testbed as testbed_exp
-from score_jax import config_lib
+from score_jax.configs import config_lib
 from score_jax.testbed import pipeline
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

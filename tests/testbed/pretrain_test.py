@@ -7,12 +7,14 @@ import jax
 import numpy as np
 import pytest
 
-from score_jax import generate, losses, optim, steps
-from score_jax import sharding as sharding_lib
+from score_jax import generate
 from score_jax.data import chat, prompts
 from score_jax.data import tokenizer as tokenizer_lib
 from score_jax.models import decoder, presets
-from score_jax.stream_scores import stream_scores
+from score_jax.models import sharding as model_sharding
+from score_jax.parallel import mesh as mesh_lib
+from score_jax.rl import losses, optim, steps
+from score_jax.rl.scoring import stream_scores
 from score_jax.testbed import arith, corpus, pretrain
 from tests import numerics
 
@@ -76,7 +78,7 @@ def test_packed_sft_step_matches_one_transcript_per_row(tmp_path):
   """Segments confine attention and scoring: same loss and update as the unpacked batch."""
   _, streams = _streams(tmp_path)
   cfg = presets.get_preset("tiny-gemma", vocab_size=400)
-  mesh = sharding_lib.make_mesh((1, 2, 1), devices=jax.devices()[:2])
+  mesh = mesh_lib.make_mesh((1, 2, 1), devices=jax.devices()[:2])
   oc = optim.OptimConfig(learning_rate=1e-2, warmup_steps=0)
   optimizer = optim.make_optimizer(oc)
   loss_cfg = steps.LossConfig(alpha=0.0, beta1=0.0, beta2=0.0, samples_per_prompt=1, baseline="none")  # fmt: skip
@@ -88,7 +90,7 @@ def test_packed_sft_step_matches_one_transcript_per_row(tmp_path):
   out = []
   for step, batch in ((fns.sft, plain), (fns.packed_sft, packed)):
     batch["normalizer"] = np.float32(losses.aggregation_normalizers(batch["loss_mask"], "token_mean"))  # fmt: skip
-    params = sharding_lib.init_params_sharded(cfg, jax.random.key(0), mesh)
+    params = model_sharding.init_params_sharded(cfg, jax.random.key(0), mesh)
     state = optim.init_train_state(cfg, optimizer, mesh, jax.random.key(0), params)
     before = jax.device_get(state)
     out.append(jax.device_get(step(state, batch)))
@@ -108,7 +110,7 @@ def test_packed_sft_step_matches_one_transcript_per_row(tmp_path):
     state_b, before, state_a, lr=oc.learning_rate, grad_rel=grad_rel, cfg=oc, what="packed step"
   )
   # Every target token gets the same log-prob in both layouts (sorting keeps the bound).
-  params = sharding_lib.init_params_sharded(cfg, jax.random.key(1), mesh)
+  params = model_sharding.init_params_sharded(cfg, jax.random.key(1), mesh)
   logp_plain = np.asarray(stream_scores(cfg, params, plain, 1.0)[0])
   logp_packed = np.asarray(stream_scores(cfg, params, packed, 1.0)[0])
   scale = max(_logit_scale(cfg, params, plain), _logit_scale(cfg, params, packed))
@@ -132,7 +134,7 @@ def _logit_scale(cfg, params, batch) -> float:
 def test_killed_pretraining_resumes_to_identical_params_and_exports(tmp_path):
   spm, streams = _streams(tmp_path)
   cfg = presets.get_preset("tiny-gemma", vocab_size=400)
-  mesh = sharding_lib.make_mesh((1, 2, 1), devices=jax.devices()[:2])
+  mesh = mesh_lib.make_mesh((1, 2, 1), devices=jax.devices()[:2])
   pc = pretrain.PretrainConfig(steps=4, batch=8, lr=1e-2, warmup=1, save_every=2)
   full, history = pretrain.pretrain(cfg, streams, pc, mesh, str(tmp_path / "a"), log_every=1)
   assert [h["step"] for h in history] == [1, 2, 3, 4]
