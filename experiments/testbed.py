@@ -9,8 +9,9 @@ SCoRe (Stage I then Stage II) and the naive multi-turn RL baseline (same update 
 on attempt 2 only, no Stage I, no bonus) for each seed, each evaluated greedy on held-out
 problems; then the paper-style table and plots in DIR/report/. Rerunning resumes.
 
-The task (score_jax.testbed.arith): "What is 7+8+5+9+3+2+6+1+4+8?", answered in one pass by
-most first attempts (the answer line alone) and redone in written steps by some second ones; a
+The task (score_jax.testbed.arith; registered as `testbed` by score_jax.testbed.task, which
+score_jax.testbed.config imports): "What is 7+8+5+9+3+2+6+1+4+8?", answered in one pass by most
+first attempts (the answer line alone) and redone in written steps by some second ones; a
 fifth of first attempts are written in steps themselves. Status (BUILD_NOTES.md, design 34):
 after 1000 pretraining steps the base model answers 63.9% in one pass and greedily copies
 (Delta 0.0). Over 3 seeds SCoRe reaches 76.1 / 99.0 (Delta +23.0 +- 8.8, c->i 0.3), while naive
@@ -23,12 +24,14 @@ Hyperparameters that differ from the paper (Table 8) are set below with the reas
 
 import ml_collections
 
-from score_jax.configs import config_lib
+from score_jax import configs
+from score_jax.testbed import config as testbed_config  # registers the testbed job and task
+from score_jax.testbed import task as testbed_task
 
 
 def get_config(arg: str = ""):
-  c = config_lib.base_config()
-  c.job = "testbed"
+  c = configs.base_config()
+  c.job = testbed_config.JOB
   c.model.preset = "testbed-gemma"
   c.model.chat_template = "gemma"
   c.mesh.fsdp = -1
@@ -62,7 +65,7 @@ def get_config(arg: str = ""):
   tb.methods = ("score", "naive")
   tb.rl_seeds = (0,)
 
-  c.data.task = c.data.eval_task = "testbed"
+  c.data.task = c.data.eval_task = testbed_task.NAME
   c.data.procedural_size = 20000  # testbed problems per split (test: the first eval_problems)
   c.data.system = ""
   c.rollout.num_samples = 4

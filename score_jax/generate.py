@@ -29,10 +29,18 @@ from score_jax.models.loading import default_template, load_model
 
 PyTree = Any
 
-_PRESET = flags.DEFINE_string("preset", None, "Model preset (see models/presets.py); checked against the checkpoint.")  # fmt: skip
-_CHECKPOINT = flags.DEFINE_string("checkpoint", None, ".gguf file, HF safetensors file/dir, or Gemma Flax/Orbax dir.")  # fmt: skip
-_TOKENIZER = flags.DEFINE_string("tokenizer", None, "tokenizer.model / tokenizer.json (default: from the checkpoint).")  # fmt: skip
-_CHAT_TEMPLATE = flags.DEFINE_string("chat_template", None, "gemma | chatml | llama3 | none (default: by model family).")  # fmt: skip
+_PRESET = flags.DEFINE_string(
+  "preset", None, "Model preset (see models/presets.py); checked against the checkpoint."
+)
+_CHECKPOINT = flags.DEFINE_string(
+  "checkpoint", None, ".gguf file, HF safetensors file/dir, or Gemma Flax/Orbax dir."
+)
+_TOKENIZER = flags.DEFINE_string(
+  "tokenizer", None, "tokenizer.model / tokenizer.json (default: from the checkpoint)."
+)
+_CHAT_TEMPLATE = flags.DEFINE_string(
+  "chat_template", None, "gemma | chatml | llama3 | none (default: by model family)."
+)
 _PROMPT = flags.DEFINE_string("prompt", None, "User message.")
 _SYSTEM = flags.DEFINE_string("system", None, "System message (default: the template's own).")
 _MAX_NEW_TOKENS = flags.DEFINE_integer("max_new_tokens", 64, "Maximum number of generated tokens.")
@@ -40,7 +48,9 @@ _TEMPERATURE = flags.DEFINE_float("temperature", 0.0, "Sampling temperature; 0 =
 _TOP_K = flags.DEFINE_integer("top_k", 0, "Keep the k most likely tokens; 0 = all.")
 _TOP_P = flags.DEFINE_float("top_p", 1.0, "Nucleus sampling mass; 1 = off.")
 _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
-_DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16", "float16"], "Compute and parameter dtype.")  # fmt: skip
+_DTYPE = flags.DEFINE_enum(
+  "dtype", "float32", ["float32", "bfloat16", "float16"], "Compute and parameter dtype."
+)
 
 
 def prompt_ids(
@@ -120,14 +130,19 @@ def generate_ids(
     raise ValueError(f"bad sampling settings {temperature=} {top_k=} {top_p=}")
   total = len(prompt) + max_new_tokens
   if total > config.max_seq_len:
-    raise ValueError(f"prompt ({len(prompt)}) + max_new_tokens ({max_new_tokens}) exceeds the model's max_seq_len {config.max_seq_len}")  # fmt: skip
+    raise ValueError(
+      f"prompt ({len(prompt)}) + max_new_tokens ({max_new_tokens}) exceeds the model's "
+      f"max_seq_len {config.max_seq_len}"
+    )
   prefill, step = _decode_fns(config, float(temperature), int(top_k), float(top_p))
   rng = jax.random.key(seed)
   # Cache length rounded up to a bucket so the step function compiles once per bucket.
   cache = decoder.init_cache(
     config, 1, min(-(-total // _CACHE_BUCKET) * _CACHE_BUCKET, config.max_seq_len)
   )
-  token, cache = prefill(params, jnp.asarray([prompt], jnp.int32), cache, jax.random.fold_in(rng, 0))  # fmt: skip
+  token, cache = prefill(
+    params, jnp.asarray([prompt], jnp.int32), cache, jax.random.fold_in(rng, 0)
+  )
   out, stops = [], set(int(i) for i in stop_ids)
   for i in range(max_new_tokens):
     out.append(int(token))
@@ -177,7 +192,9 @@ def main(argv: Sequence[str]) -> None:
   if not _CHECKPOINT.value or _PROMPT.value is None:
     raise app.UsageError("--checkpoint and --prompt are required")
   try:
-    config, params, tok = load_model(_CHECKPOINT.value, _PRESET.value, _TOKENIZER.value, _DTYPE.value)  # fmt: skip
+    config, params, tok = load_model(
+      _CHECKPOINT.value, _PRESET.value, _TOKENIZER.value, _DTYPE.value
+    )
     template = _CHAT_TEMPLATE.value or default_template(config, tok)
     ids, stop_ids = prompt_ids(tok, template, _PROMPT.value, _SYSTEM.value)
     out = generate_ids(

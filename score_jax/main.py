@@ -2,9 +2,12 @@
 
   python -m score_jax.main --config=experiments/<name>.py[:arg] --workdir=DIR [--config.f=v ...]
 
-Loads the (locked) experiment config, validates it before any compute, starts the reward pool
-(before JAX touches a device: its workers are spawned, never forked from an XLA process), starts
-multi-process JAX when configured, saves the resolved config to the workdir and runs the job.
+Loads the (locked) experiment config, validates it before any compute (the job's own sections
+too: `config.job` names a job registered with `score_jax.configs.register_job`, built-in or
+registered by a module the experiment config imports; then the job module's `validate_config`,
+if it has one), starts the reward pool (before JAX touches a device: its workers are spawned,
+never forked from an XLA process), starts multi-process JAX when configured, saves the resolved
+config to the workdir and runs the job. Library logs go to DIR/log.txt, not the terminal.
 """
 
 import contextlib
@@ -14,8 +17,9 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from score_jax.configs import config_lib
+from score_jax import configs
 from score_jax.rewards import factory
+from score_jax.trainer import console
 
 _CONFIG = config_flags.DEFINE_config_file(
   "config", None, "Experiment config file: experiments/<name>.py[:arg].", lock_config=True
@@ -23,15 +27,6 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string(
   "workdir", None, "Outputs, checkpoints and metrics; a rerun resumes."
 )
-
-# job name -> module with `run(config, workdir)`.
-_JOBS = {
-  "generate": "score_jax.generate",
-  "score": "score_jax.trainer.loop",
-  "evaluate": "score_jax.trainer.evaluate",
-  "testbed": "score_jax.testbed.pipeline",
-}
-_POOL_JOBS = ("score", "evaluate", "testbed")
 
 
 def _init_distributed(config) -> None:
@@ -56,20 +51,27 @@ def main(argv) -> None:
     raise app.UsageError("--config is required: experiments/<name>.py[:arg].")
   if not _WORKDIR.value:
     raise app.UsageError("--workdir is required.")
-  config_lib.validate(config)  # types and ranges first: before any device is touched
-  job = importlib.import_module(_JOBS[config.job])
-  pooled = config.job in _POOL_JOBS
+  # Library chatter (absl INFO, Orbax, JAX) goes to DIR/log.txt; the terminal keeps progress,
+  # results and warnings (--verbosity=1 or --alsologtostderr bring everything back).
+  console.setup(_WORKDIR.value)
+  configs.validate(config)  # types and ranges first: before any device is touched
+  job = configs.get_job(config.job)  # registered: validate checked it
+  module = importlib.import_module(job.module)
+  if hasattr(module, "validate_config"):  # checks that need the job's own (heavier) imports
+    module.validate_config(config)
+  pooled = job.uses_reward_pool
   pool = factory.make_pool(config) if pooled else None
   with pool or contextlib.nullcontext():
     if config.distributed.enabled:
       _init_distributed(config)
-    config_lib.validate(config, num_devices=jax.device_count())
+      console.setup(_WORKDIR.value, process_index=jax.process_index(), announce=False)
+    configs.validate(config, num_devices=jax.device_count())
     logging.info(
       "JAX process %d/%d, %d devices", jax.process_index(), jax.process_count(), jax.device_count()
     )
     if jax.process_index() == 0:
-      config_lib.save(config, _WORKDIR.value)
-    job.run(config, _WORKDIR.value, **({"pool": pool} if pooled else {}))
+      configs.save(config, _WORKDIR.value)
+    module.run(config, _WORKDIR.value, **({"pool": pool} if pooled else {}))
 
 
 if __name__ == "__main__":

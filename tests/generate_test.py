@@ -82,7 +82,10 @@ def test_greedy_matches_transformers_generate(tiny_gguf):
   # Stopping: the stop id is produced and kept, then decoding ends. Exact: the same compiled
   # decode on the same inputs.
   stop = ours[4]
-  assert generate.generate_ids(config, params, prompt, 20, stop_ids=(stop,)) == ours[: ours.index(stop) + 1]  # fmt: skip
+  assert (
+    generate.generate_ids(config, params, prompt, 20, stop_ids=(stop,))
+    == ours[: ours.index(stop) + 1]
+  )
 
 
 def test_sample_logits_filters():
@@ -96,7 +99,9 @@ def test_sample_logits_filters():
   assert int(generate.sample_logits(logits, keys[0], 0.0, 0, 1.0)) == 0
   # Statistical tolerances, not rounding ones: 4000 draws of a frequency p have a standard
   # deviation <= 0.008, so 0.03 is ~4 sigma.
-  np.testing.assert_allclose(draws(temperature=1.0, top_k=0, top_p=1.0), [0.5, 0.3, 0.15, 0.05], atol=0.03)  # fmt: skip
+  np.testing.assert_allclose(
+    draws(temperature=1.0, top_k=0, top_p=1.0), [0.5, 0.3, 0.15, 0.05], atol=0.03
+  )
   np.testing.assert_array_equal(draws(temperature=1.0, top_k=1, top_p=1.0), [1, 0, 0, 0])
   top2 = draws(temperature=1.0, top_k=2, top_p=1.0)
   assert top2[2:].sum() == 0 and abs(top2[0] - 0.625) < 0.03
@@ -124,7 +129,10 @@ def test_cli_errors_are_one_clear_line(tiny_gguf):
   last = proc.stderr.strip().splitlines()[-1]
   assert last.startswith("generate: error: Unknown model preset 'smollm2-135m-instrct'")
   assert "smollm2-135m-instruct" in last and "Traceback" not in proc.stderr
-  with pytest.raises(ValueError, match=r"does not match the preset: vocab_size is \d+ in the file, 49152 in the preset"):  # fmt: skip
+  with pytest.raises(
+    ValueError,
+    match=r"does not match the preset: vocab_size is \d+ in the file, 49152 in the preset",
+  ):
     generate.load_model(str(path), "smollm2-135m-instruct")
   with pytest.raises(ValueError, match="not a .gguf file"):
     generate.load_model(str(path) + ".missing", None)
@@ -146,11 +154,15 @@ def test_real_smollm2_matches_transformers():
   ref = transformers.AutoModelForCausalLM.from_pretrained(
     path.parent, gguf_file=path.name, dtype=torch.float32
   ).eval()
-  config, params, tok = gguf_checkpoint.load_gguf(path, preset=presets.get_preset("smollm2-135m-instruct"))  # fmt: skip
+  config, params, tok = gguf_checkpoint.load_gguf(
+    path, preset=presets.get_preset("smollm2-135m-instruct")
+  )
   template = chat.get_template("chatml")
 
   def hf_ids(prompt):
-    return ref_tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True, return_dict=True)["input_ids"]  # fmt: skip
+    return ref_tok.apply_chat_template(
+      [{"role": "user", "content": prompt}], add_generation_prompt=True, return_dict=True
+    )["input_ids"]
 
   # Thirty layers of width 576-1536: the worst-case bound (~2e-2 of the largest logit) is too
   # loose to test anything, so this test uses the probabilistic one (tests/numerics.py).
@@ -158,7 +170,9 @@ def test_real_smollm2_matches_transformers():
   want = ref.generate(torch.tensor([ids]), max_new_tokens=64, do_sample=False)[0, len(ids) :]
   ours = generate.generate_ids(config, params, ids, 64, stop_ids=template.stop_ids(tok))
   # Exact: the CLI runs the same decode under the same XLA flags.
-  assert proc.stdout.rstrip("\n") == tok.decode(ours[:-1] if ours[-1] in template.stop_ids(tok) else ours)  # fmt: skip
+  assert proc.stdout.rstrip("\n") == tok.decode(
+    ours[:-1] if ours[-1] in template.stop_ids(tok) else ours
+  )
   print(f"CLI completion: {proc.stdout!r}")
   diverged = assert_greedy_close(
     config, ref, ids, ours, want.tolist(), "CLI prompt", "probabilistic"
@@ -171,7 +185,9 @@ def test_real_smollm2_matches_transformers():
     with torch.no_grad():
       theirs_logits = ref(torch.tensor([ids])).logits[0, -1].numpy()
     ours_logits, _ = decoder.forward(config, params, jnp.asarray([ids]))
-    bound = numerics.logit_bound(config, len(ids), np.abs(theirs_logits).max(), model="probabilistic")  # fmt: skip
+    bound = numerics.logit_bound(
+      config, len(ids), np.abs(theirs_logits).max(), model="probabilistic"
+    )
     errors.append(numerics.assert_close(ours_logits[0, -1], theirs_logits, bound, what=prompt))
     # Both stop at <|im_end|> (transformers' eos for this file); the stop id is in both lists.
     theirs = ref.generate(torch.tensor([ids]), max_new_tokens=32, do_sample=False)[0, len(ids) :]
@@ -179,4 +195,7 @@ def test_real_smollm2_matches_transformers():
     diverged += assert_greedy_close(
       config, ref, ids, ours, theirs.tolist(), prompt, "probabilistic"
     )
-  print(f"first-step max logit errors {[f'{e:.1e}' for e in errors]}; near-tie divergences {diverged}/6; {time.time() - start:.0f}s")  # fmt: skip
+  print(
+    f"first-step max logit errors {[f'{e:.1e}' for e in errors]}; "
+    f"near-tie divergences {diverged}/6; {time.time() - start:.0f}s"
+  )

@@ -20,7 +20,7 @@ from score_jax.parallel import mesh as mesh_lib
 from score_jax.rl import optim
 from score_jax.trainer import checkpoint as checkpoint_lib
 from score_jax.trainer import metric_writers
-from score_jax.trainer import setup as train_lib
+from score_jax.trainer import setup as setup_lib
 from tests import numerics
 
 pytestmark = pytest.mark.numerics
@@ -47,7 +47,7 @@ def _restore(workdir, step: int):
   spec.loader.exec_module(module)
   config = module.get_config("tiny")
   model_cfg = presets.get_preset(config.model.preset, vocab_size=config.model.vocab_size)
-  ocfg = train_lib.optim_config(config)
+  ocfg = setup_lib.optim_config(config)
   mesh = mesh_lib.make_mesh((1, 1, 1))
   abstract = optim.abstract_train_state(model_cfg, optim.make_optimizer(ocfg), mesh)
   with checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints")) as ck:

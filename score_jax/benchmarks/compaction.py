@@ -5,7 +5,7 @@
 
 Streams are built the way `rollout` leaves them: a left-padded prompt bucket, then per attempt a
 generation bucket of which the attempt fills only its own length (the rest are holes), with the
-instruction between. `rollout.compact_stream_arrays` drops the holes. Both layouts are timed in this
+instruction between. `Experience.compact` drops the holes. Both layouts are timed in this
 one process, alternating step by step, and the ratio of the medians is printed; the two updates
 are also checked to agree (same loss), since compaction must not change what is learnt.
 """
@@ -19,10 +19,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from score_jax.benchmarks import train_step
-from score_jax.generation import rollout
 from score_jax.models import decoder, presets
 from score_jax.parallel import mesh as mesh_lib
 from score_jax.rl import optim, steps
+from score_jax.rl.algorithms import Coefficients
 
 
 def sampler_layout(cfg, b: int, prompt: int, gen: int, instr: int, lens, seed: int = 0) -> dict:
@@ -55,37 +55,37 @@ def main(argv):
   parser.add_argument("--instr", type=int, default=21, help="instruction tokens")
   parser.add_argument("--y1", default="10,12", help="attempt-1 length range lo,hi")
   parser.add_argument("--y2", default="10,93", help="attempt-2 length range lo,hi")
-  parser.add_argument("--multiple", type=int, default=32, help="compact_streams' multiple")
+  parser.add_argument("--multiple", type=int, default=32, help="Experience.compact's multiple")
   parser.add_argument("--steps", type=int, default=5)
   args = parser.parse_args(argv[1:])
 
   cfg = presets.get_preset(args.preset)
   mesh = mesh_lib.make_mesh({"fsdp": -1})
-  lc = steps.LossConfig(samples_per_prompt=4, beta1=0.01, beta2=0.1)
+  lc = steps.LossConfig(samples_per_prompt=4)
+  coef = Coefficients.of(beta1=0.01, beta2=0.1)
   ocfg = optim.OptimConfig(learning_rate=1e-6)
   opt = optim.make_optimizer(ocfg)
-  st = steps.make_steps(cfg, lc, opt, mesh, 1, optim.make_schedule(ocfg))
+  stage1 = steps.Steps(cfg, lc, opt, mesh, 1, optim.make_schedule(ocfg)).update("stage1")
   state = optim.init_train_state(cfg, opt, mesh, jax.random.key(0))
   ref = jax.tree.map(jnp.copy, state.params)
   lens = [tuple(int(x) for x in v.split(",")) for v in (args.y1, args.y2)]
   full = sampler_layout(cfg, args.batch, args.prompt, args.gen, args.instr, lens)
-  small = rollout.compact_stream_arrays(full, args.multiple)
+  small = full.compact(args.multiple)
   dev = jax.devices()[0]
   print(f"device: {dev.platform} {dev.device_kind} x{jax.device_count()}; {time.ctime()}")
   print(f"model: {args.preset} params={decoder.count_params(cfg) / 1e6:.2f}M; batch {args.batch}")
   print(
-    f"streams: sampler layout {full['tokens'].shape[1]} slots, compacted "
-    f"{small['tokens'].shape[1]} (real tokens per row: mean {full['valid'].sum(1).mean():.0f}, "
-    f"max {full['valid'].sum(1).max()})"
+    f"streams: sampler layout {full.num_slots} slots, compacted {small.num_slots} (real tokens "
+    f"per row: mean {full.valid.sum(1).mean():.0f}, max {full.valid.sum(1).max()})"
   )
   losses_seen, times = {}, {"sampler layout": [], "compacted": []}
   for name, batch in (("sampler layout", full), ("compacted", small)):
-    _, m = st.stage1(jax.tree.map(jnp.copy, state), ref, batch)  # compile; the same start
+    _, m = stage1(jax.tree.map(jnp.copy, state), ref, batch, coef)  # compile; the same start
     losses_seen[name] = float(m["loss"])
   for _ in range(args.steps):
     for name, batch in (("sampler layout", full), ("compacted", small)):
       t0 = time.perf_counter()
-      state, m = st.stage1(state, ref, batch)  # the state is donated: carry it on
+      state, m = stage1(state, ref, batch, coef)  # the state is donated: carry it on
       jax.block_until_ready((state, m))
       times[name].append(time.perf_counter() - t0)
   med = {k: statistics.median(v) for k, v in times.items()}

@@ -25,8 +25,8 @@ import numpy as np
 
 from score_jax.models import decoder, presets
 from score_jax.parallel import mesh as mesh_lib
-from score_jax.rl import batches as step_batches
 from score_jax.rl import losses, optim, steps
+from score_jax.rl.experience import Experience
 from score_jax.testbed import pretrain
 
 SLOT_QUANTUM = 32  # the unpacked layout is trimmed to a multiple of this (few shapes)
@@ -50,7 +50,7 @@ def corpus_streams(cfg, n: int, width: int, lengths: str, seed: int = 0) -> dict
   }
 
 
-def _batches(streams, rows, shards: int) -> dict[str, dict]:
+def _batches(streams, rows, shards: int) -> dict[str, Experience]:
   """The step's two layouts of the same transcripts, with their normalizers."""
   used = int(streams["valid"][rows].sum(1).max())
   width = min(-(-used // SLOT_QUANTUM) * SLOT_QUANTUM, streams["tokens"].shape[1])
@@ -58,9 +58,8 @@ def _batches(streams, rows, shards: int) -> dict[str, dict]:
     "one per row": {k: v[rows, :width] for k, v in streams.items()},
     "packed": pretrain.pack_rows(streams, rows, np.lcm(pretrain.ROW_QUANTUM, shards)),
   }
-  for batch in out.values():
-    batch["normalizer"] = np.float32(losses.aggregation_normalizers(batch["loss_mask"], "token_mean"))  # fmt: skip
-  return out
+  norm = lambda b: np.float32(losses.aggregation_normalizers(b["loss_mask"], "token_mean"))
+  return {layout: Experience(**b, normalizer=norm(b)) for layout, b in out.items()}
 
 
 def main(argv):
@@ -75,16 +74,16 @@ def main(argv):
   mesh = mesh_lib.make_mesh({"fsdp": -1})
   ocfg = optim.OptimConfig(learning_rate=1e-6)
   opt = optim.make_optimizer(ocfg)
-  lc = steps.LossConfig(alpha=0.0, beta1=0.0, beta2=0.0, samples_per_prompt=1, baseline="none")
+  lc = steps.LossConfig(samples_per_prompt=1, baseline="none")
   run = {}
   for scan in (True, False):
     cfg = presets.get_preset(args.preset, scan_layers=scan)
-    st = steps.make_steps(cfg, lc, opt, mesh, 1, optim.make_schedule(ocfg))
+    sft = steps.Steps(cfg, lc, opt, mesh, 1, optim.make_schedule(ocfg)).update("sft")
     layers = "scanned" if scan else "unrolled"
-    run.update({("one per row", layers): st.sft, ("packed", layers): st.packed_sft})
+    run.update({("one per row", layers): sft, ("packed", layers): sft})
   state = optim.init_train_state(cfg, opt, mesh, jax.random.key(0))  # same tree either way
   streams = corpus_streams(cfg, 4096, args.width, args.lengths)
-  shards = step_batches.batch_shards(mesh)
+  shards = mesh_lib.batch_shards(mesh)
   rng = np.random.default_rng(1)
   plan = [_batches(streams, rng.choice(4096, args.batch, replace=False), shards) for _ in range(args.steps)]  # fmt: skip
   dev = jax.devices()[0]
@@ -95,11 +94,11 @@ def main(argv):
     key: float(fn(jax.tree.map(jnp.copy, state), plan[0][key[0]])[1]["loss"])
     for key, fn in run.items()
   }
-  compiled = {(key, plan[0][key[0]]["tokens"].shape) for key in run}
+  compiled = {(key, plan[0][key[0]].tokens.shape) for key in run}
   for batches in plan:
     for key, fn in run.items():
-      if (key, batches[key[0]]["tokens"].shape) not in compiled:
-        compiled.add((key, batches[key[0]]["tokens"].shape))
+      if (key, batches[key[0]].tokens.shape) not in compiled:
+        compiled.add((key, batches[key[0]].tokens.shape))
         fn(jax.tree.map(jnp.copy, state), batches[key[0]])
   times = {key: [] for key in run}
   for batches in plan:
@@ -108,10 +107,10 @@ def main(argv):
       state, m = fn(state, batches[key[0]])  # the state is donated: carry it on
       jax.block_until_ready((state, m))
       times[key].append(time.perf_counter() - t0)
-  real = np.mean([b["one per row"]["valid"].sum() for b in plan])
+  real = np.mean([b["one per row"].valid.sum() for b in plan])
   for layout in ("one per row", "packed"):
-    slots = np.mean([b[layout]["tokens"].size for b in plan])
-    shapes = sorted({b[layout]["tokens"].shape for b in plan})
+    slots = np.mean([b[layout].tokens.size for b in plan])
+    shapes = sorted({b[layout].tokens.shape for b in plan})
     print(f"{layout:12s}: mean {slots:.0f} slots for {real:.0f} real tokens; shapes {shapes}")
   med = {k: statistics.median(v) for k, v in times.items()}
   base = med[("one per row", "scanned")]

@@ -8,8 +8,8 @@ Prints, through the real RewardPool on this machine:
 - the CPU one program costs through the pool (pool process + workers + zygotes + sandboxes,
   from /proc), plus the CPU of kernel threads meanwhile (network-namespace teardown runs there;
   host-wide, so other load on the host inflates it), and the CPU-bound ceiling this implies on
-  this host's cores: the figure that does not depend on how loaded the host is (the issue's
-  target: >= 100 benign programs/s on 2 cores);
+  this host's cores: the figure that does not depend on how loaded the host is (the target:
+  >= 100 benign programs/s on 2 cores);
 - MATH checks/s (MATH500 gold answers written in the paper's final-answer format);
 - programs/s when 10% of the programs never terminate. A timeout holds its worker for the whole
   `timeout_s` (the sandbox waits out the wall-clock limit), so with W workers a batch of n items,

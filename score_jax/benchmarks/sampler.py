@@ -147,7 +147,7 @@ class Ours:
       outs.append(o)
     t = time.perf_counter()
     arrays, outs = jax.device_get((state.arrays, outs))
-    rollout._to_episodes(arrays, outs, state.prompt_index, lambda ids: " ".join(map(str, ids)))
+    rollout.to_episodes(arrays, outs, state.prompt_index, lambda ids: " ".join(map(str, ids)))
     out["host"] = time.perf_counter() - t
     out["total"] = time.perf_counter() - t0
     return out

@@ -26,6 +26,8 @@ import numpy as np
 from score_jax.models import decoder, presets
 from score_jax.parallel import mesh as mesh_lib
 from score_jax.rl import losses, optim, steps
+from score_jax.rl.algorithms import Coefficients
+from score_jax.rl.experience import Experience
 
 
 def model_config(args):
@@ -40,7 +42,7 @@ def model_config(args):
   )  # fmt: skip
 
 
-def episode_batch(cfg, b: int, t: int, g: int, seed: int = 0) -> dict:
+def episode_batch(cfg, b: int, t: int, g: int, seed: int = 0) -> Experience:
   """Full-length two-attempt streams: prompt t/4, y1 3t/8, instruction t/16, y2 the rest."""
   rng = np.random.default_rng(seed)
   tokens = rng.integers(3, cfg.vocab_size, (b, t)).astype(np.int32)
@@ -51,19 +53,19 @@ def episode_batch(cfg, b: int, t: int, g: int, seed: int = 0) -> dict:
   return stream_batch(tokens, np.ones((b, t), bool), turn, rng)
 
 
-def stream_batch(tokens, valid, turn, rng) -> dict:
+def stream_batch(tokens, valid, turn, rng) -> Experience:
   """A step's batch from streams: positions count valid slots, random 0/1 rewards, zero logp."""
   loss_mask = valid & (turn > 0)
-  return {
-    "tokens": np.where(valid, tokens, 0),
-    "positions": np.maximum(np.cumsum(valid, axis=1) - 1, 0).astype(np.int32),
-    "valid": valid,
-    "turn": turn,
-    "loss_mask": loss_mask,
-    "logp": np.zeros(tokens.shape, np.float32),
-    "rewards": rng.integers(0, 2, (tokens.shape[0], 2)).astype(np.float32),
-    "normalizer": np.float32(losses.aggregation_normalizers(loss_mask, "token_mean")),
-  }
+  return Experience(
+    tokens=np.where(valid, tokens, 0),
+    positions=np.maximum(np.cumsum(valid, axis=1) - 1, 0).astype(np.int32),
+    valid=valid,
+    turn=turn,
+    loss_mask=loss_mask,
+    logp=np.zeros(tokens.shape, np.float32),
+    rewards=rng.integers(0, 2, (tokens.shape[0], 2)).astype(np.float32),
+    normalizer=np.float32(losses.aggregation_normalizers(loss_mask, "token_mean")),
+  )
 
 
 def analytic_flops(cfg, b: int, t: int) -> float:
@@ -100,11 +102,11 @@ def matmul_peak(dtype: str, n: int, repeats: int = 5) -> float:
 
 def breakdown(cfg, state, ref, batch, opt, mesh, n: int) -> dict[str, float]:
   """Seconds of the parts of a step, each jitted alone: one forward, vocab log-softmax, Adam."""
-  b, t = batch["tokens"].shape
+  b, t = batch.tokens.shape
   with mesh_lib.use_rules(mesh):
-    fwd = jax.jit(lambda p: decoder.forward(cfg, p, batch["tokens"], batch["positions"])[0])
+    fwd = jax.jit(lambda p: decoder.forward(cfg, p, batch.tokens, batch.positions)[0])
     logits = fwd(ref)
-    lsm = jax.jit(lambda x: losses.token_logprobs(x, jnp.asarray(batch["tokens"])))
+    lsm = jax.jit(lambda x: losses.token_logprobs(x, jnp.asarray(batch.tokens)))
     upd = jax.jit(lambda s: opt.update(s.params, s.opt_state, s.params))
     jax.block_until_ready((lsm(logits), upd(state)))
     return {
@@ -135,7 +137,10 @@ def main(argv):
   lc = steps.LossConfig(samples_per_prompt=2)
   ocfg = optim.OptimConfig(learning_rate=1e-6)
   opt = optim.make_optimizer(ocfg)
-  st = steps.make_steps(cfg, lc, opt, mesh, args.microbatches, optim.make_schedule(ocfg))
+  stage2 = steps.Steps(cfg, lc, opt, mesh, args.microbatches, optim.make_schedule(ocfg)).update(
+    "stage2"
+  )
+  coef = Coefficients.of(alpha=10.0, beta1=0.01, beta2=0.1)  # the paper's MATH values
   state = optim.init_train_state(cfg, opt, mesh, jax.random.key(0))
   ref = jax.tree.map(jnp.copy, state.params)
   batch = episode_batch(cfg, args.batch, args.seq, lc.samples_per_prompt)
@@ -149,17 +154,17 @@ def main(argv):
   print(f"batch {args.batch} x seq {args.seq}, micro-batches {args.microbatches}")
 
   t0 = time.perf_counter()
-  compiled = st.stage2.lower(state, ref, batch).compile()
+  compiled = stage2.lower(state, ref, batch, coef).compile()
   print(f"compile: {time.perf_counter() - t0:.1f} s")
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, list) else cost
   xla_flops = float(cost.get("flops", 0.0)) if cost else 0.0
 
-  state, _ = st.stage2(state, ref, batch)  # warm-up
+  state, _ = stage2(state, ref, batch, coef)  # warm-up
   times = []
   for _ in range(args.steps):
     t0 = time.perf_counter()
-    state, metrics = st.stage2(state, ref, batch)
+    state, metrics = stage2(state, ref, batch, coef)
     jax.block_until_ready((state, metrics))
     times.append(time.perf_counter() - t0)
   step_s = statistics.median(times)

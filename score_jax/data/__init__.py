@@ -1,0 +1,1 @@
+"""Data: benchmark loaders and records, prompts, chat formats, tokenizers, batch iterators."""

@@ -14,13 +14,15 @@ written as text: templates with `add_bos` expect the caller to prepend the BOS i
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # for annotations only: rendering text needs no tokenizer library loaded
   from score_jax.data.tokenizer import Tokenizer
 
 _ROLES = ("system", "user", "assistant", "model")
+_MARKER = re.compile(r"<\|[^|>]+\|>|<[a-z_]+>")  # a special token written as text
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,15 +32,24 @@ class ChatTemplate:
   name: str  # 'gemma' | 'chatml' | 'llama3'
   header: str  # turn header; '{role}' is replaced by the role name
   end_of_turn: str  # closes every turn; the model samples it at the end of its attempt
-  separator: str  # text between one turn's end_of_turn and the next header
-  model_role: str  # the model's role name in headers ('model' for Gemma, else 'assistant')
-  stop_tokens: tuple[str, ...]  # tokens that end a model turn
-  required_tokens: tuple[str, ...]  # markers the vocabulary must hold as single ids
+  separator: str = "\n"  # text between one turn's end_of_turn and the next header
+  model_role: str = "assistant"  # the model's role name in headers ('model' for Gemma)
+  stop_tokens: tuple[str, ...] = ()  # tokens that end a model turn; () = (end_of_turn,)
+  # Markers the vocabulary must hold as single ids; () = every <tag> or <|tag|> that header and
+  # end_of_turn write, since a marker split into ordinary pieces silently corrupts each prompt.
+  required_tokens: tuple[str, ...] = ()
   fold_system: bool = False  # no system role: system text prefixes the first user turn
   system_joiner: str = "\n\n"  # between folded system text and the first user text
   default_system: str | None = None  # system message used when a conversation has none
   trim_content: bool = False  # strip() each message's content, as the HF template does
   add_bos: bool = False  # the model expects a BOS id before the first turn
+
+  def __post_init__(self):
+    if not self.stop_tokens:
+      object.__setattr__(self, "stop_tokens", (self.end_of_turn,))
+    if not self.required_tokens:
+      markers = tuple(_MARKER.findall(self.header + self.end_of_turn))
+      object.__setattr__(self, "required_tokens", markers)
 
   def _header(self, role: str) -> str:
     return self.header.replace("{role}", role)
@@ -141,36 +152,26 @@ class ChatTemplate:
 
   def stop_ids(self, tokenizer: Tokenizer) -> tuple[int, ...]:
     """EOS and this format's end-of-turn ids in `tokenizer`, deduplicated."""
-    ids = [tokenizer.eos_id]
-    for piece in self.stop_tokens:
-      if tokenizer.id_of(piece) not in ids:
-        ids.append(tokenizer.id_of(piece))
-    return tuple(ids)
+    return tuple(dict.fromkeys([tokenizer.eos_id, *map(tokenizer.id_of, self.stop_tokens)]))
 
 
+# Gemma's and Llama 3's HF templates both open with bos_token and `| trim` every message.
+_TRIMMED_AFTER_BOS = dict(trim_content=True, add_bos=True)
 TEMPLATES: dict[str, ChatTemplate] = {
   # Gemma 3's HF template (text only); Gemma 1/2 differ only in rejecting a system message.
   "gemma": ChatTemplate(
     name="gemma",
     header="<start_of_turn>{role}\n",
     end_of_turn="<end_of_turn>",
-    separator="\n",
     model_role="model",
-    stop_tokens=("<end_of_turn>",),
-    required_tokens=("<start_of_turn>", "<end_of_turn>"),
     fold_system=True,
-    trim_content=True,
-    add_bos=True,
+    **_TRIMMED_AFTER_BOS,
   ),
   # HuggingFaceTB/SmolLM2-*-Instruct's template: ChatML plus a default system message.
   "chatml": ChatTemplate(
     name="chatml",
     header="<|im_start|>{role}\n",
     end_of_turn="<|im_end|>",
-    separator="\n",
-    model_role="assistant",
-    stop_tokens=("<|im_end|>",),
-    required_tokens=("<|im_start|>", "<|im_end|>"),
     default_system="You are a helpful AI assistant named SmolLM, trained by Hugging Face",
   ),
   # Meta-Llama-3-*-Instruct's template (3.1+ add a dated system preamble; not reproduced).
@@ -179,11 +180,7 @@ TEMPLATES: dict[str, ChatTemplate] = {
     header="<|start_header_id|>{role}<|end_header_id|>\n\n",
     end_of_turn="<|eot_id|>",
     separator="",
-    model_role="assistant",
-    stop_tokens=("<|eot_id|>",),
-    required_tokens=("<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"),
-    trim_content=True,
-    add_bos=True,
+    **_TRIMMED_AFTER_BOS,
   ),
 }
 

@@ -2,7 +2,7 @@
 
 Owns `load_math`: 'train' is the 12,000 problems outside MATH500 (gzipped in the package),
 'test' is MATH500 (500). Rows carry `unique_id, problem, solution, answer, subject, level`
-(shared/data/README.md); the gold `answer` is never empty.
+(files/README.md); the gold `answer` is never empty.
 """
 
 from __future__ import annotations

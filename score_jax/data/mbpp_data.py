@@ -1,6 +1,6 @@
 """MBPP (Austin et al., 2021): the full 974 problems and the hand-verified 'sanitized' 427.
 
-Owns `load_mbpp` and the standard task-id splits (google-research mbpp/README.md): 1-10 few-shot
+Owns `load_mbpp` and the standard task-id splits (as released with MBPP): 1-10 few-shot
 prompts, 11-510 test, 511-600 validation, 601-974 train. SCoRe trains on MBPP train and reports
 MBPP-R on test with the canonical 3-shot prompt built from tasks 2, 3 and 4 (`load_mbpp_shots`).
 """

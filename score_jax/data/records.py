@@ -18,8 +18,8 @@ from typing import Any
 
 FILES_DIR = pathlib.Path(__file__).resolve().parent / "files"
 
-# sha256 of the UNCOMPRESSED bytes, equal to the originals listed in shared/data/README.md, so a
-# gzipped copy is verified against the same digest as the plain file it came from.
+# sha256 of the UNCOMPRESSED bytes (listed in files/README.md), so a gzipped copy is verified
+# against the same digest as the plain file it came from.
 CHECKSUMS: dict[str, str] = {
   "math_train12k.jsonl.gz": "0a3c5ef95e675a3b26936faf1cad1f797d0b202e3c9457fab6603301c9e687fb",
   "math500_test.jsonl": "ccdf8777d8c1c6ad16dd1f5ff9e5f39282a5c9353399e7945f2aadb53916f2fe",

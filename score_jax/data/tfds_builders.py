@@ -42,6 +42,19 @@ FILE_FORMAT = "array_record"
 _NO_LEVEL = -1  # MATH's two "Level ?" problems; TFDS integer features cannot be null.
 
 
+def _dataset_info(
+  builder: tfds.core.DatasetBuilder, features: dict[str, Any], homepage: str
+) -> tfds.core.DatasetInfo:
+  """Both builders' info: shuffling disabled, so record i is the loader's example i."""
+  return tfds.core.DatasetInfo(
+    builder=builder,
+    description=__doc__,
+    features=tfds.features.FeaturesDict(features),
+    disable_shuffling=True,
+    homepage=homepage,
+  )
+
+
 class ScoreMath(tfds.core.GeneratorBasedBuilder):
   """MATH, Lightman et al. split: train 12,000 / test 500 (MATH500)."""
 
@@ -50,22 +63,15 @@ class ScoreMath(tfds.core.GeneratorBasedBuilder):
 
   def _info(self) -> tfds.core.DatasetInfo:
     text = tfds.features.Text()
-    return tfds.core.DatasetInfo(
-      builder=self,
-      description=__doc__,
-      features=tfds.features.FeaturesDict(
-        {
-          "unique_id": text,
-          "problem": text,
-          "solution": text,
-          "answer": text,
-          "subject": text,
-          "level": np.int32,
-        }
-      ),
-      disable_shuffling=True,
-      homepage="https://github.com/hendrycks/math",
-    )
+    features = {
+      "unique_id": text,
+      "problem": text,
+      "solution": text,
+      "answer": text,
+      "subject": text,
+      "level": np.int32,
+    }
+    return _dataset_info(self, features, homepage="https://github.com/hendrycks/math")
 
   def _split_generators(self, dl_manager: Any) -> dict[str, Iterator]:
     del dl_manager  # The data ships with score_jax.
@@ -99,23 +105,17 @@ class ScoreMbpp(tfds.core.GeneratorBasedBuilder):
 
   def _info(self) -> tfds.core.DatasetInfo:
     text = tfds.features.Text()
-    return tfds.core.DatasetInfo(
-      builder=self,
-      description=__doc__,
-      features=tfds.features.FeaturesDict(
-        {
-          "task_id": np.int32,
-          "text": text,
-          "code": text,
-          "test_setup_code": text,
-          "test_list": tfds.features.Sequence(text),
-          "challenge_test_list": tfds.features.Sequence(text),
-          "source_file": text,  # sanitized config only
-        }
-      ),
-      disable_shuffling=True,
-      homepage="https://github.com/google-research/google-research/tree/master/mbpp",
-    )
+    features = {
+      "task_id": np.int32,
+      "text": text,
+      "code": text,
+      "test_setup_code": text,
+      "test_list": tfds.features.Sequence(text),
+      "challenge_test_list": tfds.features.Sequence(text),
+      "source_file": text,  # sanitized config only
+    }
+    homepage = "https://github.com/google-research/google-research/tree/master/mbpp"
+    return _dataset_info(self, features, homepage)
 
   def _split_generators(self, dl_manager: Any) -> dict[str, Iterator]:
     del dl_manager

@@ -99,16 +99,11 @@ class Tokenizer(abc.ABC):
           f"text, but encoding it gives ids {got}"
         )
 
-  def _stop_ids(self, extra_stop_tokens: Sequence[str]) -> tuple[int, ...]:
-    stops = [self.eos_id]
-    for piece in END_OF_TURN_TOKENS:
-      token_id = self._lookup(piece)
-      if token_id is not None and token_id not in stops:
-        stops.append(token_id)
-    for piece in extra_stop_tokens:
-      if self.id_of(piece) not in stops:
-        stops.append(self.id_of(piece))
-    return tuple(stops)
+  def _stop_ids(self, extra_ids: Iterable[int]) -> tuple[int, ...]:
+    """EOS, then every end-of-turn token the vocabulary holds, then `extra_ids`, deduplicated."""
+    turn_ids = [self._lookup(piece) for piece in END_OF_TURN_TOKENS]
+    stops = [self.eos_id, *(i for i in turn_ids if i is not None), *extra_ids]
+    return tuple(dict.fromkeys(stops))
 
   def __repr__(self) -> str:
     return (
@@ -146,7 +141,7 @@ class SentencePieceTokenizer(Tokenizer):
     # Llama-2 style models define no pad; padded slots are masked out, so EOS is a safe filler.
     self.pad_id = self._sp.pad_id() if self._sp.pad_id() >= 0 else self.eos_id
     self._control = frozenset(i for i in range(self.vocab_size) if self._sp.IsControl(i))
-    self.stop_ids = self._stop_ids(extra_stop_tokens)
+    self.stop_ids = self._stop_ids(self.id_of(piece) for piece in extra_stop_tokens)
 
   def _encode(self, text: str) -> list[int]:
     return self._sp.Encode(text, out_type=int)
@@ -211,12 +206,9 @@ class HFTokenizer(Tokenizer):
     self.bos_id = None if bos_token is None else self._special("bos_token", bos_token)
     self.eos_id = self._special("eos_token", eos_token)
     self.pad_id = self.eos_id if pad_token is None else self._special("pad_token", pad_token)
-    stops = list(self._stop_ids(()))
-    for extra in extra_stop_tokens:
-      token_id = self._special("extra_stop_tokens", extra)
-      if token_id not in stops:
-        stops.append(token_id)
-    self.stop_ids = tuple(stops)
+    self.stop_ids = self._stop_ids(
+      self._special("extra_stop_tokens", extra) for extra in extra_stop_tokens
+    )
 
   @classmethod
   def from_file(cls, path: str | os.PathLike, **kwargs) -> HFTokenizer:
@@ -282,39 +274,32 @@ def _read_json(file: str) -> dict:
     raise TokenizerError(f"{file}:{e.lineno}: invalid JSON ({e.msg})") from e
 
 
-def load_tokenizer(
-  path: str | os.PathLike, *, chat_template: str | None = None, **kwargs
-) -> Tokenizer:
+def load_tokenizer(path: str | os.PathLike, **kwargs) -> Tokenizer:
   """Loads a `.model` (SentencePiece) or `tokenizer.json` (HF), or a directory holding one.
+
+  Knows nothing of chat formats: a caller that needs a template's markers checks them with
+  `ChatTemplate.check_tokenizer`, so a wrong vocabulary fails naming token and file.
 
   Args:
     path: a file, or a directory with tokenizer.model or tokenizer.json (HF preferred).
-    chat_template: a template name ('gemma', 'chatml', 'llama3') whose marker tokens must be
-      present; checked here so a wrong vocabulary fails at load, naming token and file.
     **kwargs: passed to the tokenizer class (special tokens, extra stop tokens).
   """
   path = os.fspath(path)
   if os.path.isdir(path):
     for name in ("tokenizer.json", "tokenizer.model"):
       if os.path.exists(os.path.join(path, name)):
-        return load_tokenizer(os.path.join(path, name), chat_template=chat_template, **kwargs)
+        return load_tokenizer(os.path.join(path, name), **kwargs)
     raise TokenizerError(f"{path}: directory has neither tokenizer.json nor tokenizer.model")
   if not os.path.exists(path):
     raise TokenizerError(f"{path}: no such tokenizer file")
   if path.endswith(".model"):
-    tok = SentencePieceTokenizer(path, **kwargs)
-  elif path.endswith(".json"):
-    tok = HFTokenizer.from_file(path, **kwargs)
-  else:
-    raise TokenizerError(
-      f"{path}: unknown tokenizer format; expected a SentencePiece .model or a tokenizer.json "
-      "(GGUF vocabularies load through the GGUF loader)"
-    )
-  if chat_template is not None:
-    from score_jax.data import chat  # Local import: chat only type-references this module.
-
-    chat.get_template(chat_template).check_tokenizer(tok)
-  return tok
+    return SentencePieceTokenizer(path, **kwargs)
+  if path.endswith(".json"):
+    return HFTokenizer.from_file(path, **kwargs)
+  raise TokenizerError(
+    f"{path}: unknown tokenizer format; expected a SentencePiece .model or a tokenizer.json "
+    "(GGUF vocabularies load through the GGUF loader)"
+  )
 
 
 def train_sentencepiece(

@@ -9,7 +9,8 @@ is decoded and re-encoded between turns; the whole episode is dispatched without
 The result is one token stream per episode in cache-slot order: `[prompt][y1][instr][y2]...` with
 holes (left padding, slots after a row's early stop, instruction padding) marked invalid. Feeding
 (tokens, positions, valid) to the decoder without a cache reproduces the sampler's attention, so
-`stream_logprobs` recomputes the sampler's log-probs exactly; that is what the trainer uses.
+the update steps (rl.scoring) recompute the sampler's log-probs exactly from the stream. The
+streams come back as an `rl.experience.Experience`, the type every update step takes.
 
 Shape letters: b episodes, s stream slots (= cache slots), a attempts, v vocab.
 """
@@ -18,15 +19,13 @@ import dataclasses
 from collections.abc import Callable, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from score_jax.generation import sampling
-from score_jax.models import decoder
-from score_jax.models.config import ModelConfig
+from score_jax.rl import experience as experience_lib
+from score_jax.rl.experience import Experience
 
 PyTree = dict
-STREAM_FIELDS = ("tokens", "positions", "valid", "turn", "loss_mask", "logp")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,16 +46,11 @@ class RolloutConfig:
     )
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class Episodes:
-  """Host arrays of b episodes; stream arrays are [b, s] in cache-slot order."""
+  """b sampled episodes: their update streams (host arrays) and what the host reads of them."""
 
-  tokens: np.ndarray  # int32 ids as sampled / as prompted; 0 in holes
-  positions: np.ndarray  # int32 RoPE positions (meaningful where valid)
-  valid: np.ndarray  # bool: slot holds a real token
-  turn: np.ndarray  # int32: 0 = prompt/instruction/hole, a = attempt a (1..K)
-  loss_mask: np.ndarray  # bool: valid & turn > 0 (sampled tokens, stop ids included)
-  logp: np.ndarray  # float32 sampler log-probs at the sampling temperature; 0 elsewhere
+  experience: Experience  # [b, s] streams in cache-slot order; rewards unset until scored
   prompt_index: np.ndarray  # [b] which prompt each episode answers (prompt-major order)
   attempt_tokens: list[list[list[int]]]  # [b][a] sampled ids, stop id included
   texts: list[list[str]] | None  # [b][a] decoded attempts WITHOUT the final stop id
@@ -79,10 +73,10 @@ def chat_inputs(
 
 def extra_slots(sampler: sampling.Sampler, rc: RolloutConfig, max_instruction_len: int) -> int:
   """Cache slots needed after the prompt bucket: K generation buckets + (K-1) instructions."""
-  g = sampling._bucket(rc.max_new_tokens, sampler.gen_buckets, "max_new_tokens")
+  g = sampling.bucket(rc.max_new_tokens, sampler.gen_buckets, "max_new_tokens")
   if rc.num_attempts == 1:
     return g
-  i = sampling._bucket(max_instruction_len, sampler.append_buckets, "instruction")
+  i = sampling.bucket(max_instruction_len, sampler.append_buckets, "instruction")
   return rc.num_attempts * g + (rc.num_attempts - 1) * i
 
 
@@ -137,7 +131,7 @@ def run_episodes(
         f"instructions: need one list for all prompts or one per prompt ({len(prompts)}), "
         f"got {len(instructions)}."
       )
-    sampling._validate_rows(instructions, sampler.config.vocab_size, "instructions")
+    sampling.validate_rows(instructions, sampler.config.vocab_size, "instructions")
   else:
     instructions = [[0]]
   n = rc.samples_per_prompt
@@ -156,10 +150,11 @@ def run_episodes(
     state, out = sampler.generate(params, state, sp, rng, turn=attempt)
     outs.append(out)
   arrays, outs = jax.device_get((state.arrays, outs))
-  return _to_episodes(arrays, outs, state.prompt_index, decode)
+  return to_episodes(arrays, outs, state.prompt_index, decode)
 
 
-def _to_episodes(arrays, outs, prompt_index, decode) -> Episodes:
+def to_episodes(arrays, outs, prompt_index, decode) -> Episodes:
+  """Episodes from the sampler's final state arrays and each attempt's outputs (host arrays)."""
   cache = arrays["cache"]
   valid = np.asarray(cache["valid"])
   turn = np.where(valid, arrays["turn_bs"], 0).astype(np.int32)
@@ -174,13 +169,16 @@ def _to_episodes(arrays, outs, prompt_index, decode) -> Episodes:
       [decode(toks[:-1] if o["stop_reason_b"][r] == stop else toks) for toks, o in zip(row, outs)]
       for r, row in enumerate(attempt_tokens)
     ]
-  return Episodes(
+  experience = Experience(
     tokens=np.where(valid, arrays["tokens_bs"], 0).astype(np.int32),
     positions=np.asarray(cache["positions"], np.int32),
     valid=valid,
     turn=turn,
     loss_mask=valid & (turn > 0),
     logp=np.where(valid & (turn > 0), arrays["logp_bs"], 0.0).astype(np.float32),
+  )
+  return Episodes(
+    experience=experience,
     prompt_index=prompt_index,
     attempt_tokens=attempt_tokens,
     texts=texts,
@@ -189,95 +187,16 @@ def _to_episodes(arrays, outs, prompt_index, decode) -> Episodes:
   )
 
 
-def stream_logprobs(
-  config: ModelConfig,
-  params: PyTree,
-  tokens_bs: jax.Array,
-  positions_bs: jax.Array,
-  valid_bs: jax.Array,
-  temperature: float,
-) -> jax.Array:
-  """log_softmax(logits / T) of each slot's token given the stream before it (T=0 -> T=1).
-
-  One forward pass without a cache over the stream; the token in slot j is scored with the
-  logits of the row's previous VALID slot (holes are skipped). Slots with no valid predecessor
-  (the first prompt token) and invalid slots get 0. Returns float32 [b, s].
-  """
-  valid_bs = jnp.asarray(valid_bs, bool)
-  logits_bsv, _ = decoder.forward(config, params, tokens_bs, positions_bs, valid_bs)
-  t = jnp.where(jnp.asarray(temperature) > 0, temperature, 1.0)
-  logp_bsv = jax.nn.log_softmax(logits_bsv.astype(jnp.float32) / t, axis=-1)
-  s = valid_bs.shape[1]
-  slot_s = jnp.arange(s)
-  # Next valid slot after i (s if none): the token that slot i's logits predict.
-  nxt_bs = jax.lax.cummin(jnp.where(valid_bs, slot_s, s)[:, ::-1], axis=1)[:, ::-1]
-  nxt_bs = jnp.concatenate([nxt_bs[:, 1:], jnp.full_like(nxt_bs[:, :1], s)], axis=1)
-  next_tok_bs = jnp.take_along_axis(tokens_bs, jnp.minimum(nxt_bs, s - 1), axis=1)
-  score_bs = jnp.take_along_axis(logp_bsv, next_tok_bs[..., None], axis=-1)[..., 0]
-  # Previous valid slot before j: whose score belongs to slot j.
-  prev_bs = jax.lax.cummax(jnp.where(valid_bs, slot_s, -1), axis=1)
-  prev_bs = jnp.concatenate([jnp.full_like(prev_bs[:, :1], -1), prev_bs[:, :-1]], axis=1)
-  out_bs = jnp.take_along_axis(score_bs, jnp.maximum(prev_bs, 0), axis=1)
-  return jnp.where(valid_bs & (prev_bs >= 0), out_bs, 0.0)
-
-
-def compact_streams(ep: Episodes, multiple: int) -> Episodes:
-  """`ep` with the holes of every stream dropped (`compact_stream_arrays`)."""
-  return dataclasses.replace(
-    ep, **compact_stream_arrays({f: getattr(ep, f) for f in STREAM_FIELDS}, multiple)
-  )
-
-
-def compact_stream_arrays(streams: dict[str, np.ndarray], multiple: int) -> dict[str, np.ndarray]:
-  """Drops the holes of STREAM_FIELDS arrays [b, s], so the update pays only for real tokens.
-
-  A stream in cache-slot order reserves a whole generation bucket per attempt, so a short first
-  attempt leaves most of its bucket as holes. Valid slots move left in their order, keeping their
-  token, position, turn and log-prob; `rollout.stream_logprobs` skips holes and attention follows
-  positions and the valid bit, so the update is the same. Streams are padded with holes to a
-  multiple of `multiple` slots (few distinct lengths, few compiles) and never grow. Other keys
-  (rewards, normalizer) pass through.
-  """
-  if multiple < 1:
-    raise ValueError(f"compact_streams: multiple must be >= 1, got {multiple}")
-  valid = streams["valid"]
-  order_bs = np.argsort(~valid, axis=1, kind="stable")  # valid slots first, in slot order
-  longest = int(valid.sum(axis=1).max(initial=0))
-  length = min(valid.shape[1], max(1, -(-longest // multiple)) * multiple)
-  take = lambda x: np.take_along_axis(x, order_bs, axis=1)[:, :length]
-  return {**streams, **{f: take(streams[f]) for f in STREAM_FIELDS}}
-
-
-def pad_streams(ep: Episodes, length: int) -> Episodes:
-  """Appends holes (invalid slots) so every stream array is [b, length]."""
-  s = ep.tokens.shape[1]
-  if length < s:
-    raise ValueError(f"pad_streams: cannot shrink streams of {s} slots to {length}")
-  pad = lambda x: np.pad(x, ((0, 0), (0, length - s)))
-  return dataclasses.replace(ep, **{f: pad(getattr(ep, f)) for f in STREAM_FIELDS})
-
-
-def concat_episodes(parts: Sequence[Episodes]) -> Episodes:
-  """Rows of several Episodes (streams padded to the longest); prompt indices renumbered."""
-  length = max(p.tokens.shape[1] for p in parts)
-  parts = [pad_streams(p, length) for p in parts]
+def concat(parts: Sequence[Episodes]) -> Episodes:
+  """The episodes of several batches in order (streams padded to the longest); prompt indices
+  renumbered so each part's prompts follow the previous part's."""
   offsets = np.cumsum([0] + [int(p.prompt_index.max()) + 1 for p in parts[:-1]])
   cat = lambda f: np.concatenate([getattr(p, f) for p in parts])
   return Episodes(
-    **{f: cat(f) for f in (*STREAM_FIELDS, "truncated", "lengths")},
+    experience=experience_lib.concat([p.experience for p in parts]),
     prompt_index=np.concatenate([p.prompt_index + o for p, o in zip(parts, offsets)]),
     attempt_tokens=[row for p in parts for row in p.attempt_tokens],
     texts=[row for p in parts for row in p.texts],
+    truncated=cat("truncated"),
+    lengths=cat("lengths"),
   )
-
-
-def offline_prompt_count(num_prompts: int, g: int, shards: int, ratio: float) -> int:
-  """Prompts (of `num_prompts`) whose first attempt comes from the base model.
-
-  The largest count <= round(ratio * num_prompts) that leaves both the offline and the online
-  episode counts divisible by the sampler's batch shards.
-  """
-  for k in range(int(round(ratio * num_prompts)), 0, -1):
-    if (k * g) % shards == 0 and ((num_prompts - k) * g) % shards == 0:
-      return k
-  return 0

@@ -1,11 +1,12 @@
 """The jitted KV-cache sampler: bucketed prefill, appended turns, and a while-loop decode.
 
-One `Sampler` owns three jitted functions, each compiled once per shape bucket:
-- `_prefill`: unique prompts (left-padded into a prompt bucket) into a fresh cache, then the
+One `Sampler` owns three jitted programs (generation.programs), each compiled once per shape
+bucket:
+- `prefill`: unique prompts (left-padded into a prompt bucket) into a fresh cache, then the
   cache is repeated along the batch so n samples per prompt share one prefill;
-- `_append`: T new tokens written on the SAME cache (turn-2 instructions): positions continue per
+- `append`: T new tokens written on the SAME cache (turn-2 instructions): positions continue per
   row from that row's last real token, so only the instruction is prefilled;
-- `_decode`: a `lax.while_loop` over the explicit cache, bounded by a generation bucket and a
+- `decode_loop`: a `lax.while_loop` over the explicit cache, bounded by a generation bucket and a
   traced `max_new_tokens`, exiting early once every row sampled a stop id.
 Temperature, top-k, top-p, stop ids and max_new_tokens are traced operands: changing them never
 recompiles. Greedy is temperature 0.
@@ -21,7 +22,6 @@ bucket, v vocab.
 
 import contextlib
 import dataclasses
-import enum
 import functools
 from collections.abc import Sequence
 
@@ -31,20 +31,13 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from score_jax.models import decoder
+from score_jax.generation import programs
+from score_jax.generation.programs import StopReason  # noqa: F401  (part of this module's face)
 from score_jax.models.config import ModelConfig
 from score_jax.parallel import mesh as mesh_lib
 
 PyTree = dict
 MAX_STOP_IDS = 8  # stop ids are a fixed-length traced operand (padded with -1)
-BATCH_AXES = ("data", "fsdp")
-
-
-class StopReason(enum.IntEnum):
-  """Why a row's attempt ended."""
-
-  STOP_ID = 1  # sampled one of the stop ids (kept as the attempt's last token)
-  LENGTH = 2  # hit max_new_tokens (truncated)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,7 +57,7 @@ class SamplingParams:
   stop_ids: tuple[int, ...] = ()
 
 
-def _bucket(n: int, buckets: Sequence[int], what: str) -> int:
+def bucket(n: int, buckets: Sequence[int], what: str) -> int:
   for b in sorted(buckets):
     if n <= b:
       return b
@@ -75,7 +68,7 @@ def validate_sampling(sp: SamplingParams, vocab_size: int, gen_buckets: Sequence
   """Raises ValueError naming the field of `sp` that cannot work (before anything compiles)."""
   if not isinstance(sp.max_new_tokens, int) or sp.max_new_tokens < 1:
     raise ValueError(f"max_new_tokens must be a positive int, got {sp.max_new_tokens!r}.")
-  _bucket(sp.max_new_tokens, gen_buckets, "max_new_tokens")
+  bucket(sp.max_new_tokens, gen_buckets, "max_new_tokens")
   if not sp.temperature >= 0:  # also rejects NaN
     raise ValueError(f"temperature must be >= 0 (0 = greedy), got {sp.temperature!r}.")
   if not 0.0 < sp.top_p <= 1.0:
@@ -89,7 +82,7 @@ def validate_sampling(sp: SamplingParams, vocab_size: int, gen_buckets: Sequence
       raise ValueError(f"stop id {s!r} is outside the vocabulary [0, {vocab_size}).")
 
 
-def _validate_rows(rows: Sequence[Sequence[int]], vocab_size: int, what: str) -> None:
+def validate_rows(rows: Sequence[Sequence[int]], vocab_size: int, what: str) -> None:
   if len(rows) == 0:
     raise ValueError(f"{what}: got an empty batch.")
   for i, row in enumerate(rows):
@@ -111,156 +104,6 @@ def left_pad(rows: Sequence[Sequence[int]], length: int, pad_id: int) -> tuple[n
     tokens[i, length - len(row) :] = row
     mask[i, length - len(row) :] = True
   return tokens, mask
-
-
-def _sample_tokens(logits_bv, keys_b, temperature, top_k, top_p):
-  """Samples one token per row in float32; returns (token_b, logp_b under the temperature)."""
-  logits_bv = logits_bv.astype(jnp.float32)
-  greedy = temperature <= 0.0
-  scaled_bv = logits_bv / jnp.where(greedy, 1.0, temperature)
-  vocab = logits_bv.shape[-1]
-
-  def filtered_sample(scaled_bv):
-    # Sort once and sample in sorted order, so ties at the cut-off never widen the allowed set.
-    iota_bv = jnp.broadcast_to(jnp.arange(vocab, dtype=jnp.int32), scaled_bv.shape)
-    neg_sorted_bv, order_bv = jax.lax.sort((-scaled_bv, iota_bv), num_keys=1)
-    sorted_bv = -neg_sorted_bv
-    probs_bv = jax.nn.softmax(sorted_bv, axis=-1)
-    mass_before_bv = jnp.cumsum(probs_bv, axis=-1) - probs_bv
-    rank_v = jnp.arange(vocab)
-    keep_bv = (mass_before_bv < top_p) & ((top_k <= 0) | (rank_v < top_k))
-    keep_bv = keep_bv.at[:, 0].set(True)
-    idx_b = jax.vmap(jax.random.categorical)(keys_b, jnp.where(keep_bv, sorted_bv, -jnp.inf))
-    return jnp.take_along_axis(order_bv, idx_b[:, None], axis=-1)[:, 0]
-
-  def plain_sample(scaled_bv):
-    return jax.vmap(jax.random.categorical)(keys_b, scaled_bv).astype(jnp.int32)
-
-  def stochastic(scaled_bv):
-    needs_filter = (top_k > 0) | (top_p < 1.0)
-    return jax.lax.cond(needs_filter, filtered_sample, plain_sample, scaled_bv)
-
-  def argmax(scaled_bv):
-    return jnp.argmax(scaled_bv, axis=-1).astype(jnp.int32)
-
-  token_b = jax.lax.cond(greedy, argmax, stochastic, scaled_bv)
-  logp_b = jnp.take_along_axis(jax.nn.log_softmax(scaled_bv, axis=-1), token_b[:, None], -1)
-  return token_b, logp_b[:, 0]
-
-
-def _prefill(config, params, tokens_ut, mask_ut, repeat_b, cache_len):
-  """Prefills unique prompts, then repeats cache and stream rows along the batch."""
-  num_unique, t = tokens_ut.shape
-  cache = decoder.init_cache(config, num_unique, cache_len)
-  pos_ut = jnp.maximum(jnp.cumsum(mask_ut, axis=1) - 1, 0).astype(jnp.int32)
-  logits_utv, cache = decoder.forward(config, params, tokens_ut, pos_ut, mask_ut, cache)
-  take = lambda x, axis: jnp.take(x, repeat_b, axis=axis)
-  cache = {
-    "k": take(cache["k"], 1),
-    "v": take(cache["v"], 1),
-    "valid": take(cache["valid"], 0),
-    "positions": take(cache["positions"], 0),
-    "index": cache["index"],
-  }
-  b = repeat_b.shape[0]
-  tokens_bs = jnp.zeros((b, cache_len), jnp.int32).at[:, :t].set(take(tokens_ut, 0))
-  return {
-    "cache": cache,
-    "tokens_bs": tokens_bs,
-    "logp_bs": jnp.zeros((b, cache_len), jnp.float32),
-    "turn_bs": jnp.zeros((b, cache_len), jnp.int32),
-    "next_pos_b": take(mask_ut.sum(axis=1).astype(jnp.int32), 0),
-    # Left padding puts each row's last real token in the last column.
-    "logits_bv": take(logits_utv[:, -1].astype(jnp.float32), 0),
-  }
-
-
-def _append(config, params, state, tokens_bt, mask_bt):
-  """Writes T (left-padded) tokens after each row's last real token; updates next logits."""
-  pos_bt = state["next_pos_b"][:, None] + jnp.cumsum(mask_bt, axis=1).astype(jnp.int32) - 1
-  pos_bt = jnp.maximum(pos_bt, 0)
-  start = state["cache"]["index"]
-  logits_btv, cache = decoder.forward(config, params, tokens_bt, pos_bt, mask_bt, state["cache"])
-  put = lambda buf, x: jax.lax.dynamic_update_slice(buf, x.astype(buf.dtype), (0, start))
-  return {
-    **state,
-    "cache": cache,
-    "tokens_bs": put(state["tokens_bs"], tokens_bt),
-    "logp_bs": put(state["logp_bs"], jnp.zeros(tokens_bt.shape)),
-    "turn_bs": put(state["turn_bs"], jnp.zeros(tokens_bt.shape)),
-    "next_pos_b": state["next_pos_b"] + mask_bt.sum(axis=1).astype(jnp.int32),
-    "logits_bv": logits_btv[:, -1].astype(jnp.float32),
-  }
-
-
-def _decode(config, gen_len, pad_id, params, state, rng, row_ids_b, turn, ops):
-  """Samples up to ops['max_new'] tokens per row (<= gen_len), writing each into the cache."""
-  b = row_ids_b.shape[0]
-  start = state["cache"]["index"]
-  # Per-row keys from the row's id, so tokens do not depend on batch layout or sharding.
-  row_keys_b = jax.vmap(lambda r: jax.random.fold_in(jax.random.fold_in(rng, r), turn))(row_ids_b)
-  stop_ids = ops["stop_ids"]
-
-  def cond(c):
-    return (c["i"] < ops["max_new"]) & jnp.any(c["active_b"])
-
-  def body(c):
-    i, active_b = c["i"], c["active_b"]
-    keys_b = jax.vmap(lambda k: jax.random.fold_in(k, i))(row_keys_b)
-    tok_b, logp_b = _sample_tokens(
-      c["logits_bv"], keys_b, ops["temperature"], ops["top_k"], ops["top_p"]
-    )
-    tok_b = jnp.where(active_b, tok_b, pad_id)
-    logp_b = jnp.where(active_b, logp_b, 0.0)
-    is_stop_b = active_b & jnp.any(tok_b[:, None] == stop_ids[None, :], axis=-1)
-    # The stop token goes into the cache too: the next turn continues after it.
-    logits_b1v, cache = decoder.forward(
-      config, params, tok_b[:, None], c["next_pos_b"][:, None], active_b[:, None], c["cache"]
-    )
-    return {
-      "i": i + 1,
-      "cache": cache,
-      "logits_bv": logits_b1v[:, 0].astype(jnp.float32),
-      "next_pos_b": c["next_pos_b"] + active_b.astype(jnp.int32),
-      "active_b": active_b & ~is_stop_b,
-      "stopped_b": c["stopped_b"] | is_stop_b,
-      "length_b": c["length_b"] + active_b.astype(jnp.int32),
-      "tokens_bg": jax.lax.dynamic_update_slice(c["tokens_bg"], tok_b[:, None], (0, i)),
-      "logp_bg": jax.lax.dynamic_update_slice(c["logp_bg"], logp_b[:, None], (0, i)),
-    }
-
-  init = {
-    "i": jnp.int32(0),
-    "cache": state["cache"],
-    "logits_bv": state["logits_bv"],
-    "next_pos_b": state["next_pos_b"],
-    "active_b": jnp.ones((b,), bool),
-    "stopped_b": jnp.zeros((b,), bool),
-    "length_b": jnp.zeros((b,), jnp.int32),
-    "tokens_bg": jnp.full((b, gen_len), pad_id, jnp.int32),
-    "logp_bg": jnp.zeros((b, gen_len), jnp.float32),
-  }
-  c = jax.lax.while_loop(cond, body, init)
-  # Columns past the loop's last step are overwritten by later turns (the cache index is i).
-  g_mask_bg = jnp.arange(gen_len)[None, :] < c["length_b"][:, None]
-  put = lambda buf, x: jax.lax.dynamic_update_slice(buf, x.astype(buf.dtype), (0, start))
-  new_state = {
-    **state,
-    "cache": c["cache"],
-    "tokens_bs": put(state["tokens_bs"], c["tokens_bg"]),
-    "logp_bs": put(state["logp_bs"], c["logp_bg"]),
-    "turn_bs": put(state["turn_bs"], jnp.where(g_mask_bg, turn, 0)),
-    "next_pos_b": c["next_pos_b"],
-    "logits_bv": c["logits_bv"],
-  }
-  reason_b = jnp.where(c["stopped_b"], int(StopReason.STOP_ID), int(StopReason.LENGTH))
-  out = {
-    "tokens_bg": c["tokens_bg"],
-    "logp_bg": c["logp_bg"],
-    "length_b": c["length_b"],
-    "stop_reason_b": reason_b.astype(jnp.int32),
-  }
-  return new_state, out
 
 
 @dataclasses.dataclass
@@ -306,10 +149,10 @@ class Sampler:
     self.gen_buckets = tuple(sorted(gen_buckets))
     self.pad_id = pad_id
     self.mesh = mesh
-    self.prefill_fn = jax.jit(functools.partial(_prefill, config), static_argnums=(4,))
-    self.append_fn = jax.jit(functools.partial(_append, config), donate_argnums=(1,))
+    self.prefill_fn = jax.jit(functools.partial(programs.prefill, config), static_argnums=(4,))
+    self.append_fn = jax.jit(functools.partial(programs.append, config), donate_argnums=(1,))
     self.decode_fn = jax.jit(
-      functools.partial(_decode, config), static_argnums=(0, 1), donate_argnums=(3,)
+      functools.partial(programs.decode_loop, config), static_argnums=(0, 1), donate_argnums=(3,)
     )
 
   def jitted_functions(self) -> dict:
@@ -324,14 +167,14 @@ class Sampler:
   def _put_batch(self, x: np.ndarray) -> jax.Array:
     if self.mesh is None:
       return jnp.asarray(x)
-    shards = int(np.prod([self.mesh.shape[a] for a in BATCH_AXES]))
-    spec = P(BATCH_AXES) if x.shape[0] % shards == 0 else P()
+    shards = mesh_lib.batch_shards(self.mesh)
+    spec = P(mesh_lib.BATCH_AXES) if x.shape[0] % shards == 0 else P()
     return jax.device_put(x, NamedSharding(self.mesh, spec))
 
   def _batch_shards(self) -> int:
     if self.mesh is None:
       return 1
-    return int(np.prod([self.mesh.shape[a] for a in BATCH_AXES]))
+    return mesh_lib.batch_shards(self.mesh)
 
   def start(
     self,
@@ -347,10 +190,10 @@ class Sampler:
     `extra_slots` = slots reserved after the prompt bucket (all attempts and appended turns);
     cache length = prompt bucket + extra_slots, so keep it fixed to avoid recompiles.
     """
-    _validate_rows(prompts, self.config.vocab_size, "prompts")
+    validate_rows(prompts, self.config.vocab_size, "prompts")
     if samples_per_prompt < 1:
       raise ValueError(f"samples_per_prompt must be >= 1, got {samples_per_prompt}.")
-    t = _bucket(max(len(p) for p in prompts), self.prompt_buckets, "prompt")
+    t = bucket(max(len(p) for p in prompts), self.prompt_buckets, "prompt")
     b = len(prompts) * samples_per_prompt
     if b % self._batch_shards():
       raise ValueError(
@@ -378,10 +221,10 @@ class Sampler:
   def append(self, params: PyTree, state: SamplerState, rows: Sequence[Sequence[int]]):
     """Appends one token row per episode (e.g. the turn-2 instruction) onto the same cache."""
     b = len(state.prompt_index)
-    _validate_rows(rows, self.config.vocab_size, "appended tokens")
+    validate_rows(rows, self.config.vocab_size, "appended tokens")
     if len(rows) != b:
       raise ValueError(f"appended tokens: need one row per episode ({b}), got {len(rows)}.")
-    t = _bucket(max(len(r) for r in rows), self.append_buckets, "appended tokens")
+    t = bucket(max(len(r) for r in rows), self.append_buckets, "appended tokens")
     self._check_room(state, t)
     tokens_bt, mask_bt = left_pad(rows, t, self.pad_id)
     with self._context():
@@ -409,7 +252,7 @@ class Sampler:
   ) -> tuple[SamplerState, dict]:
     """Samples one attempt per row, continuing the cache; returns (state, device outputs)."""
     validate_sampling(sp, self.config.vocab_size, self.gen_buckets)
-    g = _bucket(sp.max_new_tokens, self.gen_buckets, "max_new_tokens")
+    g = bucket(sp.max_new_tokens, self.gen_buckets, "max_new_tokens")
     self._check_room(state, g)
     stop = np.full((MAX_STOP_IDS,), -1, np.int32)
     stop[: len(sp.stop_ids)] = sp.stop_ids
@@ -437,7 +280,7 @@ class Sampler:
   ) -> Generation:
     """Single-turn convenience: one attempt per (prompt, sample), as host arrays."""
     validate_sampling(sp, self.config.vocab_size, self.gen_buckets)
-    g = _bucket(sp.max_new_tokens, self.gen_buckets, "max_new_tokens")
+    g = bucket(sp.max_new_tokens, self.gen_buckets, "max_new_tokens")
     state = self.start(params, prompts, samples_per_prompt=samples_per_prompt, extra_slots=g)
     _, out = self.generate(params, state, sp, rng)
     out = jax.device_get(out)

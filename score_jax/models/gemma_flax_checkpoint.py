@@ -21,7 +21,7 @@ import orbax.checkpoint as ocp
 
 from score_jax.models.checkpoint_errors import CheckpointError
 from score_jax.models.config import ModelConfig
-from score_jax.models.hf_checkpoint import LeafSource, build_params, to_host
+from score_jax.models.leaf_sources import LeafSource, build_params, to_host
 
 PyTree = Any
 # Multimodal parts of Gemma 3 checkpoints, skipped by this text-only loader.
@@ -32,7 +32,9 @@ _MLP_LEAVES = ("/mlp/gating_einsum", "/mlp/linear")
 
 def _check_config(config: ModelConfig) -> None:
   if not config.family.startswith("gemma") or not config.norm_plus_one or config.qkv_bias:
-    raise CheckpointError(f"the Gemma Flax layout holds Gemma models only; got family {config.family}")  # fmt: skip
+    raise CheckpointError(
+      f"the Gemma Flax layout holds Gemma models only; got family {config.family}"
+    )
   if not config.tie_embeddings:
     raise CheckpointError(
       "the Gemma Flax layout has no lm_head: config.tie_embeddings must be True"
@@ -44,18 +46,14 @@ def default_transpose_gating(config: ModelConfig) -> bool:
   return config.family == "gemma3"
 
 
-def flax_sources(config: ModelConfig, transpose_gating_einsum: bool, vocab_rows: int | None = None) -> list[LeafSource]:  # fmt: skip
+def flax_sources(
+  config: ModelConfig, transpose_gating_einsum: bool, vocab_rows: int | None = None
+) -> list[LeafSource]:
   """Where every leaf of our tree lives in the (canonical, `transformer/`-less) Flax layout."""
   _check_config(config)
   c = config
-  d, h, n, k, f, v = (
-    c.embed_dim,
-    c.num_heads,
-    c.num_kv_heads,
-    c.head_dim,
-    c.hidden_dim,
-    c.vocab_size,
-  )
+  d, f, v = c.embed_dim, c.hidden_dim, c.vocab_size
+  h, n, k = c.num_heads, c.num_kv_heads, c.head_dim
   rows = vocab_rows or v
 
   def layer(path, name, shape, fwd):
@@ -77,11 +75,15 @@ def flax_sources(config: ModelConfig, transpose_gating_einsum: bool, vocab_rows:
   ]
   if n == h:  # MHA checkpoints fuse q, k and v
     for i, name in enumerate(("q_proj", "k_proj", "v_proj")):
-      out.append(layer(("attn", name, "kernel"), "attn/qkv_einsum/w", (3, h, d, k), lambda x, i=i: dhk(x[i])))  # fmt: skip
+      out.append(
+        layer(("attn", name, "kernel"), "attn/qkv_einsum/w", (3, h, d, k), lambda x, i=i: dhk(x[i]))
+      )
   else:
     out.append(layer(("attn", "q_proj", "kernel"), "attn/q_einsum/w", (h, d, k), dhk))
     for i, name in enumerate(("k_proj", "v_proj")):
-      out.append(layer(("attn", name, "kernel"), "attn/kv_einsum/w", (2, n, d, k), lambda x, i=i: dhk(x[i])))  # fmt: skip
+      out.append(
+        layer(("attn", name, "kernel"), "attn/kv_einsum/w", (2, n, d, k), lambda x, i=i: dhk(x[i]))
+      )
   gating = (2, f, d) if transpose_gating_einsum else (2, d, f)
   for i, name in enumerate(("gate_proj", "up_proj")):
     fwd = (lambda x, i=i: x[i].T) if transpose_gating_einsum else (lambda x, i=i: x[i])
@@ -141,7 +143,9 @@ class OrbaxReader:
       node_i, node_a = node_i.setdefault(p, {}), node_a.setdefault(p, {})
     node_i[path[-1]] = 0
     node_a[path[-1]] = ocp.RestoreArgs(restore_type=np.ndarray)
-    out = self._ckpt.restore(self.path, args=ocp.args.PyTreeRestore(item=item, restore_args=args, partial_restore=True))  # fmt: skip
+    out = self._ckpt.restore(
+      self.path, args=ocp.args.PyTreeRestore(item=item, restore_args=args, partial_restore=True)
+    )
     for p in path:
       out = out[p]
     return np.asarray(out)
@@ -160,7 +164,7 @@ def load_gemma_flax(
   Args:
     path: the Orbax checkpoint directory.
     config: the architecture (the layout stores no config; use a gemma preset).
-    mesh: when given, leaves are born sharded (see hf_checkpoint.build_params).
+    mesh: when given, leaves are born sharded (see leaf_sources.build_params).
     transpose_gating_einsum: gating tensor orientation; None infers it from its shape.
     drop_extra_vocab: Gemma 1/2 releases pad the embedding to 256128 rows; keep only the
       first config.vocab_size rows instead of failing on the shape.
@@ -180,10 +184,14 @@ def load_gemma_flax(
     rows = emb[0]
   sources = flax_sources(config, bool(transpose_gating_einsum), rows)
   ignore = lambda key: key.startswith(_IGNORED)
-  return build_params(config, sources, reader.get_tensor, mesh, available=reader.shapes, ignore=ignore, source=source)  # fmt: skip
+  return build_params(
+    config, sources, reader.get_tensor, mesh, available=reader.shapes, ignore=ignore, source=source
+  )
 
 
-def flax_tree(config: ModelConfig, params: PyTree, *, transpose_gating_einsum: bool | None = None) -> dict[str, np.ndarray]:  # fmt: skip
+def flax_tree(
+  config: ModelConfig, params: PyTree, *, transpose_gating_einsum: bool | None = None
+) -> dict[str, np.ndarray]:
   """Our params as canonical Flax-layout tensors (`layer_0/attn/q_einsum/w` -> array)."""
   _check_config(config)
   t = (
@@ -208,8 +216,12 @@ def flax_tree(config: ModelConfig, params: PyTree, *, transpose_gating_einsum: b
     gate, up = mlp["gate_proj"]["kernel"][i], mlp["up_proj"]["kernel"][i]
     out[pre + "mlp/gating_einsum/w"] = np.stack([gate.T, up.T] if t else [gate, up])
     out[pre + "mlp/linear/w"] = mlp["down_proj"]["kernel"][i]
-    for ours, theirs in (("pre_attention_norm", "pre_attention_norm"), ("pre_ffw_norm", "pre_ffw_norm"),
-                         ("post_attention_norm", "post_attention_norm"), ("post_ffw_norm", "post_ffw_norm")):  # fmt: skip
+    for ours, theirs in (
+      ("pre_attention_norm", "pre_attention_norm"),
+      ("pre_ffw_norm", "pre_ffw_norm"),
+      ("post_attention_norm", "post_attention_norm"),
+      ("post_ffw_norm", "post_ffw_norm"),
+    ):
       if ours in layers:
         out[pre + theirs + "/scale"] = layers[ours]["scale"][i]
     if config.qk_norm:

@@ -12,10 +12,8 @@ ids equal transformers' for the same file.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import re
-from collections.abc import Mapping
 from typing import Any
 
 import gguf
@@ -38,7 +36,7 @@ SUPPORTED_TYPES = frozenset(
 )
 _ARCH_FAMILY = {"llama": "llama", "qwen2": "qwen2"}
 # Architectures whose converter permutes Q/K rows for llama.cpp's interleaved RoPE.
-_PERMUTED_QK = frozenset({"llama"})
+PERMUTED_QK = frozenset({"llama"})
 
 # HF per-layer weight suffix -> llama.cpp suffix.
 _LAYER_NAMES = {
@@ -76,7 +74,7 @@ _PRE_SPLITS = {
   **dict.fromkeys(("llama3", "llama-v3", "llama-bpe", "smaug-bpe", "dbrx"), _LLAMA3_SPLIT),
   **dict.fromkeys(("qwen2", "deepseek-r1-qwen"), _QWEN2_SPLIT),
 }
-_CONTROL, _USER_DEFINED = 3, 4  # llama.cpp token types
+TOKEN_CONTROL, TOKEN_USER_DEFINED = 3, 4  # llama.cpp token types
 
 
 class GGUFError(CheckpointError):
@@ -155,9 +153,13 @@ def config_from_gguf(reader: gguf.GGUFReader, preset: ModelConfig | None = None)
     want = getattr(preset, key)
     same = np.isclose(value, want, rtol=1e-6) if isinstance(value, float) else value == want
     if not same:
-      raise GGUFError(f"{path} does not match the preset: {key} is {value!r} in the file, {want!r} in the preset")  # fmt: skip
+      raise GGUFError(
+        f"{path} does not match the preset: {key} is {value!r} in the file, {want!r} in the preset"
+      )
   if preset.family not in ((arch,) if arch == "qwen2" else ("llama", "mistral")):
-    raise GGUFError(f"{path}: general.architecture={arch!r} does not fit preset family {preset.family!r}")  # fmt: skip
+    raise GGUFError(
+      f"{path}: general.architecture={arch!r} does not fit preset family {preset.family!r}"
+    )
   if "rope_freqs.weight" in names:
     _check_rope_freqs(reader, preset)
   return preset
@@ -187,7 +189,7 @@ def _dequantize(reader: gguf.GGUFReader, tensor) -> np.ndarray:
   return np.asarray(gguf.quants.dequantize(tensor.data, qtype), np.float32)
 
 
-def _gguf_name(hf_name: str) -> str:
+def gguf_name(hf_name: str) -> str:
   """llama.cpp name of an HF tensor name (with or without the 'model.' prefix)."""
   name = hf_name.removeprefix("model.")
   if name in _GLOBAL_NAMES:
@@ -198,16 +200,9 @@ def _gguf_name(hf_name: str) -> str:
   raise GGUFError(f"no llama.cpp equivalent for HF tensor {hf_name!r}")
 
 
-def _permute_qk(w: np.ndarray, n_head: int) -> np.ndarray:
-  # llama.cpp's converter (convert_hf_to_gguf.py, LlamaModel.permute): HF's rotate-half rows of
-  # each head become interleaved (even, odd) pairs, the layout ggml's RoPE rotates.
-  rows = w.shape[0]
-  return w.reshape(n_head, 2, rows // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
-
-
 def _unpermute_qk(w: np.ndarray, n_head: int) -> np.ndarray:
   # llama.cpp's converter reorders each head's rows from HF's rotate-half layout to interleaved
-  # pairs: reshape(n_head, 2, k/2, ...).swapaxes(1, 2). This is its exact inverse.
+  # pairs (`gguf_writer._permute_qk`). This is its exact inverse.
   rows = w.shape[0]
   return w.reshape(n_head, rows // n_head // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
@@ -241,11 +236,11 @@ class GGUFTensors:
     return out
 
   def __call__(self, hf_name: str) -> np.ndarray:
-    name = _gguf_name(hf_name)
+    name = gguf_name(hf_name)
     if name not in self._tensors:
       raise GGUFError(f"{_source(self._reader)}: tensor {name!r} (HF {hf_name!r}) is missing")
     w = _dequantize(self._reader, self._tensors[name])
-    if self._arch in _PERMUTED_QK and name.endswith(("attn_q.weight", "attn_k.weight")):
+    if self._arch in PERMUTED_QK and name.endswith(("attn_q.weight", "attn_k.weight")):
       heads = self._config.num_heads if "attn_q" in name else self._config.num_kv_heads
       w = _unpermute_qk(w, heads)
     return w
@@ -311,10 +306,10 @@ def tokenizer_from_gguf(reader: gguf.GGUFReader) -> tokenizer_lib.HFTokenizer:
     [
       tokenizers.AddedToken(t, normalized=False, special=True)
       for t, ty in zip(tokens, types, strict=True)
-      if ty == _CONTROL and set(t) <= alphabet
+      if ty == TOKEN_CONTROL and set(t) <= alphabet
     ]
   )
-  user = [t for t, ty in zip(tokens, types, strict=True) if ty == _USER_DEFINED and t in vocab]
+  user = [t for t, ty in zip(tokens, types, strict=True) if ty == TOKEN_USER_DEFINED and t in vocab]
   if user:
     tok.add_tokens([tokenizers.AddedToken(t, normalized=False, special=False) for t in user])
 
@@ -366,99 +361,3 @@ def load_gguf(
     config, get_tensor, mesh, hf_shapes=get_tensor.hf_shapes(), prefix="model.", source=path
   )
   return config, params, tokenizer_from_gguf(reader)
-
-
-def _tokenizer_metadata(tok: tokenizers.Tokenizer) -> tuple[list[str], list[int], list[str]]:
-  """(tokens by id, llama.cpp token types, 'left right' merges) of a byte-level BPE tokenizer."""
-  spec = json.loads(tok.to_str())
-  if spec["model"]["type"] != "BPE":
-    raise GGUFError(f"write_gguf: only BPE tokenizers can be written, got {spec['model']['type']}")
-  size = tok.get_vocab_size(with_added_tokens=True)
-  tokens: list[str | None] = [None] * size
-  types = [1] * size  # NORMAL
-  for piece, i in spec["model"]["vocab"].items():
-    tokens[i] = piece
-  for added in spec["added_tokens"]:
-    tokens[added["id"]] = added["content"]
-    types[added["id"]] = _CONTROL if added["special"] else _USER_DEFINED
-  holes = [i for i, t in enumerate(tokens) if t is None]
-  if holes:
-    raise GGUFError(f"write_gguf: tokenizer ids are not contiguous (no token for id {holes[0]})")
-  merges = [m if isinstance(m, str) else " ".join(m) for m in spec["model"]["merges"]]
-  return tokens, types, merges
-
-
-def write_gguf(
-  path: str | os.PathLike,
-  config: ModelConfig,
-  hf_tensors: Mapping[str, np.ndarray],
-  tokenizer: tokenizers.Tokenizer,
-  *,
-  bos_id: int | None,
-  eos_id: int,
-  pad_id: int | None = None,
-  qtype: QT = QT.F32,
-  qtypes: Mapping[str, QT] | None = None,
-  pre: str = "default",
-) -> None:
-  """Writes a llama.cpp GGUF of a llama/Mistral/Qwen2 model (for llama.cpp users and tests).
-
-  Args:
-    path: output `.gguf` file.
-    config: the architecture (written as `{arch}.*` metadata).
-    hf_tensors: HF-named weights ('model.layers.0.self_attn.q_proj.weight', ...), HF layout.
-    tokenizer: a byte-level BPE `tokenizers.Tokenizer`; added special tokens become CONTROL.
-    bos_id, eos_id, pad_id: special token ids.
-    qtype: type of 2-D weights (norms and biases stay F32, as llama.cpp writes them);
-    qtypes: per-llama.cpp-name overrides, e.g. {'token_embd.weight': QT.Q8_0}.
-    pre: `tokenizer.ggml.pre`, which selects the pre-tokenizer split regex when loading.
-  """
-  arch = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2"}.get(config.family)
-  if arch is None or config.rope_scaling_type == "llama3":
-    raise GGUFError(f"write_gguf: family {config.family!r} / rope {config.rope_scaling_type!r} not supported")  # fmt: skip
-  w = gguf.GGUFWriter(os.fspath(path), arch)
-  w.add_block_count(config.num_layers)
-  w.add_context_length(config.max_seq_len)
-  w.add_embedding_length(config.embed_dim)
-  w.add_feed_forward_length(config.hidden_dim)
-  w.add_head_count(config.num_heads)
-  w.add_head_count_kv(config.num_kv_heads)
-  if config.head_dim * config.num_heads != config.embed_dim:
-    w.add_key_length(config.head_dim)
-    w.add_value_length(config.head_dim)
-  w.add_rope_dimension_count(config.head_dim)
-  w.add_rope_freq_base(config.rope_theta)
-  w.add_layer_norm_rms_eps(config.norm_eps)
-  w.add_vocab_size(config.vocab_size)
-  if config.rope_scaling_type == "linear":
-    w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
-    w.add_rope_scaling_factor(config.rope_scaling_factor)
-  tokens, types, merges = _tokenizer_metadata(tokenizer)
-  w.add_tokenizer_model("gpt2")
-  w.add_tokenizer_pre(pre)
-  w.add_token_list(tokens)
-  w.add_token_types(types)
-  w.add_token_merges(merges)
-  for key, value in (("bos", bos_id), ("eos", eos_id), ("pad", pad_id)):
-    if value is not None:
-      getattr(w, f"add_{key}_token_id")(value)
-  for hf_name, value in hf_tensors.items():
-    name = _gguf_name(hf_name)
-    x = np.asarray(value, np.float32)
-    if arch in _PERMUTED_QK and name.endswith(("attn_q.weight", "attn_k.weight")):
-      heads = config.num_heads if "attn_q" in name else config.num_kv_heads
-      x = _permute_qk(x, heads)
-    kind = (qtypes or {}).get(name, qtype) if x.ndim == 2 else QT.F32
-    if kind == QT.F32:
-      w.add_tensor(name, x)
-    elif kind == QT.F16:
-      w.add_tensor(name, x.astype(np.float16))
-    else:
-      try:
-        w.add_tensor(name, gguf.quants.quantize(x, kind), raw_dtype=kind)
-      except (ValueError, NotImplementedError) as e:
-        raise GGUFError(f"write_gguf: cannot quantize {name} {x.shape} to {kind.name}: {e}") from e
-  w.write_header_to_file()
-  w.write_kv_data_to_file()
-  w.write_tensors_to_file()
-  w.close()

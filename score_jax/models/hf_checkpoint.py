@@ -1,32 +1,33 @@
-"""Hugging Face checkpoints: config.json <-> ModelConfig and safetensors <-> our parameter tree.
+"""Hugging Face checkpoints: safetensors <-> our parameter tree (config.json: `hf_config`).
 
 Owns the per-family HF name mapping (Gemma 1/2/3, Llama, Qwen2, Mistral), lazy (sharded)
-safetensors reading, params built one layer tensor at a time (optionally straight into their
-mesh shardings), and export to `model.safetensors` + `config.json` that transformers loads.
-`build_params` and `LeafSource` are shared with the other importers (Gemma Flax, GGUF).
+safetensors reading, loading through the shared validated builder (`leaf_sources.build_params`,
+optionally straight into mesh shardings), and export to `model.safetensors` + `config.json`
+that transformers loads.
 """
 
-import dataclasses
 import json
 import pathlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
-from score_jax.models import decoder
-from score_jax.models import sharding as model_sharding
-from score_jax.models.checkpoint_errors import CheckpointError, check_keys, check_shape
+from score_jax.models.checkpoint_errors import CheckpointError
 from score_jax.models.config import ModelConfig
 from score_jax.models.hf_config import hf_config_dict, load_hf_config
-
-PyTree = Any
-GetTensor = Callable[[str], np.ndarray]
+from score_jax.models.leaf_sources import (
+  GetTensor,
+  LeafSource,
+  PyTree,
+  build_params,
+  source_shapes,
+  to_host,
+)
 
 # Key prefixes of the text decoder, most specific first, with the matching lm_head key:
 # transformers 5 Gemma3ForConditionalGeneration in memory, its (legacy) saved layout, plain LMs.
@@ -44,22 +45,6 @@ _MULTIMODAL = (
 )
 
 
-@dataclasses.dataclass(frozen=True)
-class LeafSource:
-  """Where one parameter leaf comes from: one source tensor per layer (or one, unstacked).
-
-  to_ours maps a source tensor (shape src_shape) to our per-layer leaf shape; to_source is its
-  inverse (None when the leaf cannot be exported on its own, e.g. a fused Flax qkv tensor).
-  """
-
-  path: tuple[str, ...]
-  keys: tuple[str, ...]
-  src_shape: tuple[int, ...]
-  to_ours: Callable[[np.ndarray], np.ndarray]
-  to_source: Callable[[np.ndarray], np.ndarray] | None = None
-  stacked: bool = True
-
-
 def _identity(x):
   return x
 
@@ -73,15 +58,8 @@ def hf_sources(
 ) -> list[LeafSource]:
   """The HF tensor behind every leaf of `config`'s parameter tree."""
   c = config
-  d, h, n, k, f, v, nl = (
-    c.embed_dim,
-    c.num_heads,
-    c.num_kv_heads,
-    c.head_dim,
-    c.hidden_dim,
-    c.vocab_size,
-    c.num_layers,
-  )
+  d, f, v, nl = c.embed_dim, c.hidden_dim, c.vocab_size, c.num_layers
+  h, n, k = c.num_heads, c.num_kv_heads, c.head_dim
 
   def layer(path, name, shape, fwd, inv):
     keys = tuple(f"{prefix}layers.{i}.{name}" for i in range(nl))
@@ -141,114 +119,9 @@ def hf_sources(
   return out
 
 
-def source_shapes(sources: Sequence[LeafSource]) -> dict[str, tuple[int, ...]]:
-  """Every source key with its expected shape (keys shared by several leaves appear once)."""
-  return {key: tuple(s.src_shape) for s in sources for key in s.keys}
-
-
 def hf_param_shapes(config: ModelConfig, prefix: str = "model.") -> dict[str, tuple[int, ...]]:
   """HF tensor name -> shape that a checkpoint for `config` must hold (used by the GGUF loader)."""
   return source_shapes(hf_sources(config, prefix))
-
-
-def _set(tree: dict, path: tuple[str, ...], value) -> None:
-  for name in path[:-1]:
-    tree = tree.setdefault(name, {})
-  tree[path[-1]] = value
-
-
-def _norm_index(index: tuple[slice, ...], shape: tuple[int, ...]) -> tuple:
-  return tuple(s.indices(n) for s, n in zip(index, shape))
-
-
-def build_params(
-  config: ModelConfig,
-  sources: Sequence[LeafSource],
-  get_tensor: GetTensor,
-  mesh: jax.sharding.Mesh | None = None,
-  *,
-  available: Mapping[str, tuple[int, ...]] | None = None,
-  ignore: Callable[[str], bool] = lambda key: False,
-  source: str = "checkpoint",
-) -> PyTree:
-  """Builds the parameter tree from per-layer source tensors, validated first.
-
-  With `available` (every key the checkpoint holds -> shape) missing/unexpected/misshaped
-  tensors fail before anything is read; without it each tensor's shape is checked as read.
-  With a mesh every leaf is born in its `model_sharding.param_shardings` sharding: each layer tensor
-  is read once and only the slices of this process's devices are kept (never the whole model).
-  """
-  expected = source_shapes(sources)
-  if available is not None:
-    check_keys(expected, available, source, ignore=ignore)
-  abstract = decoder.abstract_params(config)
-  shardings = model_sharding.param_shardings(config, mesh) if mesh is not None else None
-  dtype = np.dtype(config.params_dtype)
-  covered = {s.path for s in sources}
-  wanted = {
-    tuple(getattr(p, "key", p) for p in path)
-    for path, _ in jax.tree_util.tree_leaves_with_path(abstract)
-  }
-  if covered != wanted:  # a mapping bug, not a user error: say exactly which leaves
-    raise CheckpointError(f"mapping covers {sorted(covered ^ wanted)} inconsistently with the tree")
-
-  def read(key: str) -> np.ndarray:
-    try:
-      x = np.asarray(get_tensor(key))
-    except KeyError as e:
-      raise CheckpointError(f"{source}: 1 missing tensor(s): {key}") from e
-    check_shape(key, expected[key], x.shape, source)
-    return x
-
-  params: dict = {}
-  for src in sources:
-    leaf = abstract
-    for name in src.path:
-      leaf = leaf[name]
-    shape = tuple(leaf.shape)
-
-    def layer_value(i, src=src, shape=shape):
-      x = src.to_ours(read(src.keys[i])).astype(dtype)
-      want = shape[1:] if src.stacked else shape
-      if x.shape != want:
-        raise CheckpointError(
-          f"{source}: {src.keys[i]} maps to {x.shape}, leaf {src.path} needs {want}"
-        )
-      return x
-
-    if shardings is None:
-      if src.stacked:
-        value = np.stack([layer_value(i) for i in range(len(src.keys))])
-      else:
-        value = layer_value(0)
-      _set(params, src.path, jnp.asarray(value))
-      continue
-    shard = shardings
-    for name in src.path:
-      shard = shard[name]
-    indices = {
-      _norm_index(idx, shape): idx for idx in shard.addressable_devices_indices_map(shape).values()
-    }
-    bufs = {}
-    if src.stacked:  # layer by layer: each layer tensor is read once for all local shards
-      for key in indices:
-        bufs[key] = np.empty([len(range(*r)) for r in key], dtype)
-      for i in range(len(src.keys)):
-        rows = {key: range(*key[0]) for key in indices}
-        if not any(i in r for r in rows.values()):
-          continue
-        x = layer_value(i)
-        for key, idx in indices.items():
-          if i in rows[key]:
-            bufs[key][rows[key].index(i)] = x[idx[1:]]
-    else:
-      x = layer_value(0)
-      bufs = {key: np.ascontiguousarray(x[idx]) for key, idx in indices.items()}
-    arr = jax.make_array_from_callback(
-      shape, shard, lambda idx, b=bufs, s=shape: b[_norm_index(idx, s)]
-    )
-    _set(params, src.path, arr)
-  return params
 
 
 def _detect_prefix(keys) -> tuple[str, str]:
@@ -367,15 +240,6 @@ def load_hf_checkpoint(
     config, reader.get_tensor, mesh, hf_shapes=reader.shapes, source=reader.source
   )
   return config, params
-
-
-def to_host(x) -> np.ndarray:
-  """A (possibly multi-host sharded) array gathered into one host numpy array."""
-  if isinstance(x, jax.Array) and not x.is_fully_addressable:
-    from jax.experimental import multihost_utils
-
-    x = multihost_utils.process_allgather(x, tiled=True)
-  return np.asarray(jax.device_get(x))
 
 
 def export_hf(

@@ -14,102 +14,68 @@ from collections.abc import Mapping
 from typing import Any
 
 from score_jax.models.checkpoint_errors import CheckpointError
-from score_jax.models.config import ModelConfig
+from score_jax.models.config import FAMILY_SWITCHES, ModelConfig
 
-# transformers 5.24 config-class defaults for the fields a config.json may omit.
+# transformers 5.24 config-class defaults for the fields a config.json may omit: first the fields
+# every class has (in _SHARED_FIELDS order), then what each class adds or changes from its parent.
+_SHARED_FIELDS = (
+  "vocab_size",
+  "hidden_size",
+  "intermediate_size",
+  "num_hidden_layers",
+  "num_attention_heads",
+  "num_key_value_heads",
+  "head_dim",
+  "max_position_embeddings",
+  "rms_norm_eps",
+  "tie_word_embeddings",
+)
+_GEMMA_DEFAULTS = dict(
+  zip(_SHARED_FIELDS, (256000, 3072, 24576, 28, 16, 16, 256, 8192, 1e-6, True), strict=True)
+)
+_LLAMA_DEFAULTS = dict(
+  zip(_SHARED_FIELDS, (32000, 4096, 11008, 32, 32, None, None, 2048, 1e-6, False), strict=True)
+)
+_GEMMA2_DEFAULTS = dict(
+  _GEMMA_DEFAULTS,
+  hidden_size=2304,
+  intermediate_size=9216,
+  num_hidden_layers=26,
+  num_attention_heads=8,
+  num_key_value_heads=4,
+  query_pre_attn_scalar=256,
+  sliding_window=4096,
+  final_logit_softcapping=30.0,
+  attn_logit_softcapping=50.0,
+)
 _HF_DEFAULTS = {
-  "gemma": dict(
-    vocab_size=256000,
-    hidden_size=3072,
-    intermediate_size=24576,
-    num_hidden_layers=28,
-    num_attention_heads=16,
-    num_key_value_heads=16,
-    head_dim=256,
-    max_position_embeddings=8192,
-    rms_norm_eps=1e-6,
-    tie_word_embeddings=True,
-  ),
-  "gemma2": dict(
-    vocab_size=256000,
-    hidden_size=2304,
-    intermediate_size=9216,
-    num_hidden_layers=26,
-    num_attention_heads=8,
-    num_key_value_heads=4,
-    head_dim=256,
-    max_position_embeddings=8192,
-    rms_norm_eps=1e-6,
-    tie_word_embeddings=True,
-    query_pre_attn_scalar=256,
-    sliding_window=4096,
-    final_logit_softcapping=30.0,
-    attn_logit_softcapping=50.0,
-  ),
+  "gemma": _GEMMA_DEFAULTS,
+  "gemma2": _GEMMA2_DEFAULTS,
   "gemma3_text": dict(
+    _GEMMA2_DEFAULTS,
     vocab_size=262208,
-    hidden_size=2304,
-    intermediate_size=9216,
-    num_hidden_layers=26,
-    num_attention_heads=8,
-    num_key_value_heads=4,
-    head_dim=256,
     max_position_embeddings=131072,
-    rms_norm_eps=1e-6,
-    tie_word_embeddings=True,
-    query_pre_attn_scalar=256,
-    sliding_window=4096,
     final_logit_softcapping=None,
     attn_logit_softcapping=None,
   ),
-  "llama": dict(
-    vocab_size=32000,
-    hidden_size=4096,
-    intermediate_size=11008,
-    num_hidden_layers=32,
-    num_attention_heads=32,
-    num_key_value_heads=None,
-    head_dim=None,
-    max_position_embeddings=2048,
-    rms_norm_eps=1e-6,
-    tie_word_embeddings=False,
-  ),
+  "llama": _LLAMA_DEFAULTS,
   "qwen2": dict(
+    _LLAMA_DEFAULTS,
     vocab_size=151936,
-    hidden_size=4096,
     intermediate_size=22016,
-    num_hidden_layers=32,
-    num_attention_heads=32,
     num_key_value_heads=32,
-    head_dim=None,
     max_position_embeddings=32768,
-    rms_norm_eps=1e-6,
-    tie_word_embeddings=False,
     use_sliding_window=False,
     sliding_window=4096,
     max_window_layers=28,
   ),
   "mistral": dict(
-    vocab_size=32000,
-    hidden_size=4096,
+    _LLAMA_DEFAULTS,
     intermediate_size=14336,
-    num_hidden_layers=32,
-    num_attention_heads=32,
     num_key_value_heads=8,
-    head_dim=None,
     max_position_embeddings=131072,
-    rms_norm_eps=1e-6,
-    tie_word_embeddings=False,
     sliding_window=4096,
   ),
-}
-_FAMILY = {
-  "gemma": "gemma",
-  "gemma2": "gemma2",
-  "gemma3_text": "gemma3",
-  "llama": "llama",
-  "qwen2": "qwen2",
-  "mistral": "mistral",
 }
 _ARCH = {
   "gemma": ("GemmaForCausalLM", "gemma"),
@@ -119,33 +85,7 @@ _ARCH = {
   "qwen2": ("Qwen2ForCausalLM", "qwen2"),
   "mistral": ("MistralForCausalLM", "mistral"),
 }
-# Architecture switches each HF family hard-codes (ModelConfig field -> value).
-_GEMMA = dict(activation="gelu_tanh", norm_plus_one=True, scale_embeddings=True, qkv_bias=False)
-_LLAMA = dict(
-  activation="silu",
-  norm_plus_one=False,
-  scale_embeddings=False,
-  qk_norm=False,
-  use_post_attn_norm=False,
-  use_post_ffw_norm=False,
-  attn_logit_softcap=None,
-  final_logit_softcap=None,
-)
-_FIXED = {
-  "gemma": {
-    **_GEMMA,
-    "qk_norm": False,
-    "use_post_attn_norm": False,
-    "use_post_ffw_norm": False,
-    "attn_logit_softcap": None,
-    "final_logit_softcap": None,
-  },
-  "gemma2": {**_GEMMA, "qk_norm": False, "use_post_attn_norm": True, "use_post_ffw_norm": True},
-  "gemma3": {**_GEMMA, "qk_norm": True, "use_post_attn_norm": True, "use_post_ffw_norm": True},
-  "llama": {**_LLAMA, "qkv_bias": False},
-  "qwen2": {**_LLAMA, "qkv_bias": True},
-  "mistral": {**_LLAMA, "qkv_bias": False},
-}
+_FAMILY = {model_type: family for family, (_, model_type) in _ARCH.items()}
 
 
 def _rope_fields(rp: Mapping[str, Any], max_pos: int, where: str) -> dict[str, Any]:
@@ -199,6 +139,55 @@ def _rope_config(raw: Mapping[str, Any], model_type: str, max_pos: int, where: s
   )
 
 
+def _activation(c: Mapping[str, Any], family: str, where: str) -> str:
+  """The ModelConfig activation of HF config fields `c` (family defaults applied)."""
+  act = (
+    c.get("hidden_activation")
+    or c.get("hidden_act")
+    or ("gelu_pytorch_tanh" if family.startswith("gemma") else "silu")
+  )
+  acts = {"gelu_pytorch_tanh": "gelu_tanh", "gelu_tanh": "gelu_tanh", "silu": "silu"}
+  if family == "gemma" and act == "gelu":  # transformers maps Gemma's legacy 'gelu' to tanh
+    act = "gelu_pytorch_tanh"
+  if act not in acts:
+    raise CheckpointError(f"{where}: activation {act!r} unsupported; known: {sorted(acts)}")
+  return acts[act]
+
+
+def _layer_types(
+  c: Mapping[str, Any], family: str, where: str
+) -> tuple[tuple[str, ...], int | None]:
+  """(ModelConfig layer_types, sliding window) as each HF family interprets fields `c`."""
+  n = c["num_hidden_layers"]
+  window = c.get("sliding_window")
+  if family in ("gemma2", "gemma3"):
+    period = 2 if family == "gemma2" else c.get("sliding_window_pattern", 6)
+    hf_types = c.get("layer_types") or [
+      "full_attention" if (i + 1) % period == 0 else "sliding_attention" for i in range(n)
+    ]
+  elif family == "qwen2":
+    window = window if c.get("use_sliding_window") else None
+    hf_types = c.get("layer_types") or [
+      "sliding_attention"
+      if window is not None and i >= c["max_window_layers"]
+      else "full_attention"
+      for i in range(n)
+    ]
+  elif family == "mistral":  # Mistral slides every layer whenever sliding_window is set
+    hf_types = ["sliding_attention" if window is not None else "full_attention"] * n
+  else:
+    hf_types = ["full_attention"] * n
+  bad = sorted({t for t in hf_types} - {"full_attention", "sliding_attention"})
+  if bad or len(hf_types) != n:
+    raise CheckpointError(
+      f"{where}: layer_types must be {n} of full/sliding_attention, got {hf_types}"
+    )
+  layer_types = tuple(
+    "local" if t == "sliding_attention" and window else "global" for t in hf_types
+  )
+  return layer_types, window
+
+
 def load_hf_config(path: str | pathlib.Path, **overrides) -> ModelConfig:
   """Reads an HF `config.json` (file or its directory) into a ModelConfig.
 
@@ -238,45 +227,11 @@ def load_hf_config(path: str | pathlib.Path, **overrides) -> ModelConfig:
     raise CheckpointError(f"{where}: attention_bias/mlp_bias are unsupported for {mt}")
   heads = c["num_attention_heads"]
   head_dim = c.get("head_dim") or c["hidden_size"] // heads
-  act = (
-    c.get("hidden_activation")
-    or c.get("hidden_act")
-    or ("gelu_pytorch_tanh" if family.startswith("gemma") else "silu")
-  )
-  acts = {"gelu_pytorch_tanh": "gelu_tanh", "gelu_tanh": "gelu_tanh", "silu": "silu"}
-  if family == "gemma" and act == "gelu":  # transformers maps Gemma's legacy 'gelu' to tanh
-    act = "gelu_pytorch_tanh"
-  if act not in acts:
-    raise CheckpointError(f"{where}: activation {act!r} unsupported; known: {sorted(acts)}")
+  act = _activation(c, family, where)
   n = c["num_hidden_layers"]
-  window = c.get("sliding_window")
-  if family in ("gemma2", "gemma3"):
-    period = 2 if family == "gemma2" else c.get("sliding_window_pattern", 6)
-    hf_types = c.get("layer_types") or [
-      "full_attention" if (i + 1) % period == 0 else "sliding_attention" for i in range(n)
-    ]
-  elif family == "qwen2":
-    window = window if c.get("use_sliding_window") else None
-    hf_types = c.get("layer_types") or [
-      "sliding_attention"
-      if window is not None and i >= c["max_window_layers"]
-      else "full_attention"
-      for i in range(n)
-    ]
-  elif family == "mistral":  # Mistral slides every layer whenever sliding_window is set
-    hf_types = ["sliding_attention" if window is not None else "full_attention"] * n
-  else:
-    hf_types = ["full_attention"] * n
-  bad = sorted({t for t in hf_types} - {"full_attention", "sliding_attention"})
-  if bad or len(hf_types) != n:
-    raise CheckpointError(
-      f"{where}: layer_types must be {n} of full/sliding_attention, got {hf_types}"
-    )
-  layer_types = tuple(
-    "local" if t == "sliding_attention" and window else "global" for t in hf_types
-  )
+  layer_types, window = _layer_types(c, family, where)
   max_pos = int(c["max_position_embeddings"])
-  kw = dict(_FIXED[family])  # then what the config says, including its activation
+  kw = dict(FAMILY_SWITCHES[family])  # then what the config says, including its activation
   kw.update(
     family=family,
     vocab_size=c["vocab_size"],
@@ -286,7 +241,7 @@ def load_hf_config(path: str | pathlib.Path, **overrides) -> ModelConfig:
     num_heads=heads,
     num_kv_heads=c.get("num_key_value_heads") or heads,
     head_dim=head_dim,
-    activation=acts[act],
+    activation=act,
     norm_eps=float(c["rms_norm_eps"]),
     tie_embeddings=bool(c["tie_word_embeddings"] if tie is None else tie),
     query_pre_attn_scalar=float(c["query_pre_attn_scalar"])
@@ -314,12 +269,14 @@ def _int_scalar(x: float) -> int:
   return int(x)
 
 
-def hf_config_dict(config: ModelConfig) -> dict[str, Any]:
-  """config.json contents for `config` in transformers-5 form; raises if HF cannot express it."""
+def _check_expressible(config: ModelConfig) -> None:
+  """Raises CheckpointError naming the field when no transformers class can express `config`."""
   c, fam = config, config.family
-  wrong = {k: getattr(c, k) for k, v in _FIXED[fam].items() if getattr(c, k) != v}
+  wrong = {k: getattr(c, k) for k, v in FAMILY_SWITCHES[fam].items() if getattr(c, k) != v}
   if wrong:
-    raise CheckpointError(f"{fam} in transformers hard-codes {_FIXED[fam]}; config has {wrong}")
+    raise CheckpointError(
+      f"{fam} in transformers hard-codes {FAMILY_SWITCHES[fam]}; config has {wrong}"
+    )
   local = "local" in c.layer_types
   if fam in ("gemma", "llama") and local:
     raise CheckpointError(
@@ -331,23 +288,31 @@ def hf_config_dict(config: ModelConfig) -> dict[str, Any]:
     raise CheckpointError(
       f"{fam} scales attention by head_dim**-0.5; query_pre_attn_scalar={c.query_pre_attn_scalar}"
     )
-
-  def rope(local_layer: bool) -> dict[str, Any]:
-    theta = c.rope_local_theta if local_layer and c.rope_local_theta else c.rope_theta
-    kind = c.rope_scaling_type if (not local_layer or c.rope_scale_local) else "none"
-    out = {"rope_type": "default" if kind == "none" else kind, "rope_theta": theta}
-    if kind != "none":
-      out["factor"] = c.rope_scaling_factor
-    if kind == "llama3":
-      out.update(
-        low_freq_factor=c.rope_llama3_low_freq_factor,
-        high_freq_factor=c.rope_llama3_high_freq_factor,
-        original_max_position_embeddings=c.rope_original_max_position,
-      )
-    return out
-
-  if fam != "gemma3" and local and rope(True) != rope(False):
+  if fam != "gemma3" and local and _rope(c, True) != _rope(c, False):
     raise CheckpointError(f"{fam} in transformers uses one RoPE for all layers; local differs")
+
+
+def _rope(c: ModelConfig, local_layer: bool) -> dict[str, Any]:
+  """The HF rope-parameter dict of global (or local) layers."""
+  theta = c.rope_local_theta if local_layer and c.rope_local_theta else c.rope_theta
+  kind = c.rope_scaling_type if (not local_layer or c.rope_scale_local) else "none"
+  out = {"rope_type": "default" if kind == "none" else kind, "rope_theta": theta}
+  if kind != "none":
+    out["factor"] = c.rope_scaling_factor
+  if kind == "llama3":
+    out.update(
+      low_freq_factor=c.rope_llama3_low_freq_factor,
+      high_freq_factor=c.rope_llama3_high_freq_factor,
+      original_max_position_embeddings=c.rope_original_max_position,
+    )
+  return out
+
+
+def hf_config_dict(config: ModelConfig) -> dict[str, Any]:
+  """config.json contents for `config` in transformers-5 form; raises if HF cannot express it."""
+  _check_expressible(config)
+  c, fam = config, config.family
+  local = "local" in c.layer_types
   arch, model_type = _ARCH[fam]
   out = dict(
     architectures=[arch],
@@ -369,10 +334,13 @@ def hf_config_dict(config: ModelConfig) -> dict[str, Any]:
   out["hidden_activation" if fam in ("gemma2", "gemma3") else "hidden_act"] = act
   hf_types = ["sliding_attention" if t == "local" else "full_attention" for t in c.layer_types]
   if fam == "gemma3":
-    out["rope_parameters"] = {"full_attention": rope(False), "sliding_attention": rope(True)}
+    out["rope_parameters"] = {
+      "full_attention": _rope(c, False),
+      "sliding_attention": _rope(c, True),
+    }
     out["rope_local_base_freq"] = c.rope_local_theta or c.rope_theta
   else:
-    out["rope_parameters"] = rope(False)
+    out["rope_parameters"] = _rope(c, False)
   if fam in ("gemma2", "gemma3"):
     out.update(
       query_pre_attn_scalar=_int_scalar(c.query_pre_attn_scalar or c.head_dim),

@@ -11,12 +11,12 @@ from typing import Any
 
 from score_jax.data import tokenizer as tokenizer_lib
 from score_jax.models import presets
-from score_jax.models.config import ModelConfig
+from score_jax.models.config import SIZE_FIELDS, ModelConfig
 
 PyTree = Any
 
 # Fields a checkpoint's own config must share with --preset (dtypes etc. are run choices).
-_ARCH_FIELDS = ("family", "vocab_size", "embed_dim", "hidden_dim", "num_layers", "num_heads", "num_kv_heads", "head_dim", "tie_embeddings", "qkv_bias")  # fmt: skip
+_ARCH_FIELDS = ("family", *SIZE_FIELDS, "tie_embeddings", "qkv_bias")
 
 
 def check_matches_preset(found: ModelConfig, preset: ModelConfig, source: str) -> None:
@@ -42,16 +42,20 @@ def load_model(
   if path.endswith(".gguf"):
     from score_jax.models import gguf_checkpoint
 
-    config, params, tok = gguf_checkpoint.load_gguf(path, preset=want, dtype=dtype, param_dtype=dtype)  # fmt: skip
+    config, params, tok = gguf_checkpoint.load_gguf(
+      path, preset=want, dtype=dtype, param_dtype=dtype
+    )
   elif _is_hf(path):
-    from score_jax.models import hf_checkpoint
+    from score_jax.models import hf_checkpoint, hf_config
 
     directory = path if os.path.isdir(path) else os.path.dirname(path)
     has_config = os.path.exists(os.path.join(directory, "config.json"))
     if want is None and not has_config:
       raise ValueError(f"{path}: no config.json next to the weights; pass --preset")
     if has_config:
-      found = dataclasses.replace(hf_checkpoint.load_hf_config(directory), dtype=dtype, param_dtype=dtype)  # fmt: skip
+      found = dataclasses.replace(
+        hf_config.load_hf_config(directory), dtype=dtype, param_dtype=dtype
+      )
       if want is not None:
         check_matches_preset(found, want, f"{directory}/config.json")
       want = want or found

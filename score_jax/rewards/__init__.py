@@ -1,0 +1,1 @@
+"""Rewards: the MATH answer checker, the sandboxed code checker and the pool that runs them."""

@@ -17,7 +17,7 @@ relayed as failures by the bootstrap.
 A run passes only if the harness's own end marker (a fresh secret per run, never in the program
 text, command line or any file) appears on stdout AND the process exits 0. The harness prints it
 after every assert ran, so `exit(0)` before the tests, a crash, or a killed harness cannot pass.
-Asserts are rewritten (`_AssertRewriter`) into calls that compare builtin values type-strictly,
+Asserts are rewritten (`assert_rewrite`) into calls that compare builtin values type-strictly,
 so an object whose `__eq__` always returns True cannot satisfy `assert f(x) == 3`.
 
 Root (CI, TPU VMs): each run gets its own unprivileged uid from a dedicated range (RLIMIT_NPROC
@@ -25,7 +25,6 @@ counts per uid and does not bind root; the uid also keeps the program out of roo
 Not root: no uid drop and no process-count limit; namespaces are tried through a user namespace.
 """
 
-import ast
 import dataclasses
 import functools
 import itertools
@@ -43,6 +42,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 
+from score_jax.rewards.assert_rewrite import rewrite_tests
 from score_jax.rewards.outcome import Outcome, Verdict
 from score_jax.rewards.zygote import Zygote, ZygoteRun
 
@@ -92,44 +92,6 @@ class TestResult:
   @property
   def verdict(self) -> Verdict:
     return Verdict(_STATUS_OUTCOME[self.status], self.detail)
-
-
-class _AssertRewriter(ast.NodeTransformer):
-  """`assert e` -> `_sbx_assert(e', line)`; comparisons/not/and/or in e become strict calls."""
-
-  def visit_Assert(self, node: ast.Assert) -> ast.AST:
-    call = ast.Call(_name("_sbx_assert"), [self._test(node.test), ast.Constant(node.lineno)], [])
-    return ast.copy_location(ast.Expr(call), node)
-
-  def _test(self, e: ast.expr) -> ast.expr:
-    if isinstance(e, ast.Compare):
-      ops = ast.Tuple([ast.Constant(type(op).__name__) for op in e.ops], ast.Load())
-      operands = ast.List([e.left, *e.comparators], ast.Load())
-      return ast.Call(_name("_sbx_compare"), [operands, ops], [])
-    if isinstance(e, ast.UnaryOp) and isinstance(e.op, ast.Not):
-      return ast.UnaryOp(ast.Not(), ast.Call(_name("_sbx_truth"), [self._test(e.operand)], []))
-    if isinstance(e, ast.BoolOp):
-      values = [ast.Call(_name("_sbx_truth"), [self._test(v)], []) for v in e.values]
-      return ast.BoolOp(e.op, values)
-    return e
-
-
-def _name(name: str) -> ast.Name:
-  return ast.Name(name, ast.Load())
-
-
-def rewrite_tests(source: str, field: str = "tests"):
-  """Parses trusted test code, rewrites its asserts, and compiles it.
-
-  Raises:
-    ValueError: naming `field` and the line when the code does not parse.
-  """
-  try:
-    tree = ast.parse(source, filename=f"<{field}>")
-  except SyntaxError as e:
-    raise ValueError(f"{field}: line {e.lineno}: {e.msg}: {(e.text or '').strip()!r}") from None
-  tree = ast.fix_missing_locations(_AssertRewriter().visit(tree))
-  return compile(tree, f"<{field}>", "exec")
 
 
 def _sandbox_uid() -> int | None:
@@ -206,15 +168,7 @@ def run_tests(
     ValueError: a non-string program or unparsable tests/setup (bad input, not a bad attempt).
     ZygoteError: `zygote` could not be (re)started.
   """
-  if not isinstance(program, str):
-    raise ValueError(f"program must be str, got {type(program).__name__}")
-  if not isinstance(tests, str):
-    if not all(isinstance(t, str) for t in tests):
-      raise ValueError(f"tests must be str or a sequence of str, got {tests!r:.80}")
-    tests = "\n".join(tests)
-  if not (timeout_s > 0 and memory_mb > 0 and output_cap_bytes > 0):
-    raise ValueError(f"timeout_s={timeout_s}, memory_mb={memory_mb}, output_cap_bytes="
-                     f"{output_cap_bytes}: all must be > 0")  # fmt: skip
+  tests = _checked_inputs(program, tests, timeout_s, memory_mb, output_cap_bytes)
   tests_code, setup = rewrite_tests(tests, "tests"), rewrite_tests(setup_code, "setup_code")
   uid = _sandbox_uid()
   marker = secrets.token_hex(16)
@@ -232,28 +186,7 @@ def run_tests(
   }  # fmt: skip
   start = time.monotonic()
   try:
-    if zygote is not None:
-      proc = zygote.launch()
-      status = proc.status
-      cfg["ppid"] = zygote.pid  # the bootstrap checks it is still tied to its parent
-      cfg["status_fd"] = ZygoteRun.STATUS_FD
-    else:
-      loader = _LOADER.format(os.path.dirname(os.path.abspath(__file__)))
-      status_r, status_w = os.pipe()
-      try:
-        proc = subprocess.Popen(
-          [sys.executable, "-I", "-S", "-c", loader],
-          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-          env=env, cwd=workdir, start_new_session=True, close_fds=True, pass_fds=(status_w,),
-        )  # fmt: skip
-      except BaseException:
-        os.close(status_r)
-        raise
-      finally:
-        os.close(status_w)
-      status = open(status_r, "rb")
-      cfg["ppid"] = os.getpid()
-      cfg["status_fd"] = status_w  # pass_fds keeps the number
+    proc, status = _launch(cfg, zygote)
     try:
       out, err, capped, killed, started = _communicate(
         proc, marshal.dumps(cfg), status, start, timeout_s, output_cap_bytes
@@ -271,6 +204,51 @@ def run_tests(
     return TestResult("error", "", err.decode("utf-8", "replace"), duration, None,
                       "the sandbox zygote died during the run")  # fmt: skip
   return _result(proc.returncode, out, err, marker, capped, killed, started, duration)
+
+
+def _checked_inputs(
+  program, tests: Sequence[str] | str, timeout_s: float, memory_mb: int, output_cap_bytes: int
+) -> str:
+  """The tests as one source string; ValueError on a bad input (not a bad attempt)."""
+  if not isinstance(program, str):
+    raise ValueError(f"program must be str, got {type(program).__name__}")
+  if not isinstance(tests, str):
+    if not all(isinstance(t, str) for t in tests):
+      raise ValueError(f"tests must be str or a sequence of str, got {tests!r:.80}")
+    tests = "\n".join(tests)
+  if not (timeout_s > 0 and memory_mb > 0 and output_cap_bytes > 0):
+    raise ValueError(f"timeout_s={timeout_s}, memory_mb={memory_mb}, output_cap_bytes="
+                     f"{output_cap_bytes}: all must be > 0")  # fmt: skip
+  return tests
+
+
+def _launch(cfg: dict, zygote: Zygote | None):
+  """Starts the sandbox (a zygote fork, else a fresh interpreter) -> (process, status pipe).
+
+  Records in `cfg` the parent the bootstrap must stay tied to and its status pipe's fd.
+  """
+  if zygote is not None:
+    proc = zygote.launch()
+    cfg["ppid"] = zygote.pid  # the bootstrap checks it is still tied to its parent
+    cfg["status_fd"] = ZygoteRun.STATUS_FD
+    return proc, proc.status
+  loader = _LOADER.format(os.path.dirname(os.path.abspath(__file__)))
+  status_r, status_w = os.pipe()
+  try:
+    proc = subprocess.Popen(
+      [sys.executable, "-I", "-S", "-c", loader],
+      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+      env=cfg["env"], cwd=cfg["workdir"], start_new_session=True, close_fds=True,
+      pass_fds=(status_w,),
+    )  # fmt: skip
+  except BaseException:
+    os.close(status_r)
+    raise
+  finally:
+    os.close(status_w)
+  cfg["ppid"] = os.getpid()
+  cfg["status_fd"] = status_w  # pass_fds keeps the number
+  return proc, open(status_r, "rb")
 
 
 def _communicate(proc, blob: bytes, status, start: float, timeout_s: float, cap: int):

@@ -1,10 +1,9 @@
 """String side of the MATH checker: answer extraction, LaTeX normalisation, candidate splitting.
 
 Owns everything that works on text alone (no sympy): reading the paper's final-answer line or the
-last `\\boxed{}`, turning LaTeX answers into a canonical string, splitting an answer into its
-top-level candidates, and the classic Hendrycks `strip_string` normaliser (rewritten here from the
-MATH paper's description) used for literature-comparable numbers. `math_reward` builds the
-symbolic checks on top and lists the conventions the two modules implement together.
+last `\\boxed{}`, turning LaTeX answers into a canonical string, and splitting an answer into its
+top-level candidates (the classic Hendrycks normaliser is `hendrycks_normalize`). `math_reward`
+builds the symbolic checks on top and lists the conventions the modules implement together.
 
 Text conventions decided here (each tested in tests/rewards/math_reward_test.py):
 - Thousands: `,` `,\\!` `{,}` followed by three digits (spaces after the separator allowed:
@@ -23,8 +22,8 @@ Text conventions decided here (each tested in tests/rewards/math_reward_test.py)
   so that it can still be compared as an equation. `\\approx` reads as `=`.
 - A variable between two bounds is an interval: `-2 \\le x < 7` = `[-2, 7)`.
 - Bare braces with a top-level comma are a set (`{1,2}` = `\\{1,2\\}`); without one they group.
-- A trailing `\\text{...}` of words after a value is a unit or label (`5\\text{ apples}` = 5), unless
-  it holds a digit or a hedge word ("or", "and", "not", ...).
+- A trailing `\\text{...}` of words after a value is a unit or label (`5\\text{ apples}` = 5),
+  unless it holds a digit or a hedge word ("or", "and", "not", ...).
 - Items are split at top-level `,` `;` "or" "and" `\\vee` `\\wedge`; one `\\pm` makes two items
   (inside a set, two elements).
 - Extraction ignores fenced code (```) and Asymptote: a "Final Answer" line printed by a program
@@ -374,37 +373,3 @@ def chain_members(s: str) -> list[str]:
     return []
   members = [s[i + 1 : j] for i, j in zip([-1, *eqs], [*eqs, len(s)])]
   return members[1:] if _is_label(members[0]) else members
-
-
-def _hendrycks_fix_a_slash_b(s: str) -> str:
-  parts = s.split("/")
-  if len(parts) == 2 and parts[0].isdigit() and parts[1].isdigit():
-    return f"\\frac{{{parts[0]}}}{{{parts[1]}}}"
-  return s
-
-
-def strip_string(s: str) -> str:
-  """The Hendrycks MATH `strip_string` normaliser, reimplemented from the MATH paper's code."""
-  s = s.replace("\n", "").replace("\\!", "").replace("\\\\", "\\")
-  s = s.replace("tfrac", "frac").replace("dfrac", "frac")
-  s = s.replace("\\left", "").replace("\\right", "")
-  s = s.replace("^{\\circ}", "").replace("^\\circ", "")
-  s = s.replace("\\$", "")
-  if "\\text{ " in s:  # units: everything from the last "\text{ " on
-    s = s.split("\\text{ ")[0]
-  s = s.replace("\\%", "").replace("%", "")
-  s = s.replace(" .", " 0.").replace("{.", "{0.")
-  if not s:
-    return s
-  if s[0] == ".":
-    s = "0" + s
-  if len(s.split("=")) == 2 and len(s.split("=")[0]) <= 2:
-    s = s.split("=")[1]
-  s = re.sub(r"\\sqrt(\w)", r"\\sqrt{\1}", s)
-  s = s.replace(" ", "")
-  s = re.sub(r"\\frac(\d)(\d)", r"\\frac{\1}{\2}", s)
-  s = re.sub(r"\\frac(\d)\{", r"\\frac{\1}{", s)
-  s = re.sub(r"\\frac\{([^{}]*)\}(\d)", r"\\frac{\1}{\2}", s)
-  if s == "0.5":
-    s = "\\frac{1}{2}"
-  return _hendrycks_fix_a_slash_b(s)

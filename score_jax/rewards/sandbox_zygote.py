@@ -25,6 +25,7 @@ import _socket
 import os
 import sys
 
+import sandbox_bootstrap as bootstrap
 import sandbox_harness as harness
 
 # Imported once here instead of in every run (`typing` alone costs ~6 ms; HumanEval imports it).
@@ -36,9 +37,9 @@ _RUN_FDS = 4  # a run's stdin, stdout, stderr and status pipe (the bootstrap's `
 
 def serve(sock_fd: int, parent_pid: int) -> None:
   """The zygote's loop; never returns (exits when the client closes the socket)."""
-  for name in (__name__, "sandbox_harness"):
+  for name in (__name__, "sandbox_harness", "sandbox_bootstrap"):
     sys.modules.pop(name, None)  # out of the children's sys.modules, as in the one-shot path
-  ctypes, libc = harness._libc()
+  ctypes, libc = bootstrap.load_libc()
   libc.prctl(_PR_SET_PDEATHSIG, _SIGKILL, 0, 0, 0)  # die with the reward worker
   if os.getppid() != parent_pid:
     os._exit(1)
@@ -94,4 +95,4 @@ def _child(fds: list[int]) -> None:
     os.closerange(_RUN_FDS, 1 << 20)  # the socket and the fds' originals: nothing else inherited
     harness.main()
   finally:
-    os._exit(harness.EXIT_SETUP)
+    os._exit(bootstrap.EXIT_SETUP)

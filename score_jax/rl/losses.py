@@ -73,7 +73,7 @@ def token_logprobs(logits_btv: jax.Array, targets_bt: jax.Array, temperature=1.0
 def sequence_logprobs(logits_btv: jax.Array, tokens_bt: jax.Array, temperature=1.0) -> jax.Array:
   """Log-probs indexed by TOKEN: out[:, t] = log p(tokens[t] | tokens[<t]), out[:, 0] = 0.
 
-  The same convention as `rollout.stream_logprobs` (without holes), so turn ids and loss masks of
+  The same convention as `rl.scoring.stream_scores` (without holes), so turn ids and loss masks of
   the stream apply unshifted.
   """
   logp_bt = token_logprobs(logits_btv[:, :-1], tokens_bt[:, 1:], temperature)
@@ -299,16 +299,8 @@ def policy_loss(
   kl_lib.check_estimator(kl_estimator, allow_biased)
   if aggregation not in AGGREGATIONS:
     raise ValueError(f"aggregation={aggregation!r} is not one of {AGGREGATIONS}")
-  shapes = {
-    k: v.shape
-    for k, v in dict(
-      logp_bt=logp_bt,
-      ref_logp_bt=ref_logp_bt,
-      adv_bt=adv_bt,
-      kl_bt=kl_bt,
-      loss_mask_bt=loss_mask_bt,
-    ).items()
-  }
+  inputs = dict(logp_bt=logp_bt, ref_logp_bt=ref_logp_bt, adv_bt=adv_bt, kl_bt=kl_bt)
+  shapes = {k: v.shape for k, v in {**inputs, "loss_mask_bt": loss_mask_bt}.items()}
   if len(set(shapes.values())) != 1:
     raise ValueError(f"policy_loss inputs must share one [b, t] shape, got {shapes}")
   logp_bt = logp_bt.astype(jnp.float32)
@@ -327,13 +319,18 @@ def policy_loss(
   pg_loss = aggregate(pg_bt, m_bt, aggregation, normalizer)
   kl_loss = aggregate(kl_term_bt, m_bt, aggregation, normalizer)
 
+  aux = {"pg_loss": pg_loss, "kl_loss": kl_loss}
+  aux.update(_policy_stats(r_bt, adv_bt, m_bt, turn_bt, num_turns))
+  return pg_loss + kl_loss, aux
+
+
+def _policy_stats(r_bt, adv_bt, m_bt, turn_bt, num_turns: int) -> dict[str, jax.Array]:
+  """KL (k1, k3) and advantage statistics over the loss tokens, overall and per turn."""
   r_sg = jax.lax.stop_gradient(r_bt)
   k1_bt, k3_bt = r_sg, kl_lib.kl_values(r_sg, "k3")
   n = jnp.maximum(jnp.sum(m_bt), 1.0)
   adv_mean = jnp.sum(adv_bt * m_bt) / n
   aux = {
-    "pg_loss": pg_loss,
-    "kl_loss": kl_loss,
     "kl_k1": _masked_mean(k1_bt, m_bt),
     "kl_k3": _masked_mean(k3_bt, m_bt),
     "adv_mean": adv_mean,
@@ -349,7 +346,7 @@ def policy_loss(
       aux[f"kl_k3_turn{a}"] = _masked_mean(k3_bt, ma_bt)
       aux[f"adv_abs_mean_turn{a}"] = _masked_mean(jnp.abs(adv_bt), ma_bt)
       aux[f"tokens_turn{a}"] = jnp.sum(ma_bt)
-  return pg_loss + kl_loss, aux
+  return aux
 
 
 def sft_loss(

@@ -1,6 +1,6 @@
 """Per-slot log-probs of episode streams: the scoring every update step shares.
 
-Streams are in cache-slot layout (rollout.Episodes): holes are masked and each slot's token is
+Streams are in cache-slot layout (rl.experience.Experience): holes are masked and each slot's token is
 scored by the logits of the row's previous VALID slot, exactly as the sampler scored it.
 """
 
@@ -12,9 +12,9 @@ import jax.numpy as jnp
 from score_jax.models import decoder
 from score_jax.models.config import ModelConfig
 from score_jax.rl import losses
+from score_jax.rl.experience import Experience
 
 PyTree = Any
-Batch = dict[str, Any]
 
 
 def _stream_alignment(valid_bt: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -32,23 +32,27 @@ def _stream_alignment(valid_bt: jax.Array) -> tuple[jax.Array, jax.Array]:
 
 
 def stream_scores(
-  config: ModelConfig, params: PyTree, mb: Batch, temperature: float, with_entropy: bool = False
+  config: ModelConfig,
+  params: PyTree,
+  mb: Experience,
+  temperature: float,
+  with_entropy: bool = False,
 ) -> tuple[jax.Array, jax.Array | None]:
   """log p(token in slot t | the row's valid slots before t) at `temperature`, float32 [b, t].
 
-  Matches `rollout.stream_logprobs` but gathers through `losses.token_logprobs` (no [b, t, v]
-  log-prob tensor). Slots without a valid predecessor and holes get 0. Optionally also the
-  entropy of the distribution that produced each slot's token (metrics only).
+  Gathers through `losses.token_logprobs`: no [b, t, v] log-prob tensor is built. Slots without
+  a valid predecessor and holes get 0. Optionally also the entropy of the distribution that
+  produced each slot's token (metrics only).
   """
-  valid_bt = mb["valid"].astype(bool)
+  valid_bt = mb.valid.astype(bool)
   # Packed rows: a segment's first slot has no predecessor in its own segment, so it gets 0.
-  segments_bt = mb.get("segments")
+  segments_bt = mb.segments
   logits_btv, _ = decoder.forward(
-    config, params, mb["tokens"], mb["positions"], valid_bt, segments_bt=segments_bt
+    config, params, mb.tokens, mb.positions, valid_bt, segments_bt=segments_bt
   )
   nxt_bt, prev_bt = _stream_alignment(valid_bt)
   t = valid_bt.shape[1]
-  next_tok_bt = jnp.take_along_axis(mb["tokens"], jnp.minimum(nxt_bt, t - 1), axis=1)
+  next_tok_bt = jnp.take_along_axis(mb.tokens, jnp.minimum(nxt_bt, t - 1), axis=1)
   score_bt = losses.token_logprobs(logits_btv, next_tok_bt, temperature)
   keep_bt = valid_bt & (prev_bt >= 0)
   src_bt = jnp.maximum(prev_bt, 0)

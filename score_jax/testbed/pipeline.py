@@ -10,7 +10,7 @@ also resume mid-way from their Orbax checkpoints):
   pretrain/                      pretraining checkpoints + history.json
   base/                          the base model as a HF checkpoint dir (+ tokenizer.model)
   eval/base.json                 greedy 2-attempt eval of the base model on the held-out problems
-  runs/<method>_seed<s>/         one RL run (train.run: metrics.jsonl, checkpoints, episodes)
+  runs/<method>_seed<s>/         one RL run (trainer.loop.run: metrics.jsonl, checkpoints, episodes)
   eval/<method>_seed<s>.json     its final greedy eval
   report/                        results.md / results.json, accuracy_curves.png, flips.png,
                                  edit_ratios.png
@@ -26,32 +26,35 @@ from typing import Any
 
 import jax
 import ml_collections
-import numpy as np
 from absl import logging
 
-from score_jax import generate
-from score_jax.configs import config_lib
+from score_jax import configs
 from score_jax.data import chat
 from score_jax.data import tokenizer as tokenizer_lib
-from score_jax.models import decoder, presets
+from score_jax.models import decoder, loading, presets
 from score_jax.models import sharding as model_sharding
 from score_jax.parallel import mesh as mesh_lib
 from score_jax.rewards import factory
 from score_jax.rl import optim
-from score_jax.tasks import tasks as episodes
 from score_jax.testbed import arith, corpus, pretrain, report
+from score_jax.testbed import config as testbed_config  # noqa: F401  (registers the job)
+from score_jax.testbed import task as testbed_task
 from score_jax.trainer import checkpoint as checkpoint_lib
+from score_jax.trainer import console, loop, metric_writers, metrics, schedule
 from score_jax.trainer import evaluate as evaluate_lib
-from score_jax.trainer import loop as train
-from score_jax.trainer import metric_writers, metrics
-from score_jax.trainer import setup as train_lib
+from score_jax.trainer import setup as setup_lib
 
 METHODS = {"score": "score", "naive": "naive_multiturn"}  # testbed name -> config.rl.method
 
 
 def _say(msg: str) -> None:
   if jax.process_index() == 0:
-    print(f"[testbed] {msg}", flush=True)
+    console.say(msg, tag="testbed")
+
+
+def _headline(m: dict) -> dict[str, float]:
+  """A phase's result line: accuracies at both attempts and their difference, in points."""
+  return {k: round(100 * m[k], 1) for k in ("acc@t1", "acc@t2", "delta(t1,t2)")}
 
 
 def _write_json(path: str, obj: Any) -> None:
@@ -84,7 +87,7 @@ def mixture(config) -> corpus.Mixture:
 def instruction(config) -> str:
   """The testbed task's correction instruction (the one the RL episodes append)."""
   del config
-  return episodes.Task("testbed", []).correction()
+  return testbed_task.SPEC.correction
 
 
 def rl_config(config, method: str, seed: int, base_dir: str) -> ml_collections.ConfigDict:
@@ -98,9 +101,9 @@ def rl_config(config, method: str, seed: int, base_dir: str) -> ml_collections.C
   c.model.tokenizer = ""
   c.model.vocab_size = 0
   c.model.tokenizer_train_vocab = 0
-  c.data.task = c.data.eval_task = "testbed"
+  c.data.task = c.data.eval_task = testbed_task.NAME
   c.eval.num_examples = config.testbed.curve_problems
-  config_lib.validate(c, num_devices=jax.device_count())
+  configs.validate(c, num_devices=jax.device_count())
   return c
 
 
@@ -127,9 +130,12 @@ def _tokenizer(config, workdir: str, timings: _Timings) -> str:
     # Pieces may span spaces: the answer line and the instruction become a few tokens each,
     # which keeps CPU sequences short. Digits stay one per token (Gemma's convention).
     tokenizer_lib.train_sentencepiece(
-      texts, tmp, presets.get_preset(config.model.preset).vocab_size, split_by_whitespace=False,
+      texts,
+      tmp,
+      presets.get_preset(config.model.preset).vocab_size,
+      split_by_whitespace=False,
       max_sentencepiece_length=32,
-    )  # fmt: skip
+    )
     os.replace(tmp + ".model", path)
     os.replace(tmp + ".vocab", path[: -len(".model")] + ".vocab")
   timings.add("tokenizer", time.time() - start)
@@ -148,21 +154,30 @@ def _pretrain(config, workdir: str, spm_path: str, mesh, timings: _Timings) -> s
   instr_ids = template.next_turn_ids(tok, instruction(config))
   model_cfg = presets.get_preset(config.model.preset)
   examples = _train_examples(config)
-  streams = corpus.encode_streams(examples, tok, template, instr_ids, mixture(config), config.seed, tb.seq_len)  # fmt: skip
+  streams = corpus.encode_streams(
+    examples, tok, template, instr_ids, mixture(config), config.seed, tb.seq_len
+  )
   used = int(streams["valid"].sum(1).max())
   streams = {k: v[:, : -(-used // 8) * 8] for k, v in streams.items()}  # trim the padding
-  shapes = jax.eval_shape(lambda: decoder.init_params(model_cfg, jax.random.key(0)))
-  n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes))
-  _say(f"pretraining {config.model.preset} ({n_params / 1e6:.2f}M params) on {len(examples)} transcripts, {tb.pretrain_steps} steps")  # fmt: skip
+  n_params = decoder.count_params(model_cfg)
+  _say(
+    f"pretraining {config.model.preset} ({n_params / 1e6:.2f}M params) on {len(examples)} "
+    f"transcripts, {tb.pretrain_steps} steps"
+  )
   pc = pretrain.PretrainConfig(
     steps=tb.pretrain_steps, batch=tb.pretrain_batch, lr=tb.pretrain_lr, seed=config.seed,
     save_every=tb.pretrain_save_every,
   )  # fmt: skip
-  params, history = pretrain.pretrain(model_cfg, streams, pc, mesh, os.path.join(workdir, "pretrain"))  # fmt: skip
+  params, history = pretrain.pretrain(
+    model_cfg, streams, pc, mesh, os.path.join(workdir, "pretrain")
+  )
   if jax.process_index() == 0:
     _write_json(os.path.join(workdir, "pretrain", "history.json"), history)
   pretrain.export_base(model_cfg, params, spm_path, base_dir)
   timings.add("pretrain", time.time() - start)
+  if jax.process_index() == 0:
+    nll = {"nll": round(history[-1]["nll"], 4)} if history else ""
+    console.result("pretraining", nll, time.time() - start, tag="testbed")
   return base_dir
 
 
@@ -172,10 +187,14 @@ def _evaluate(config, num_problems: int, params, model_cfg, tok, mesh, pool) -> 
   c.eval.num_examples = num_problems
   template = chat.get_template("gemma")
   eval_set = evaluate_lib.make_eval_set(c, tok, template)
-  sampler = train_lib.make_sampler(c, model_cfg, mesh, tok.pad_id)
-  rc = train_lib.rollout_config(c, template.stop_ids(tok), greedy=True, num_attempts=2)
-  out, recs = evaluate_lib.evaluate(params, eval_set, sampler, pool, rc, batch_size=c.eval.batch_size, decode=tok.decode)  # fmt: skip
-  edit = [float(metrics.edit_distance_ratios([r["attempts"][0]], [r["attempts"][1]])[0]) for r in recs]  # fmt: skip
+  sampler = setup_lib.make_sampler(c, model_cfg, mesh, tok.pad_id)
+  rc = setup_lib.rollout_config(c, template.stop_ids(tok), greedy=True, num_attempts=2)
+  out, recs = evaluate_lib.evaluate(
+    params, eval_set, sampler, pool, rc, batch_size=c.eval.batch_size, decode=tok.decode
+  )
+  edit = [
+    float(metrics.edit_distance_ratios([r["attempts"][0]], [r["attempts"][1]])[0]) for r in recs
+  ]
   return {"metrics": out, "edit_ratios": edit, "episodes": recs}
 
 
@@ -187,18 +206,20 @@ def _base_eval(config, workdir: str, base_dir: str, mesh, pool, timings: _Timing
       return json.load(f)
   start = time.time()
   _say(f"base model eval: greedy, 2 attempts, {config.testbed.eval_problems} held-out problems")
-  model_cfg, host_params, tok = generate.load_model(base_dir, config.model.preset)
+  model_cfg, host_params, tok = loading.load_model(base_dir, config.model.preset)
   params = jax.device_put(host_params, model_sharding.param_shardings(model_cfg, mesh))
   c = rl_config(config, "score", config.seed, base_dir)
   result = _evaluate(c, config.testbed.eval_problems, params, model_cfg, tok, mesh, pool)
   if jax.process_index() == 0:
     _write_json(path, result)
   timings.add("base_eval", time.time() - start)
+  if jax.process_index() == 0:
+    console.result("base model eval", _headline(result["metrics"]), time.time() - start, "testbed")
   return result
 
 
 def _final_params(c, rundir: str, model_cfg, mesh):
-  optimizer = optim.make_optimizer(train_lib.optim_config(c))
+  optimizer = optim.make_optimizer(setup_lib.optim_config(c))
   abstract = optim.abstract_train_state(model_cfg, optimizer, mesh)
   ckpt = checkpoint_lib.Checkpointer(os.path.join(rundir, "checkpoints"), async_save=False)
   try:
@@ -216,8 +237,14 @@ def _curve(rundir: str) -> list[dict]:
   for row in metric_writers.read_metrics(rundir):
     scalars = row["scalars"]
     if "eval/acc@t1" in scalars:
-      out.append({"step": int(row["step"]), "phase": row.get("stage", ""),
-                  "acc@t1": scalars["eval/acc@t1"], "acc@t2": scalars["eval/acc@t2"]})  # fmt: skip
+      out.append(
+        {
+          "step": int(row["step"]),
+          "phase": row.get("stage", ""),
+          "acc@t1": scalars["eval/acc@t1"],
+          "acc@t2": scalars["eval/acc@t2"],
+        }
+      )
   return out
 
 
@@ -230,15 +257,15 @@ def _rl(config, workdir, base_dir, method, seed, mesh, pool, timings) -> dict:
     with open(path) as f:
       return json.load(f)
   c = rl_config(config, method, seed, base_dir)
-  steps = train_lib.total_steps(c)
-  _say(f"{name}: {' + '.join(f'{n} {s} steps' for s, n in train_lib.phases(c))}")
+  steps = schedule.total_steps(c)
+  _say(f"{name}: {' + '.join(f'{n} {s} steps' for s, n in schedule.phases(c))}")
   start = time.time()
   if jax.process_index() == 0:
-    config_lib.save(c, rundir)
-  train.run(c, rundir, pool)
+    configs.save(c, rundir)
+  loop.run(c, rundir, pool)
   timings.add(f"rl/{name}", time.time() - start)
   start = time.time()
-  model_cfg, _, tok = train_lib.load_base(c, rundir, mesh)
+  model_cfg, _, tok = setup_lib.load_base(c, rundir, mesh)
   params, step = _final_params(c, rundir, model_cfg, mesh)
   if step != steps:
     raise RuntimeError(f"{rundir}: stopped at step {step} of {steps} (preempted?); rerun to resume")
@@ -247,15 +274,22 @@ def _rl(config, workdir, base_dir, method, seed, mesh, pool, timings) -> dict:
   if jax.process_index() == 0:
     _write_json(path, result)
   timings.add(f"eval/{name}", time.time() - start)
+  if jax.process_index() == 0:
+    console.result(name, _headline(result["metrics"]), time.time() - start, tag="testbed")
   return result
 
 
 def _run_record(method: str, seed: int, result: dict) -> dict:
   same = evaluate_lib.answers_equal("math")
   changed = [not same(*r["answers"][:2]) for r in result["episodes"]]
-  return {"method": method, "seed": seed, "metrics": result["metrics"],
-          "edit_ratios": result["edit_ratios"], "answer_changed": changed,
-          "curve": result.get("curve", [])}  # fmt: skip
+  return {
+    "method": method,
+    "seed": seed,
+    "metrics": result["metrics"],
+    "edit_ratios": result["edit_ratios"],
+    "answer_changed": changed,
+    "curve": result.get("curve", []),
+  }
 
 
 def run(config, workdir: str, pool=None) -> list[dict]:
@@ -281,7 +315,7 @@ def check_workdir_config(config, workdir: str) -> None:
       theirs = json.load(f)
     diff = sorted(_diff(_cached_part(theirs), _cached_part(mine)))
     if diff:
-      raise config_lib.ConfigError(
+      raise configs.ConfigError(
         f"{workdir} holds a testbed run of another config (fields {', '.join(diff[:8])} differ): "
         "its cached phases would be reused. Use a new --workdir, or delete that one."
       )
@@ -305,20 +339,24 @@ def _run(config, workdir: str, pool) -> list[dict]:
   t0 = time.time()
   check_workdir_config(config, workdir)
   timings = _Timings(workdir)
-  mesh = mesh_lib.make_mesh(config_lib.mesh_shape(config, jax.device_count()))
+  mesh = mesh_lib.make_mesh(configs.mesh_shape(config, jax.device_count()))
   spm_path = _tokenizer(config, workdir, timings)
   base_dir = _pretrain(config, workdir, spm_path, mesh, timings)
   base = _base_eval(config, workdir, base_dir, mesh, pool, timings)
   runs = [_run_record("base", config.seed, base)]
   for seed in config.testbed.rl_seeds:
     for method in config.testbed.methods:
-      runs.append(_run_record(method, seed, _rl(config, workdir, base_dir, method, seed, mesh, pool, timings)))  # fmt: skip
+      runs.append(
+        _run_record(method, seed, _rl(config, workdir, base_dir, method, seed, mesh, pool, timings))
+      )
   rows = report.summarize(runs)
   if jax.process_index() == 0:
     paths = report.write_report(runs, os.path.join(workdir, "report"))
-    print("\n" + report.format_table_for_console(rows), flush=True)
-    print(report.findings_text(report.findings(rows)), end="", flush=True)
-    print("\nwall seconds per phase: " + json.dumps({k: round(v, 1) for k, v in timings.seconds.items()}), flush=True)  # fmt: skip
-    print(f"this invocation: {time.time() - t0:.0f} s; report: {paths['markdown']}", flush=True)
+    console.say("\n" + report.format_table_for_console(rows))
+    console.say(report.findings_text(report.findings(rows)).rstrip("\n"))
+    wall = json.dumps({k: round(v, 1) for k, v in timings.seconds.items()})
+    console.say(f"\nwall seconds per phase: {wall}")
+    console.say(f"this invocation: {time.time() - t0:.0f} s; log: {console.current_log()}")
+    console.report(paths["markdown"])
   logging.info("testbed done: %s", rows)
   return rows

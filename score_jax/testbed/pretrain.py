@@ -1,8 +1,8 @@
 """Pretraining the testbed's base model: next-token SFT on corpus transcripts, resumable.
 
 `pretrain(...)` trains a `testbed-gemma` decoder from random init with the project's sharded SFT
-step (`steps.packed_sft`, AdamW, cosine decay), checkpoints with Orbax every `save_every` steps
-(a killed run resumes from the last one, data order included: batch i is always rows
+step (the `sft` algorithm on packed rows, AdamW, cosine decay), checkpoints with Orbax every
+`save_every` steps (a killed run resumes from the last one, data order included: batch i is always rows
 perm[i*b:(i+1)*b] of the seed's permutation, packed several to a row by `pack_rows`), and
 exports the result as a Hugging Face checkpoint directory (model.safetensors + config.json + the
 tokenizer): the base model every later phase loads through the same `model.checkpoint` path a
@@ -22,8 +22,9 @@ from absl import logging
 from score_jax.models import hf_checkpoint
 from score_jax.models import sharding as model_sharding
 from score_jax.models.config import ModelConfig
-from score_jax.rl import batches as step_batches
+from score_jax.parallel import mesh as mesh_lib
 from score_jax.rl import losses, optim, steps
+from score_jax.rl.experience import Experience
 from score_jax.trainer import checkpoint as checkpoint_lib
 from score_jax.trainer import metric_writers
 
@@ -117,10 +118,8 @@ def pretrain(
     raise ValueError(f"pretrain: {n} transcripts < one batch of {pc.batch}")
   oc = _schedule_config(pc)
   optimizer, schedule = optim.make_optimizer(oc), optim.make_schedule(oc)
-  loss_cfg = steps.LossConfig(
-    alpha=0.0, beta1=0.0, beta2=0.0, samples_per_prompt=1, baseline="none"
-  )
-  fns = steps.make_steps(model_cfg, loss_cfg, optimizer, mesh, schedule=schedule)
+  loss_cfg = steps.LossConfig(samples_per_prompt=1, baseline="none")
+  sft = steps.Steps(model_cfg, loss_cfg, optimizer, mesh, schedule=schedule).update("sft")
   abstract = optim.abstract_train_state(model_cfg, optimizer, mesh)
   ckpt = checkpoint_lib.Checkpointer(
     os.path.join(workdir, "checkpoints"), keep=1, keep_best=0, save_interval_steps=pc.save_every,
@@ -136,14 +135,16 @@ def pretrain(
     start, history = int(meta["step"]), list(meta["history"])
     logging.info("pretraining resumed from step %d", start)
   lengths = streams["valid"].sum(axis=1)
-  shards = step_batches.batch_shards(mesh)
-  progress = metric_writers.Progress(pc.steps, "pretrain", enabled=jax.process_index() == 0)
+  shards = mesh_lib.batch_shards(mesh)
+  progress = metric_writers.Progress(
+    pc.steps, "pretrain", enabled=jax.process_index() == 0, start_step=start
+  )
   try:
     for step in range(start, pc.steps):
       rows = batch_rows(lengths, pc.batch, pc.seed, step)
-      batch = pack_rows(streams, rows, np.lcm(ROW_QUANTUM, shards))
-      batch["normalizer"] = np.float32(losses.aggregation_normalizers(batch["loss_mask"], "token_mean"))  # fmt: skip
-      state, m = fns.packed_sft(state, batch)
+      packed = pack_rows(streams, rows, np.lcm(ROW_QUANTUM, shards))
+      norm = np.float32(losses.aggregation_normalizers(packed["loss_mask"], "token_mean"))
+      state, m = sft(state, Experience(**packed, normalizer=norm))
       done = step + 1
       if done % log_every == 0 or done == pc.steps:
         m = {k: float(v) for k, v in jax.device_get(m).items()}

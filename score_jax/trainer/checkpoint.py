@@ -16,6 +16,11 @@ Atomicity: orbax writes a step into `<step>.orbax-checkpoint-tmp-*` and renames 
 (or writes `commit_success.txt` on object stores); tmp dirs are invisible to restore and removed
 on open. On top of that, a step dir lacking orbax's step metadata or an item directory (e.g.
 copied half-way by hand) is treated as incomplete: it is skipped and renamed aside on open.
+
+Orbax logs ~30 INFO lines per save (and a WARNING for every save without metrics, e.g. a
+preemption save): opening a Checkpointer keeps orbax's records below ERROR off the terminal,
+so they reach the run's log file only (`score_jax.trainer.console`). This module's own
+warnings (an incomplete checkpoint moved aside, a SIGTERM) stay on the terminal.
 """
 
 import logging
@@ -31,6 +36,8 @@ import orbax.checkpoint as ocp
 from etils import epath
 from jax.experimental import multihost_utils
 from orbax.checkpoint import checkpoint_managers as ocm
+
+from score_jax.trainer import console
 
 PyTree = Any
 ITEMS = ("state", "meta", "config")
@@ -128,6 +135,7 @@ class Checkpointer:
         f"checkpoint options: need keep >= 1, keep_best >= 0, save_interval_steps >= 1; got "
         f"keep={keep}, keep_best={keep_best}, save_interval_steps={save_interval_steps}"
       )
+    console.quiet_on_terminal("orbax")  # its INFO flood and bookkeeping warnings: log file only
     path = os.fspath(directory)
     self.directory = epath.Path(path if "://" in path else os.path.abspath(path))
     self.best_metric = best_metric

@@ -18,16 +18,16 @@ import jax
 import numpy as np
 from absl import logging
 
+from score_jax import tasks
 from score_jax.data import records
 from score_jax.generation import rollout
 from score_jax.parallel import hosts
 from score_jax.rewards import factory, math_reward
 from score_jax.rewards.outcome import Outcome
 from score_jax.rl import optim
-from score_jax.tasks import tasks as episodes
 from score_jax.trainer import checkpoint as checkpoint_lib
 from score_jax.trainer import metrics
-from score_jax.trainer import setup as train_lib
+from score_jax.trainer import setup as setup_lib
 
 PyTree = Any
 
@@ -36,7 +36,7 @@ PyTree = Any
 class EvalSet:
   """A held-out split, tokenized: problems, their prompt ids and the instruction ids."""
 
-  task: episodes.Task
+  task: tasks.Task
   examples: list[records.Example]
   prompt_ids: list[list[int]]
   instruction: list[int]
@@ -45,14 +45,12 @@ class EvalSet:
 def make_eval_set(config, tok, template) -> EvalSet:
   """The first `eval.num_examples` problems of the held-out task (config.data.eval_task)."""
   d = config.data
-  task = episodes.load_task(d.eval_task or d.task, d.eval_split, d.eval_path, d.procedural_size)
+  task = tasks.load_task(d.eval_task or d.task, d.eval_split, d.eval_path, d.procedural_size)
   system = d.system or None
-  examples, ids = episodes.encode_prompts(
-    task, tok, template, system, config.rollout.max_prompt_len
-  )
+  examples, ids = tasks.encode_prompts(task, tok, template, system, config.rollout.max_prompt_len)
   n = config.eval.num_examples or len(examples)
   instruction = template.next_turn_ids(tok, task.correction())
-  train_lib.check_instruction(config, instruction, task.name)
+  setup_lib.check_instruction(config, instruction, task.name)
   return EvalSet(task, examples[:n], ids[:n], instruction)
 
 
@@ -83,7 +81,7 @@ def evaluate(
   """(metrics, per-problem records of this process) of K attempts per held-out problem.
 
   Args:
-    params: policy params placed for `sampler` (train_lib.sampler_params).
+    params: policy params placed for `sampler` (setup_lib.sampler_params).
     eval_set: the held-out problems.
     sampler: the jitted sampler.
     pool: the reward pool (math/code checks).
@@ -117,7 +115,7 @@ def evaluate(
       decode=decode,
     )
     exs = [eval_set.examples[i] for i in idx]
-    rewards, outcomes, _ = episodes.score_attempts(pool, eval_set.task, exs, ep.texts)
+    rewards, outcomes, _ = tasks.score_attempts(pool, eval_set.task, exs, ep.texts)
     correct.append(rewards > 0)
     outs.append(outcomes)
     for i, (ex, texts) in enumerate(zip(exs, ep.texts)):
@@ -152,20 +150,20 @@ def _pick_step(ckpt: checkpoint_lib.Checkpointer, which: str) -> int:
 
 def run(config, workdir: str, pool=None) -> dict[str, float]:
   """The 'evaluate' job: eval.checkpoint (best | latest | step) of `workdir` -> eval JSON."""
-  mesh, sampler_mesh = train_lib.make_meshes(config)
-  train_lib.check_process_batch(config, sampler_mesh)
-  model_cfg, base, tok = train_lib.load_base(config, workdir, mesh)
-  template = train_lib.chat_template(config, model_cfg, tok)
+  mesh, sampler_mesh = setup_lib.make_meshes(config)
+  setup_lib.check_process_batch(config, sampler_mesh)
+  model_cfg, base, tok = setup_lib.load_base(config, workdir, mesh)
+  template = setup_lib.chat_template(config, model_cfg, tok)
   eval_set = make_eval_set(config, tok, template)
-  optimizer = optim.make_optimizer(train_lib.optim_config(config))
+  optimizer = optim.make_optimizer(setup_lib.optim_config(config))
   abstract = optim.abstract_train_state(model_cfg, optimizer, mesh)
   ckpt = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"), async_save=False)
   step = _pick_step(ckpt, config.eval.checkpoint)
   state, _ = ckpt.restore(step, abstract)
   ckpt.close()
   del base
-  sampler = train_lib.make_sampler(config, model_cfg, sampler_mesh, tok.pad_id)
-  rc = train_lib.rollout_config(
+  sampler = setup_lib.make_sampler(config, model_cfg, sampler_mesh, tok.pad_id)
+  rc = setup_lib.rollout_config(
     config,
     template.stop_ids(tok),
     greedy=config.eval.greedy,
@@ -175,7 +173,7 @@ def run(config, workdir: str, pool=None) -> dict[str, float]:
   if not config.eval.greedy:
     rc = dataclasses.replace(rc, samples_per_prompt=1)
   with factory.reward_pool(config, pool) as pool:
-    params = train_lib.sampler_params(state.params, mesh, sampler_mesh)
+    params = setup_lib.sampler_params(state.params, mesh, sampler_mesh)
     out, recs = evaluate(params, eval_set, sampler, pool, rc, batch_size=config.eval.batch_size,
                          decode=tok.decode, rng=jax.random.key(config.seed))  # fmt: skip
   out["step"] = float(step)

@@ -13,12 +13,14 @@ import math
 import os
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
 import numpy as np
 from tensorboardX import SummaryWriter
+
+from score_jax.trainer import console
 
 METRICS_FILE = "metrics.jsonl"
 EPISODES_FILE = "episodes.jsonl"
@@ -213,12 +215,25 @@ def _fmt_duration(seconds: float) -> str:
   return f"{h}:{rem // 60:02d}:{rem % 60:02d}"
 
 
-class Progress:
-  """One console line with step, steps/s, ETA and a few metrics.
+def _fmt_rate(rate: float) -> str:
+  """'2 steps/s' at a step a second or faster, '7.81 s/step' below (the testbed's RL steps)."""
+  if not (math.isfinite(rate) and rate > 0):
+    return "? steps/s"
+  return f"{rate:.3g} steps/s" if rate >= 1 else f"{1 / rate:.3g} s/step"
 
-  On a TTY the line is redrawn in place (carriage return); otherwise (logs, CI) a full line is
-  printed at most every `log_every_s` seconds and at the last step. tqdm is not used: it is not a
-  pinned dependency, and this is all the display needs.
+
+class Progress:
+  """One console line per phase: step, rate, ETA and a few metrics.
+
+  On a TTY the line is redrawn in place (carriage return); otherwise (`| tee`, logs, CI) a full
+  line is printed at most every `log_every_s` seconds, at the first update and at the last step.
+  The same lines (at most every `log_every_s`) also go to the run's log file
+  (`score_jax.trainer.console`), so the file holds the whole story with timestamps.
+
+  The rate is the mean since the phase started: since construction when `start_step` (the step
+  the phase starts or resumes from) is given, so the first line already has a rate (it then
+  includes the first step's compilation); otherwise since the first update. tqdm is not used:
+  it is not a pinned dependency, and this is all the display needs.
   """
 
   def __init__(
@@ -229,26 +244,32 @@ class Progress:
     stream: TextIO | None = None,
     log_every_s: float = 30.0,
     enabled: bool = True,
+    start_step: int | None = None,
+    clock: Callable[[], float] = time.monotonic,
   ):
     self.total_steps = total_steps
     self.description = description
     self.stream = stream or sys.stdout
     self.log_every_s = log_every_s
     self.enabled = enabled
+    self._clock = clock
     self._tty = hasattr(self.stream, "isatty") and self.stream.isatty()
     self._start: tuple[int, float] | None = None
+    if start_step is not None:
+      self._start = (start_step, clock())
     self._last_print = -math.inf
+    self._last_logged = -math.inf
     self._width = 0
 
   def line(self, step: int, metrics: Mapping[str, Any], now: float) -> str:
-    """The text shown for `step` (rate from the first update, so a resumed run's is right)."""
+    """The text shown for `step`; the rate counts this invocation's steps only (resume-safe)."""
     if self._start is None:
       self._start = (step, now)
     done, elapsed = step - self._start[0], now - self._start[1]
     rate = done / elapsed if done > 0 and elapsed > 0 else math.nan
     eta = (self.total_steps - step) / rate if rate > 0 else math.nan
     parts = [f"{self.description} {step}/{self.total_steps}".strip()]
-    parts.append(f"{rate:.3g} steps/s" if math.isfinite(rate) else "? steps/s")
+    parts.append(_fmt_rate(rate))
     parts.append(f"ETA {_fmt_duration(eta)}")
     parts += [f"{k}={_scalar(k, v):.4g}" for k, v in metrics.items()]
     return " | ".join(parts)
@@ -257,12 +278,16 @@ class Progress:
     """Shows progress at `step` with the given metrics."""
     if not self.enabled:
       return
-    now = time.monotonic()
+    now = self._clock()
     text = self.line(step, metrics, now)
+    last = step >= self.total_steps
+    if now - self._last_logged >= self.log_every_s or last:
+      console.log_only(text)
+      self._last_logged = now
     if self._tty:
       self.stream.write("\r" + text.ljust(self._width))
       self._width = len(text)
-    elif now - self._last_print >= self.log_every_s or step >= self.total_steps:
+    elif now - self._last_print >= self.log_every_s or last:
       self.stream.write(text + "\n")
       self._last_print = now
     else:

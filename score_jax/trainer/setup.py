@@ -6,31 +6,28 @@ Owns turning a validated config into runnable pieces (no loss math, no loop):
 - the base model = the frozen reference (a checkpoint, or random init for `tiny-*` presets),
   the tokenizer (from the checkpoint, a file, or a SentencePiece trained on the task text and
   cached in the workdir) and the chat template;
-- the stage schedule (sequential Stage I then II, or interleaved rounds as in the paper's v1);
-- the typed configs of steps/optim/rollout built from the ConfigDict.
+- the typed settings of the steps, optimizer and rollout, built from the ConfigDict.
 """
 
 import dataclasses
-import math
 import os
 from typing import Any
 
 import jax
 import ml_collections
-import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from score_jax.configs import config_lib
+from score_jax import configs, tasks
 from score_jax.data import chat
 from score_jax.data import tokenizer as tokenizer_lib
 from score_jax.generation import rollout, sampling
-from score_jax.models import presets
+from score_jax.models import loading, presets
 from score_jax.models import sharding as model_sharding
 from score_jax.models.config import ModelConfig
 from score_jax.parallel import mesh as mesh_lib
-from score_jax.rl import optim, steps
-from score_jax.tasks import tasks as episodes
+from score_jax.rl import algorithms, optim, steps
+from score_jax.trainer import schedule
 
 PyTree = Any
 TOKENIZER_DIR = "tokenizer"
@@ -38,7 +35,7 @@ TOKENIZER_DIR = "tokenizer"
 
 def make_meshes(config: ml_collections.ConfigDict) -> tuple[Mesh, Mesh]:
   """(training mesh over all devices, sampler mesh over this process's devices)."""
-  data, fsdp, tensor = config_lib.mesh_shape(config, jax.device_count())
+  data, fsdp, tensor = configs.mesh_shape(config, jax.device_count())
   mesh = mesh_lib.make_mesh((data, fsdp, tensor))
   if jax.process_count() == 1:
     return mesh, mesh
@@ -81,7 +78,7 @@ def make_sampler(config, model_cfg: ModelConfig, sampler_mesh: Mesh, pad_id: int
 
 def _tokenizer_corpus(config) -> list[str]:
   """Text a tiny tokenizer is trained on: prompts, gold answers, the correction instruction."""
-  task = episodes.load_task(config.data.task, config.data.train_split, config.data.train_path,
+  task = tasks.load_task(config.data.task, config.data.train_split, config.data.train_path,
                             config.data.procedural_size)  # fmt: skip
   texts = [task.correction()]
   for ex in task.examples[: max(config.data.max_train_examples, 0) or 2000]:
@@ -97,7 +94,7 @@ def load_tokenizer(config, workdir: str, checkpoint_tokenizer=None) -> tokenizer
     return checkpoint_tokenizer
   vocab = config.model.tokenizer_train_vocab
   if not vocab:
-    raise config_lib.ConfigError(
+    raise configs.ConfigError(
       "config.model.tokenizer is empty and there is no checkpoint to take one from: set "
       "config.model.tokenizer, config.model.checkpoint or config.model.tokenizer_train_vocab."
     )
@@ -119,13 +116,13 @@ def load_base(config, workdir: str, mesh: Mesh):
   """(model config, base params sharded on `mesh`, tokenizer). The base is the reference."""
   m = config.model
   if not m.checkpoint and not m.preset.startswith("tiny-"):
-    raise config_lib.ConfigError(
+    raise configs.ConfigError(
       f"config.model.checkpoint is empty: preset {m.preset!r} needs a checkpoint path "
       "(random init is only allowed for tiny-* presets)."
     )
   kw = dict(dtype=m.dtype, param_dtype=m.param_dtype, remat_policy=m.remat_policy)
   if m.vocab_size and m.checkpoint:
-    raise config_lib.ConfigError(
+    raise configs.ConfigError(
       f"config.model.vocab_size = {m.vocab_size}: only a random-init model can be resized; "
       f"the checkpoint {m.checkpoint} fixes its vocabulary (set 0)."
     )
@@ -136,14 +133,12 @@ def load_base(config, workdir: str, mesh: Mesh):
     params = model_sharding.init_params_sharded(model_cfg, jax.random.key(config.seed), mesh)
     tok = load_tokenizer(config, workdir)
   else:
-    from score_jax import generate  # noqa: PLC0415  (checkpoint detection by path)
-
-    model_cfg, host_params, ckpt_tok = generate.load_model(m.checkpoint, m.preset, None, m.dtype)
+    model_cfg, host_params, ckpt_tok = loading.load_model(m.checkpoint, m.preset, None, m.dtype)
     model_cfg = dataclasses.replace(model_cfg, **kw)
     params = jax.device_put(host_params, model_sharding.param_shardings(model_cfg, mesh))
     tok = load_tokenizer(config, workdir, ckpt_tok)
   if tok.vocab_size > model_cfg.vocab_size:
-    raise config_lib.ConfigError(
+    raise configs.ConfigError(
       f"tokenizer {tok.source} has {tok.vocab_size} ids but preset {m.preset!r} only "
       f"{model_cfg.vocab_size} (config.model.tokenizer / tokenizer_train_vocab)."
     )
@@ -152,46 +147,15 @@ def load_base(config, workdir: str, mesh: Mesh):
 
 def chat_template(config, model_cfg: ModelConfig, tok) -> chat.ChatTemplate:
   """config.model.chat_template, or the model family's default; checked against the vocab."""
-  from score_jax import generate  # noqa: PLC0415
-
-  name = config.model.chat_template or generate.default_template(model_cfg, tok)
+  name = config.model.chat_template or loading.default_template(model_cfg, tok)
   template = chat.get_template(name)
   template.check_tokenizer(tok)
   return template
 
 
-def phases(config) -> list[tuple[str, int]]:
-  """The stage schedule as (stage name, steps) phases, in order.
-
-  The naive multi-turn baseline gets the same update budget as SCoRe, in one 'naive' phase.
-  """
-  if config.rl.method == "naive_multiturn":
-    n = config.stage1.steps + config.stage2.steps
-    return [("naive", n)] if n else []
-  one = [("stage1", config.stage1.steps), ("stage2", config.stage2.steps)]
-  rounds = config.schedule.num_rounds if config.schedule.kind == "interleaved" else 1
-  return [p for p in one * rounds if p[1] > 0]
-
-
-def stage_at(config, loop_step: int) -> tuple[str, int]:
-  """(stage, step within that phase) of the update numbered `loop_step` (0-based)."""
-  start = 0
-  for name, n in phases(config):
-    if loop_step < start + n:
-      return name, loop_step - start
-    start += n
-  raise ValueError(f"step {loop_step} is past the schedule's {start} steps")
-
-
-def total_steps(config) -> int:
-  return sum(n for _, n in phases(config))
-
-
-def loss_config(config, beta2: float | None = None) -> steps.LossConfig:
+def loss_config(config) -> steps.LossConfig:
+  """The objective's static settings (K = the run's attempts; single-turn phases use 1)."""
   return steps.LossConfig(
-    alpha=config.stage2.alpha,
-    beta1=config.rl.beta1,
-    beta2=config.stage1.beta2 if beta2 is None else beta2,
     samples_per_prompt=config.rollout.num_samples,
     num_attempts=config.rollout.num_attempts,
     temperature=config.rollout.temperature,
@@ -202,13 +166,22 @@ def loss_config(config, beta2: float | None = None) -> steps.LossConfig:
   )
 
 
+def coefficients(config, beta2: float | None = None) -> algorithms.Coefficients:
+  """alpha, beta1 and beta2 (the adaptive controller's current beta2 when given)."""
+  return algorithms.Coefficients.of(
+    alpha=config.stage2.alpha,
+    beta1=config.rl.beta1,
+    beta2=config.stage1.beta2 if beta2 is None else beta2,
+  )
+
+
 def optim_config(config) -> optim.OptimConfig:
   o = config.optim
   return optim.OptimConfig(
     learning_rate=o.lr,
     warmup_steps=o.warmup_steps,
     decay=o.decay,
-    total_steps=total_steps(config),
+    total_steps=schedule.total_steps(config),
     end_lr_ratio=o.end_lr_ratio,
     b1=o.b1,
     b2=o.b2,
@@ -231,28 +204,19 @@ def rollout_config(config, stop_ids, *, greedy: bool = False, num_attempts=None,
   )
 
 
-def quantize_beta2(beta2: float) -> float:
-  """beta2 on a quarter-octave grid: the adaptive controller recompiles Stage I per grid value."""
-  return float(2.0 ** (round(math.log2(beta2) * 4) / 4))
-
-
-def batch_shards(mesh: Mesh) -> int:
-  return int(np.prod([mesh.shape[a] for a in ("data", "fsdp")]))
-
-
 def check_process_batch(config, sampler_mesh: Mesh) -> None:
   """Every process gets whole prompts whose episodes (and eval prompts) split over its devices."""
   n, g = jax.process_count(), config.rollout.num_samples
   prompts_per_step = config.train.global_batch // g
-  shards = batch_shards(sampler_mesh)
+  shards = mesh_lib.batch_shards(sampler_mesh)
   if prompts_per_step % n or (prompts_per_step // n * g) % shards:
-    raise config_lib.ConfigError(
+    raise configs.ConfigError(
       f"config.train.global_batch = {config.train.global_batch}: {prompts_per_step} prompts x "
       f"g={g} must split into {n} processes of whole prompts whose episodes divide by the "
       f"sampler's {shards} batch shards."
     )
   if config.eval.batch_size % shards:
-    raise config_lib.ConfigError(
+    raise configs.ConfigError(
       f"config.eval.batch_size = {config.eval.batch_size}: must be divisible by the sampler's "
       f"batch shards ({shards} per process)."
     )
@@ -261,7 +225,7 @@ def check_process_batch(config, sampler_mesh: Mesh) -> None:
 def check_instruction(config, instruction, what: str) -> None:
   """The tokenized correction instruction must fit an append bucket (named config field)."""
   if len(instruction) > max(config.rollout.append_buckets):
-    raise config_lib.ConfigError(
+    raise configs.ConfigError(
       f"config.rollout.append_buckets = {tuple(config.rollout.append_buckets)}: the {what} "
       f"correction instruction is {len(instruction)} tokens; add a bucket >= {len(instruction)}."
     )

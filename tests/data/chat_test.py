@@ -92,10 +92,9 @@ def tokenizers_by_format(tmp_path_factory):
   sp_path = tok_lib.train_sentencepiece(
     _corpus(), str(tmp_path_factory.mktemp("sp") / "gemma"), vocab_size=320
   )
-  out["gemma"] = tok_lib.load_tokenizer(sp_path, chat_template="gemma")
+  out["gemma"] = tok_lib.load_tokenizer(sp_path)
   out["chatml"] = tok_lib.load_tokenizer(
-    tok_lib.train_bpe_tokenizer_json(_corpus(), tmp_path_factory.mktemp("chatml"), 300),
-    chat_template="chatml",
+    tok_lib.train_bpe_tokenizer_json(_corpus(), tmp_path_factory.mktemp("chatml"), 300)
   )
   llama_dir = tok_lib.train_bpe_tokenizer_json(
     _corpus(),
@@ -106,7 +105,9 @@ def tokenizers_by_format(tmp_path_factory):
     eos_token="<|eot_id|>",
     pad_token=None,
   )
-  out["llama3"] = tok_lib.load_tokenizer(llama_dir, chat_template="llama3")
+  out["llama3"] = tok_lib.load_tokenizer(llama_dir)
+  for name in FORMATS:  # each vocabulary holds its format's markers as single ids
+    chat.get_template(name).check_tokenizer(out[name])
   out["hf_dirs"] = {"chatml": out["chatml"].source, "llama3": out["llama3"].source}
   return out
 
@@ -231,4 +232,4 @@ def test_check_tokenizer_names_token_and_file(tokenizers_by_format, tmp_path):
     control_symbols=["<end_of_turn>"],
   )
   with pytest.raises(ValueError, match=r"'<end_of_turn>' \(id \d+\) to be recognised in text"):
-    tok_lib.load_tokenizer(path, chat_template="gemma")
+    chat.get_template("gemma").check_tokenizer(tok_lib.load_tokenizer(path))

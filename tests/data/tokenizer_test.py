@@ -46,7 +46,8 @@ def bpe_dir(tmp_path_factory):
 
 
 def test_sentencepiece_special_ids(sp_path):
-  tok = tok_lib.load_tokenizer(sp_path, chat_template="gemma")
+  tok = tok_lib.load_tokenizer(sp_path)
+  tok.require(tok_lib.GEMMA_CHAT_TOKENS, purpose="the gemma chat template")
   assert isinstance(tok, tok_lib.SentencePieceTokenizer)
   assert tok.vocab_size == 320
   assert (tok.pad_id, tok.eos_id, tok.bos_id) == (0, 1, 2)
@@ -110,7 +111,7 @@ def test_sentencepiece_missing_end_of_turn(tmp_path):
   with pytest.raises(
     tok_lib.TokenizerError, match=r"gemma chat template needs token '<end_of_turn>'"
   ) as e:
-    tok_lib.load_tokenizer(path, chat_template="gemma")
+    tok.require(tok_lib.GEMMA_CHAT_TOKENS, purpose="the gemma chat template")
   assert path in str(e.value)
 
 
@@ -125,7 +126,8 @@ def test_train_sentencepiece_validates(tmp_path):
 
 
 def test_hf_special_tokens(bpe_dir):
-  tok = tok_lib.load_tokenizer(bpe_dir, chat_template="chatml")
+  tok = tok_lib.load_tokenizer(bpe_dir)
+  tok.require(tok_lib.CHATML_TOKENS, purpose="the chatml chat template")
   assert isinstance(tok, tok_lib.HFTokenizer)
   assert tok.vocab_size == 300
   # SmolLM2-Instruct's layout, read from tokenizer_config.json.

@@ -10,7 +10,7 @@ import pytest
 from score_jax.data import chat, prompts, tokenizer
 from score_jax.generation import rollout, sampling
 from score_jax.models import decoder, presets
-from tests import numerics
+from tests import numerics, streams
 from tests.helpers import diverse_params
 
 pytestmark = pytest.mark.numerics
@@ -72,41 +72,49 @@ def test_two_turn_continuation_and_logprobs_are_exact(gemma):
   # the same compiled functions on the same inputs repeat their float ops bit for bit.
   ep = rollout.run_episodes(sampler, params, prompt_ids, instr_ids, rc, key, decode=tok.decode)
   assert sampler.prefill_fn._cache_size() == 1 and sampler.decode_fn._cache_size() == 1
-  np.testing.assert_array_equal(ep.tokens[:, : last + 1], a["tokens_bs"][:, : last + 1])
+  np.testing.assert_array_equal(ep.experience.tokens[:, : last + 1], a["tokens_bs"][:, : last + 1])
 
   # Sampler log-probs equal the training forward pass's, for both turns.
-  want = rollout.stream_logprobs(config, params, ep.tokens, ep.positions, ep.valid, 0.8)
-  logits, _ = decoder.forward(config, params, ep.tokens, ep.positions, ep.valid)
-  scale = np.abs(np.asarray(logits)[ep.valid]).max()
+  want = streams.stream_logprobs(
+    config, params, ep.experience.tokens, ep.experience.positions, ep.experience.valid, 0.8
+  )
+  logits, _ = decoder.forward(
+    config, params, ep.experience.tokens, ep.experience.positions, ep.experience.valid
+  )
+  scale = np.abs(np.asarray(logits)[ep.experience.valid]).max()
   logit_err = numerics.logit_bound(config, slots, scale)
   logp_err = numerics.logprob_bound(logit_err, scale, config.vocab_size, 0.8)
   for turn in (1, 2):
-    sel = ep.turn == turn
+    sel = ep.experience.turn == turn
     assert sel.sum() > 8
-    numerics.assert_close(ep.logp, want, logp_err, where=sel, what=f"turn-{turn} sampler log-probs")
+    numerics.assert_close(
+      ep.experience.logp, want, logp_err, where=sel, what=f"turn-{turn} sampler log-probs"
+    )
 
   # Layout: both early stops (holes) and truncations occurred; the stop id ends its attempt.
   assert ep.truncated.any() and not ep.truncated.all()
   for r in range(8):
     for a_idx in range(2):
       toks = ep.attempt_tokens[r][a_idx]
-      in_stream = ep.tokens[r][ep.turn[r] == a_idx + 1].tolist()
+      in_stream = ep.experience.tokens[r][ep.experience.turn[r] == a_idx + 1].tolist()
       assert toks == in_stream and len(toks) == ep.lengths[r, a_idx]
       assert ep.truncated[r, a_idx] == (toks[-1] not in stop_ids or len(toks) == 0)
       body = toks if ep.truncated[r, a_idx] else toks[:-1]
       assert ep.texts[r][a_idx] == tok.decode(body)
     # Prompt, attempt 1, instruction (verbatim ids), attempt 2, in slot order; 0 = ours.
-    real = ep.tokens[r][ep.valid[r]].tolist()
-    turns = ep.turn[r][ep.valid[r]].tolist()
+    real = ep.experience.tokens[r][ep.experience.valid[r]].tolist()
+    turns = ep.experience.turn[r][ep.experience.valid[r]].tolist()
     prompt = prompt_ids[ep.prompt_index[r]]
     y1, y2 = ep.attempt_tokens[r]
     assert real == prompt + y1 + instr_ids + y2
     assert turns == [0] * len(prompt) + [1] * len(y1) + [0] * len(instr_ids) + [2] * len(y2)
-    assert ep.positions[r][ep.valid[r]].tolist() == list(range(len(real)))
+    assert ep.experience.positions[r][ep.experience.valid[r]].tolist() == list(range(len(real)))
   # Integer layout: exact.
   np.testing.assert_array_equal(ep.prompt_index, np.repeat(np.arange(4), 2))
-  np.testing.assert_array_equal(ep.loss_mask, ep.valid & (ep.turn > 0))
-  assert (ep.logp[~ep.loss_mask] == 0).all()
+  np.testing.assert_array_equal(
+    ep.experience.loss_mask, ep.experience.valid & (ep.experience.turn > 0)
+  )
+  assert (ep.experience.logp[~ep.experience.loss_mask] == 0).all()
 
 
 @pytest.mark.slow
@@ -115,21 +123,30 @@ def test_ten_attempts_greedy(gemma):
   sampler = sampling.Sampler(config, prompt_buckets=(64,), append_buckets=(64,))
   rc = rollout.RolloutConfig(10, 1, max_new_tokens=3, temperature=0.0, stop_ids=stop_ids)
   ep = rollout.run_episodes(sampler, params, prompt_ids[:2], instr_ids, rc, jax.random.key(0))
-  assert ep.lengths.shape == (2, 10) and (ep.turn.max(axis=1) == 10).all()
-  want = rollout.stream_logprobs(config, params, ep.tokens, ep.positions, ep.valid, 0.0)
+  assert ep.lengths.shape == (2, 10) and (ep.experience.turn.max(axis=1) == 10).all()
+  want = streams.stream_logprobs(
+    config, params, ep.experience.tokens, ep.experience.positions, ep.experience.valid, 0.0
+  )
   # Greedy attempt a+1 after attempt a: each generated token is the argmax given the stream
   # before it, as a full uncached forward computes it (up to a rounding near tie).
-  full, _ = decoder.forward(config, params, ep.tokens, ep.positions, ep.valid)
+  full, _ = decoder.forward(
+    config, params, ep.experience.tokens, ep.experience.positions, ep.experience.valid
+  )
   full = np.asarray(full)
-  scale = np.abs(full[ep.valid]).max()
-  logit_err = numerics.logit_bound(config, ep.tokens.shape[1], scale)
+  scale = np.abs(full[ep.experience.valid]).max()
+  logit_err = numerics.logit_bound(config, ep.experience.tokens.shape[1], scale)
   logp_err = numerics.logprob_bound(logit_err, scale, config.vocab_size)
-  numerics.assert_close(ep.logp, want, logp_err, where=ep.loss_mask, what="greedy log-probs")
+  numerics.assert_close(
+    ep.experience.logp, want, logp_err, where=ep.experience.loss_mask, what="greedy log-probs"
+  )
   for r in range(2):
-    idx = np.flatnonzero(ep.loss_mask[r])
-    prev = [np.flatnonzero(ep.valid[r][:j])[-1] for j in idx]
+    idx = np.flatnonzero(ep.experience.loss_mask[r])
+    prev = [np.flatnonzero(ep.experience.valid[r][:j])[-1] for j in idx]
     numerics.assert_argmax_matches(
-      ep.tokens[r, idx], full[r, prev], logit_err, what=f"row {r} greedy tokens vs full argmax"
+      ep.experience.tokens[r, idx],
+      full[r, prev],
+      logit_err,
+      what=f"row {r} greedy tokens vs full argmax",
     )
 
 

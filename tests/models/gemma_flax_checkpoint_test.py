@@ -7,7 +7,7 @@ import pytest
 import torch
 import transformers
 
-from score_jax.models import decoder, gemma_flax_checkpoint, hf_checkpoint
+from score_jax.models import decoder, gemma_flax_checkpoint, hf_checkpoint, hf_config
 from score_jax.models import sharding as model_sharding
 from score_jax.models.checkpoint_errors import CheckpointError
 from score_jax.parallel import mesh as mesh_lib
@@ -37,7 +37,9 @@ VARIANTS = {  # name -> (HF config, gating orientation of the Flax checkpoint)
 
 def hf_model(name):
   torch.manual_seed(0)
-  model = transformers.AutoModelForCausalLM.from_config(VARIANTS[name][0](), attn_implementation="eager")  # fmt: skip
+  model = transformers.AutoModelForCausalLM.from_config(
+    VARIANTS[name][0](), attn_implementation="eager"
+  )
   with torch.no_grad():
     for pname, p in model.named_parameters():
       if "norm" in pname:
@@ -99,16 +101,23 @@ def test_release_layout_matches_hf(name, tmp_path):
   tokens = np.random.default_rng(0).integers(1, 320, size=(2, 12)).astype(np.int32)
   mask = np.arange(12)[None] >= np.array([[0], [5]])
   with torch.no_grad():
-    ref = model(input_ids=torch.tensor(tokens, dtype=torch.long), attention_mask=torch.tensor(mask, dtype=torch.long),
-                position_ids=torch.tensor(np.maximum(mask.cumsum(1) - 1, 0))).logits.numpy()  # fmt: skip
+    ref = model(
+      input_ids=torch.tensor(tokens, dtype=torch.long),
+      attention_mask=torch.tensor(mask, dtype=torch.long),
+      position_ids=torch.tensor(np.maximum(mask.cumsum(1) - 1, 0)),
+    ).logits.numpy()
   ours = np.asarray(decoder.forward(config, params, tokens, mask_bt=mask)[0])
   bound = numerics.logit_bound(config, 12, np.abs(ref[mask]).max())
   numerics.assert_close(ours, ref, bound, where=mask, what=f"{name} vs transformers")
 
   # Our writer reproduces the release layout exactly, and the NESTED form round-trips too.
-  written = gemma_flax_checkpoint.save_gemma_flax(config, params, tmp_path / "ours", transpose_gating_einsum=transpose)  # fmt: skip
+  written = gemma_flax_checkpoint.save_gemma_flax(
+    config, params, tmp_path / "ours", transpose_gating_einsum=transpose
+  )
   assert_trees_equal(ocp.PyTreeCheckpointer().restore(written), tree)
-  nested = gemma_flax_checkpoint.save_gemma_flax(config, params, tmp_path / "nested", layout="nested")  # fmt: skip
+  nested = gemma_flax_checkpoint.save_gemma_flax(
+    config, params, tmp_path / "nested", layout="nested"
+  )
   assert_trees_equal(gemma_flax_checkpoint.load_gemma_flax(nested, config), params)
 
 
@@ -118,14 +127,22 @@ def test_sharded_load_and_vocab_padding(tmp_path):
   config, hf_params = hf_checkpoint.load_hf_checkpoint(tmp_path / "hf")
   tree = release_tree(model, True)
   emb = tree["transformer/embedder"]["input_embedding"]
-  tree["transformer/embedder"]["input_embedding"] = np.concatenate([emb, np.ones((16, 64), np.float32)])  # fmt: skip
+  tree["transformer/embedder"]["input_embedding"] = np.concatenate(
+    [emb, np.ones((16, 64), np.float32)]
+  )
   ocp.PyTreeCheckpointer().save(tmp_path / "flax", tree)
-  with pytest.raises(CheckpointError, match=r"embedder/input_embedding \(expected \(320, 64\), found \(336, 64\)\)"):  # fmt: skip
+  with pytest.raises(
+    CheckpointError, match=r"embedder/input_embedding \(expected \(320, 64\), found \(336, 64\)\)"
+  ):
     gemma_flax_checkpoint.load_gemma_flax(tmp_path / "flax", config)
   mesh = mesh_lib.make_mesh((1, 2, 4))
-  params = gemma_flax_checkpoint.load_gemma_flax(tmp_path / "flax", config, mesh, drop_extra_vocab=True)  # fmt: skip
+  params = gemma_flax_checkpoint.load_gemma_flax(
+    tmp_path / "flax", config, mesh, drop_extra_vocab=True
+  )
   assert_trees_equal(params, hf_params)
-  for leaf, want in zip(jax.tree.leaves(params), jax.tree.leaves(model_sharding.param_shardings(config, mesh))):  # fmt: skip
+  for leaf, want in zip(
+    jax.tree.leaves(params), jax.tree.leaves(model_sharding.param_shardings(config, mesh))
+  ):
     assert leaf.sharding == want
 
 
@@ -139,11 +156,13 @@ def test_errors(tmp_path):
   ocp.PyTreeCheckpointer().save(tmp_path / "missing", tree)
   with pytest.raises(CheckpointError, match=r"1 missing tensor\(s\): layer_1/attn/kv_einsum/w"):
     gemma_flax_checkpoint.load_gemma_flax(tmp_path / "missing", config)
-  tree["transformer/layer_1/attn/kv_einsum"] = release_tree(model, False)["transformer/layer_1/attn/kv_einsum"]  # fmt: skip
+  tree["transformer/layer_1/attn/kv_einsum"] = release_tree(model, False)[
+    "transformer/layer_1/attn/kv_einsum"
+  ]
   ocp.PyTreeCheckpointer().save(tmp_path / "extra", tree)
   with pytest.raises(CheckpointError, match=r"1 unexpected tensor\(s\): layer_0/attn/extra/w"):
     gemma_flax_checkpoint.load_gemma_flax(tmp_path / "extra", config)
-  llama = hf_checkpoint.load_hf_config(tmp_path / "hf", family="llama", norm_plus_one=False)
+  llama = hf_config.load_hf_config(tmp_path / "hf", family="llama", norm_plus_one=False)
   with pytest.raises(CheckpointError, match="Gemma models only; got family llama"):
     gemma_flax_checkpoint.load_gemma_flax(tmp_path / "extra", llama)
   with pytest.raises(CheckpointError, match="not an Orbax checkpoint"):

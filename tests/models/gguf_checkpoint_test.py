@@ -18,7 +18,7 @@ from gguf import quants
 from safetensors.numpy import save_file
 
 from score_jax.data import tokenizer as tokenizer_lib
-from score_jax.models import decoder, gguf_checkpoint, hf_checkpoint
+from score_jax.models import decoder, gguf_checkpoint, gguf_writer, hf_checkpoint, hf_config
 from score_jax.models import sharding as model_sharding
 from score_jax.models.checkpoint_errors import CheckpointError
 from score_jax.parallel import mesh as mesh_lib
@@ -58,13 +58,13 @@ def make_tiny(tmp: pathlib.Path, tie: bool = True, seed: int = 0) -> Tiny:
   """Tiny llama (2 layers, d 64, GQA 4/2) with a trained byte-level BPE vocabulary."""
   tok_dir = tokenizer_lib.train_bpe_tokenizer_json(TEXTS, tmp / f"tok{seed}", vocab_size=300)
   tok = tokenizers.Tokenizer.from_file(str(pathlib.Path(tok_dir) / "tokenizer.json"))
-  hf_config = transformers.LlamaConfig(
+  llama_config = transformers.LlamaConfig(
     vocab_size=tok.get_vocab_size(), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
     num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=128,
     rope_theta=10_000.0, rms_norm_eps=1e-5, tie_word_embeddings=tie,
   )  # fmt: skip
   torch.manual_seed(seed)
-  model = transformers.LlamaForCausalLM(hf_config).eval()
+  model = transformers.LlamaForCausalLM(llama_config).eval()
   with torch.no_grad():  # norms are 1 at init; randomise so a norm mix-up shows
     for name, p in model.named_parameters():
       if "norm" in name:
@@ -74,7 +74,7 @@ def make_tiny(tmp: pathlib.Path, tie: bool = True, seed: int = 0) -> Tiny:
     tensors.pop("lm_head.weight", None)
   model_dir = tmp / f"hf{seed}"
   model.save_pretrained(model_dir)
-  config = hf_checkpoint.load_hf_config(model_dir)
+  config = hf_config.load_hf_config(model_dir)
   return Tiny(model, tok, tensors, config)
 
 
@@ -86,11 +86,11 @@ def qtype_of(name: str, qtypes, default):
 def write(tiny: Tiny, path: pathlib.Path, qtypes=None, pre="smollm", tensors=None) -> pathlib.Path:
   per_name = {}
   for hf_name in tensors or tiny.tensors:
-    name = gguf_checkpoint._gguf_name(hf_name)
+    name = gguf_checkpoint.gguf_name(hf_name)
     kind = qtype_of(name, qtypes or {}, None)
     if kind is not None:
       per_name[name] = kind
-  gguf_checkpoint.write_gguf(
+  gguf_writer.write_gguf(
     path, tiny.config, tensors or tiny.tensors, tiny.tokenizer, bos_id=1, eos_id=2, pad_id=2,
     qtypes=per_name, pre=pre,
   )  # fmt: skip
@@ -101,7 +101,7 @@ def dequantized(tiny: Tiny, qtypes) -> dict[str, np.ndarray]:
   """The tensors as a llama.cpp reader sees them, in HF layout (quantization is per row)."""
   out = {}
   for hf_name, x in tiny.tensors.items():
-    name = gguf_checkpoint._gguf_name(hf_name)
+    name = gguf_checkpoint.gguf_name(hf_name)
     kind = qtype_of(name, qtypes, QT.F32)
     if x.ndim == 2 and kind != QT.F32:
       x = x.astype(np.float16) if kind == QT.F16 else quants.quantize(x, kind)
@@ -206,7 +206,9 @@ def test_preset_check(tmp, tiny):
   same = dataclasses.replace(tiny.config, max_seq_len=999)
   assert gguf_checkpoint.load_gguf(path, preset=same)[0] == same
   wrong = dataclasses.replace(tiny.config, num_kv_heads=4)
-  with pytest.raises(gguf_checkpoint.GGUFError, match=r"num_kv_heads is 2 in the file, 4 in the preset"):  # fmt: skip
+  with pytest.raises(
+    gguf_checkpoint.GGUFError, match=r"num_kv_heads is 2 in the file, 4 in the preset"
+  ):
     gguf_checkpoint.load_gguf(path, preset=wrong)
 
 
@@ -244,6 +246,8 @@ def test_sharded_load(tmp, tiny):
   mesh = mesh_lib.make_mesh((1, 2, 4))
   _, params, _ = gguf_checkpoint.load_gguf(path, mesh=mesh)
   shardings = model_sharding.param_shardings(tiny.config, mesh)
-  for a, b, s in zip(jax.tree.leaves(params), jax.tree.leaves(ref), jax.tree.leaves(shardings), strict=True):  # fmt: skip
+  for a, b, s in zip(
+    jax.tree.leaves(params), jax.tree.leaves(ref), jax.tree.leaves(shardings), strict=True
+  ):
     assert a.sharding == s
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))  # the same bytes, placed

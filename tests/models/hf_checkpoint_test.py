@@ -9,7 +9,7 @@ import torch
 import transformers
 from safetensors.numpy import save_file
 
-from score_jax.models import decoder, hf_checkpoint, presets
+from score_jax.models import decoder, hf_checkpoint, hf_config, presets
 from score_jax.models import sharding as model_sharding
 from score_jax.models.checkpoint_errors import CheckpointError
 from score_jax.parallel import mesh as mesh_lib
@@ -131,7 +131,7 @@ def test_hf_parity_and_export_roundtrip(family, tmp_path):
   for name, p in reloaded.named_parameters():
     np.testing.assert_array_equal(p.detach().numpy(), want[name].detach().numpy(), err_msg=name)
   assert_logits_close(config, hf_logits(reloaded, tokens, mask), ref, mask, "reloaded export")
-  assert hf_checkpoint.load_hf_config(tmp_path / "out") == config
+  assert hf_config.load_hf_config(tmp_path / "out") == config
 
 
 @pytest.mark.slow
@@ -150,7 +150,9 @@ def test_sharded_index_and_mesh_load(tmp_path):
     np.testing.assert_array_equal(np.asarray(leaf), np.asarray(ref), err_msg=str(path))  # copies
   mlp = sharded["layers"]["mlp"]["gate_proj"]["kernel"]
   assert mlp.sharding.spec == jax.sharding.PartitionSpec(None, "fsdp", "tensor")
-  assert len(mlp.addressable_shards[0].data.shape) == 3 and mlp.addressable_shards[0].data.shape[1:] == (32, 32)  # fmt: skip
+  assert len(mlp.addressable_shards[0].data.shape) == 3 and mlp.addressable_shards[0].data.shape[
+    1:
+  ] == (32, 32)
   tokens, mask = batch()
   ours = our_logits(config, sharded, tokens, mask)
   assert_logits_close(config, ours, hf_logits(model, tokens, mask), mask, "mesh-loaded gemma3")
@@ -178,7 +180,9 @@ def test_bfloat16_checkpoint_and_multimodal_prefix(tmp_path):
   assert config.family == "gemma3" and config.layer_types[2] == "global"
   tokens, mask = batch()
   ours = our_logits(config, params, tokens, mask)
-  assert_logits_close(config, ours, hf_logits(cg, tokens, mask), mask, "Gemma3ForConditionalGeneration")  # fmt: skip
+  assert_logits_close(
+    config, ours, hf_logits(cg, tokens, mask), mask, "Gemma3ForConditionalGeneration"
+  )
 
 
 def _tiny_llama_dir(tmp_path):
@@ -197,46 +201,84 @@ def test_errors_missing_extra_shape(tmp_path):
   config, out, tensors = _tiny_llama_dir(tmp_path)
   file = out / "model.safetensors"
   save_file({k: v for k, v in tensors.items() if "layers.1.mlp.up" not in k}, str(file))
-  with pytest.raises(CheckpointError, match=r"1 missing tensor\(s\): model\.layers\.1\.mlp\.up_proj\.weight"):  # fmt: skip
+  with pytest.raises(
+    CheckpointError, match=r"1 missing tensor\(s\): model\.layers\.1\.mlp\.up_proj\.weight"
+  ):
     hf_checkpoint.load_hf_checkpoint(out)
   save_file({**tensors, "model.layers.0.extra.weight": np.zeros(3, np.float32)}, str(file))
-  with pytest.raises(CheckpointError, match=r"unexpected tensor\(s\): model\.layers\.0\.extra\.weight"):  # fmt: skip
+  with pytest.raises(
+    CheckpointError, match=r"unexpected tensor\(s\): model\.layers\.0\.extra\.weight"
+  ):
     hf_checkpoint.load_hf_checkpoint(out)
   save_file(tensors, str(file))
   wide = presets.get_preset("tiny-llama", hidden_dim=96)
-  with pytest.raises(CheckpointError, match=r"model\.layers\.0\.mlp\.down_proj\.weight \(expected \(64, 96\), found \(64, 128\)\)"):  # fmt: skip
+  with pytest.raises(
+    CheckpointError,
+    match=r"model\.layers\.0\.mlp\.down_proj\.weight \(expected \(64, 96\), found \(64, 128\)\)",
+  ):
     hf_checkpoint.load_hf_checkpoint(out, wide)
   # Without a shape listing (e.g. a custom reader) the check happens per tensor as it is read.
-  with pytest.raises(CheckpointError, match=r"embed_tokens\.weight \(expected \(320, 64\), found \(3,\)\)"):  # fmt: skip
+  with pytest.raises(
+    CheckpointError, match=r"embed_tokens\.weight \(expected \(320, 64\), found \(3,\)\)"
+  ):
     hf_checkpoint.params_from_hf(config, lambda key: np.zeros(3, np.float32))
 
 
 def test_errors_config(tmp_path):
   (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
   with pytest.raises(CheckpointError, match=r"model_type 'gpt2' unsupported; known: .*gemma"):
-    hf_checkpoint.load_hf_config(tmp_path)
+    hf_config.load_hf_config(tmp_path)
   llama = HF_CONFIGS["llama"]().to_dict()
-  (tmp_path / "config.json").write_text(json.dumps({**llama, "rope_parameters": {"rope_type": "yarn", "factor": 2.0}}))  # fmt: skip
+  (tmp_path / "config.json").write_text(
+    json.dumps({**llama, "rope_parameters": {"rope_type": "yarn", "factor": 2.0}})
+  )
   with pytest.raises(CheckpointError, match="rope_type 'yarn' is not supported"):
-    hf_checkpoint.load_hf_config(tmp_path)
+    hf_config.load_hf_config(tmp_path)
   bad = presets.get_preset("tiny-llama", layer_types=("local", "global"), sliding_window=8)
   with pytest.raises(CheckpointError, match="llama in transformers has no sliding-window layers"):
-    hf_checkpoint.hf_config_dict(bad)
+    hf_config.hf_config_dict(bad)
 
 
 def test_legacy_config_forms(tmp_path):
   """transformers-4 style keys: rope_theta/rope_scaling at top level, rope_local_base_freq."""
-  legacy = dict(model_type="gemma3_text", **TINY, num_hidden_layers=6, sliding_window=8,
-                rope_theta=1e6, rope_local_base_freq=1e4, rope_scaling={"rope_type": "linear", "factor": 8.0})  # fmt: skip
+  legacy = dict(
+    model_type="gemma3_text",
+    **TINY,
+    num_hidden_layers=6,
+    sliding_window=8,
+    rope_theta=1e6,
+    rope_local_base_freq=1e4,
+    rope_scaling={"rope_type": "linear", "factor": 8.0},
+  )
   (tmp_path / "config.json").write_text(json.dumps(legacy))
-  c = hf_checkpoint.load_hf_config(tmp_path)
+  c = hf_config.load_hf_config(tmp_path)
   assert c.layer_types == ("local",) * 5 + ("global",)
-  assert (c.rope_theta, c.rope_local_theta, c.rope_scaling_type, c.rope_scaling_factor) == (1e6, 1e4, "linear", 8.0)  # fmt: skip
+  assert (c.rope_theta, c.rope_local_theta, c.rope_scaling_type, c.rope_scaling_factor) == (
+    1e6,
+    1e4,
+    "linear",
+    8.0,
+  )
   assert not c.rope_scale_local and c.query_pre_attn_scalar == 256
-  llama = dict(model_type="llama", **TINY, num_hidden_layers=2, rope_theta=5e5,
-               rope_scaling={"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0,
-                             "high_freq_factor": 4.0, "original_max_position_embeddings": 8192})  # fmt: skip
+  llama = dict(
+    model_type="llama",
+    **TINY,
+    num_hidden_layers=2,
+    rope_theta=5e5,
+    rope_scaling={
+      "rope_type": "llama3",
+      "factor": 32.0,
+      "low_freq_factor": 1.0,
+      "high_freq_factor": 4.0,
+      "original_max_position_embeddings": 8192,
+    },
+  )
   (tmp_path / "config.json").write_text(json.dumps(llama))
-  c = hf_checkpoint.load_hf_config(tmp_path)
-  assert (c.rope_theta, c.rope_scaling_type, c.rope_scaling_factor, c.rope_original_max_position) == (5e5, "llama3", 32.0, 8192)  # fmt: skip
+  c = hf_config.load_hf_config(tmp_path)
+  assert (
+    c.rope_theta,
+    c.rope_scaling_type,
+    c.rope_scaling_factor,
+    c.rope_original_max_position,
+  ) == (5e5, "llama3", 32.0, 8192)
   assert not c.tie_embeddings and c.sliding_window is None

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from score_jax.rewards import code_reward
+from score_jax.rewards import assert_rewrite, code_reward
 from score_jax.rewards.outcome import Outcome
 
 ADD = "def add(a, b):\n  return a + b\n"
@@ -106,7 +106,7 @@ def test_work_dir_is_private_cwd_home_and_tmp():
 
 
 def test_rewrite_tests_and_bad_input():
-  code = code_reward.rewrite_tests("x = 1\nassert x == 1, 'msg'")
+  code = assert_rewrite.rewrite_tests("x = 1\nassert x == 1, 'msg'")
   assert "_sbx_assert" in code.co_names and "_sbx_compare" in code.co_names
   with pytest.raises(ValueError, match=r"tests: line 2: .*'assert \)'"):
     code_reward.run_tests(ADD, ["assert add(1, 2) == 3", "assert )"])

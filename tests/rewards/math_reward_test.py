@@ -10,7 +10,7 @@ import time
 import math_verify
 import pytest
 
-from score_jax.rewards import math_normalize, math_reward
+from score_jax.rewards import math_normalize, math_reward, math_symbolic
 from score_jax.rewards.outcome import Outcome
 
 _CASES = pathlib.Path(__file__).with_name("math_cases.jsonl")
@@ -168,7 +168,7 @@ def test_verify_and_reward():
 
 
 def test_time_limit_interrupts_python_work():
-  with pytest.raises(math_reward.CheckTimeout), math_reward._time_limit(0.05):
+  with pytest.raises(math_reward.CheckTimeout), math_symbolic.time_limit(0.05):
     while True:
       pass
 

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from experiments import testbed as testbed_exp
-from score_jax.configs import config_lib
+from score_jax import configs
 from score_jax.testbed import pipeline
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -23,18 +23,18 @@ def _main(workdir, *flags):
 
 def test_config_is_validated_up_front():
   c = testbed_exp.get_config("quick")
-  config_lib.validate(c)
+  configs.validate(c)
   c.testbed.mixture.check += 0.3  # the three shares no longer sum to 1
-  with pytest.raises(config_lib.ConfigError, match="config.testbed.mixture: copy \\+ resolve"):
-    config_lib.validate(c)
+  with pytest.raises(configs.ConfigError, match="config.testbed.mixture: copy \\+ resolve"):
+    configs.validate(c)
   c = testbed_exp.get_config("quick")
   c.testbed.mixture.fast_form = "essay"
-  with pytest.raises(config_lib.ConfigError, match="config.testbed.mixture.fast_form"):
-    config_lib.validate(c)
+  with pytest.raises(configs.ConfigError, match="config.testbed.mixture.fast_form"):
+    configs.validate(c)
   c = testbed_exp.get_config("quick")
   c.testbed.methods = ("score", "star")
-  with pytest.raises(config_lib.ConfigError, match="config.testbed.methods"):
-    config_lib.validate(c)
+  with pytest.raises(configs.ConfigError, match="config.testbed.methods"):
+    configs.validate(c)
   with pytest.raises(ValueError, match="unknown argument 'huge'"):
     testbed_exp.get_config("huge")
 
@@ -44,7 +44,7 @@ def test_a_workdir_refuses_another_config(tmp_path):
   pipeline.check_workdir_config(c, str(tmp_path))
   pipeline.check_workdir_config(testbed_exp.get_config("quick"), str(tmp_path))  # same: fine
   c.stage2.alpha = 1.0
-  with pytest.raises(config_lib.ConfigError, match="config.stage2.alpha"):
+  with pytest.raises(configs.ConfigError, match="config.stage2.alpha"):
     pipeline.check_workdir_config(c, str(tmp_path))
 
 
@@ -56,7 +56,7 @@ def test_a_workdir_takes_more_seeds_and_methods(tmp_path):
   c.testbed.methods = ("score",)
   pipeline.check_workdir_config(c, str(tmp_path))
   c.testbed.pretrain_steps += 1  # but not a different base model
-  with pytest.raises(config_lib.ConfigError, match="config.testbed.pretrain_steps"):
+  with pytest.raises(configs.ConfigError, match="config.testbed.pretrain_steps"):
     pipeline.check_workdir_config(c, str(tmp_path))
 
 

@@ -14,6 +14,7 @@ from score_jax.models import decoder, presets
 from score_jax.models import sharding as model_sharding
 from score_jax.parallel import mesh as mesh_lib
 from score_jax.rl import losses, optim, steps
+from score_jax.rl.experience import Experience
 from score_jax.rl.scoring import stream_scores
 from score_jax.testbed import arith, corpus, pretrain
 from tests import numerics
@@ -81,19 +82,19 @@ def test_packed_sft_step_matches_one_transcript_per_row(tmp_path):
   mesh = mesh_lib.make_mesh((1, 2, 1), devices=jax.devices()[:2])
   oc = optim.OptimConfig(learning_rate=1e-2, warmup_steps=0)
   optimizer = optim.make_optimizer(oc)
-  loss_cfg = steps.LossConfig(alpha=0.0, beta1=0.0, beta2=0.0, samples_per_prompt=1, baseline="none")  # fmt: skip
-  fns = steps.make_steps(cfg, loss_cfg, optimizer, mesh, schedule=optim.make_schedule(oc))
+  loss_cfg = steps.LossConfig(samples_per_prompt=1, baseline="none")
+  sft = steps.Steps(cfg, loss_cfg, optimizer, mesh, schedule=optim.make_schedule(oc)).update("sft")
   rows = np.arange(16)
   plain = {k: v[rows] for k, v in streams.items()}
   packed = pretrain.pack_rows(streams, rows, row_multiple=2)
   assert packed["tokens"].size < plain["tokens"].size
   out = []
-  for step, batch in ((fns.sft, plain), (fns.packed_sft, packed)):
-    batch["normalizer"] = np.float32(losses.aggregation_normalizers(batch["loss_mask"], "token_mean"))  # fmt: skip
+  for batch in (plain, packed):
+    norm = np.float32(losses.aggregation_normalizers(batch["loss_mask"], "token_mean"))
     params = model_sharding.init_params_sharded(cfg, jax.random.key(0), mesh)
     state = optim.init_train_state(cfg, optimizer, mesh, jax.random.key(0), params)
     before = jax.device_get(state)
-    out.append(jax.device_get(step(state, batch)))
+    out.append(jax.device_get(sft(state, Experience(**batch, normalizer=norm))))
   (state_a, m_a), (state_b, m_b) = out
   assert m_a["tokens"] == m_b["tokens"]  # a count: exact
   width, tokens = plain["tokens"].shape[1], int(m_a["tokens"])
@@ -111,8 +112,8 @@ def test_packed_sft_step_matches_one_transcript_per_row(tmp_path):
   )
   # Every target token gets the same log-prob in both layouts (sorting keeps the bound).
   params = model_sharding.init_params_sharded(cfg, jax.random.key(1), mesh)
-  logp_plain = np.asarray(stream_scores(cfg, params, plain, 1.0)[0])
-  logp_packed = np.asarray(stream_scores(cfg, params, packed, 1.0)[0])
+  logp_plain = np.asarray(stream_scores(cfg, params, Experience(**plain), 1.0)[0])
+  logp_packed = np.asarray(stream_scores(cfg, params, Experience(**packed), 1.0)[0])
   scale = max(_logit_scale(cfg, params, plain), _logit_scale(cfg, params, packed))
   logp_err = numerics.logprob_bound(numerics.logit_bound(cfg, width, scale), scale, cfg.vocab_size)
   numerics.assert_close(

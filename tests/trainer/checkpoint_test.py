@@ -1,5 +1,6 @@
 """Real Orbax checkpoints: sharded round trip, keep-N + best, validation, atomicity, SIGTERM."""
 
+import logging
 import os
 import shutil
 import signal
@@ -15,7 +16,7 @@ import pytest
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from score_jax.trainer import checkpoint
+from score_jax.trainer import checkpoint, console
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -215,3 +216,22 @@ def test_killed_async_save_is_never_restored(tmp_path):
   assert step == (1000 if "2000.orbax-checkpoint-tmp" in left else 2000), left
   assert meta == {"at": step}
   assert np.all(np.asarray(state["w"]) == (1.0 if step == 1000 else 2.0))
+
+
+def test_orbax_logs_reach_the_log_file_not_the_terminal(tmp_path, capsys):
+  root = logging.getLogger()
+  handlers, level = list(root.handlers), root.level
+  try:
+    log = console.setup(tmp_path / "run", to_terminal=False, announce=False)
+    state = _state(_mesh())
+    with checkpoint.Checkpointer(tmp_path / "run" / "ckpt", async_save=False) as ckpt:
+      ckpt.save(1, state, {"stage": "stage1"})  # no metrics: orbax also WARNs about that
+    terminal = "".join(capsys.readouterr())
+    text = log.read_text()
+    assert "tracked_metric" in text and "Finished saving checkpoint" in text
+    for line in ("tracked_metric", "checkpoint_manager.py", "orbax"):
+      assert line not in terminal
+  finally:
+    console.reset()
+    root.handlers[:] = handlers
+    root.setLevel(level)

@@ -13,7 +13,7 @@ from score_jax.rewards import pool as pool_lib
 from score_jax.rl import optim
 from score_jax.trainer import checkpoint as checkpoint_lib
 from score_jax.trainer import evaluate, metrics
-from score_jax.trainer import setup as train_lib
+from score_jax.trainer import setup as setup_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -36,12 +36,12 @@ def setup(tmp_path_factory):
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
   workdir = str(tmp_path_factory.mktemp("eval"))
   c = _config()
-  mesh, sampler_mesh = train_lib.make_meshes(c)
-  model_cfg, params, tok = train_lib.load_base(c, workdir, mesh)
-  template = train_lib.chat_template(c, model_cfg, tok)
+  mesh, sampler_mesh = setup_lib.make_meshes(c)
+  model_cfg, params, tok = setup_lib.load_base(c, workdir, mesh)
+  template = setup_lib.chat_template(c, model_cfg, tok)
   eval_set = evaluate.make_eval_set(c, tok, template)
-  sampler = train_lib.make_sampler(c, model_cfg, sampler_mesh, tok.pad_id)
-  rc = train_lib.rollout_config(c, template.stop_ids(tok), greedy=True)
+  sampler = setup_lib.make_sampler(c, model_cfg, sampler_mesh, tok.pad_id)
+  rc = setup_lib.rollout_config(c, template.stop_ids(tok), greedy=True)
   with pool_lib.RewardPool(2) as pool:
     yield dict(c=c, workdir=workdir, mesh=mesh, model_cfg=model_cfg, params=params, tok=tok,
                eval_set=eval_set, sampler=sampler, rc=rc, pool=pool)  # fmt: skip
@@ -77,7 +77,7 @@ def test_answer_equality_uses_the_math_checker():
 def test_evaluate_job_reads_the_best_checkpoint(setup):
   s = setup
   c = s["c"]
-  optimizer = optim.make_optimizer(train_lib.optim_config(c))
+  optimizer = optim.make_optimizer(setup_lib.optim_config(c))
   state = optim.init_train_state(s["model_cfg"], optimizer, s["mesh"], jax.random.key(1), s["params"])  # fmt: skip
   with checkpoint_lib.Checkpointer(
     os.path.join(s["workdir"], "checkpoints"), async_save=False

@@ -21,7 +21,7 @@ from score_jax.parallel import mesh as mesh_lib
 from score_jax.rl import optim
 from score_jax.trainer import checkpoint as checkpoint_lib
 from score_jax.trainer import metric_writers
-from score_jax.trainer import setup as train_lib
+from score_jax.trainer import setup as setup_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 STEPS = 12  # 6 Stage I + 6 Stage II
@@ -60,7 +60,7 @@ def final_params(workdir, steps: int, experiment: str = "score_math"):
   config = module.get_config("tiny")
   model_cfg = presets.get_preset(config.model.preset, vocab_size=config.model.vocab_size)
   mesh = mesh_lib.make_mesh((1, 1, 1))
-  optimizer = optim.make_optimizer(train_lib.optim_config(config))
+  optimizer = optim.make_optimizer(setup_lib.optim_config(config))
   abstract = optim.abstract_train_state(model_cfg, optimizer, mesh)
   with checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints")) as ck:
     assert ck.latest_step() == steps

@@ -13,16 +13,14 @@ import time
 import jax
 import numpy as np
 import pytest
-from tests.trainer.resume_test import final_params
 
-from score_jax.configs import config_lib
-from score_jax.generation import rollout
+from score_jax import configs, tasks
+from score_jax.generation import offline, rollout
 from score_jax.models import presets
-from score_jax.tasks import tasks as episodes
-from score_jax.trainer import loop as train
-from score_jax.trainer import metric_writers
-from score_jax.trainer import setup as train_lib
+from score_jax.trainer import loop, metric_writers, schedule
+from score_jax.trainer import setup as setup_lib
 from tests import numerics
+from tests.trainer.resume_test import final_params
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -46,7 +44,7 @@ def _fast_config(**overrides):
   for path, value in overrides.items():
     section, field = path.split(".")
     c[section][field] = value
-  config_lib.validate(c, num_devices=8)
+  configs.validate(c, num_devices=8)
   return c
 
 
@@ -78,7 +76,7 @@ def _k3_rounding_bound(config, workdir) -> float:
 
 def test_stage1_then_stage2_writes_everything(tmp_path):
   config = _fast_config()
-  last = train.run(config, str(tmp_path))
+  last = loop.run(config, str(tmp_path))
   recs = _records(tmp_path)
   assert [(r["step"], r["stage"]) for r in recs] == [(1, "stage1"), (2, "stage2")]
   s = recs[-1]["scalars"]
@@ -98,13 +96,13 @@ def test_stage1_then_stage2_writes_everything(tmp_path):
   assert sorted(os.listdir(tmp_path / "checkpoints")) == ["1", "2"]
   assert os.path.exists(tmp_path / "tokenizer" / "spm.model")
   # A rerun of a finished run resumes at the end: nothing is redone, nothing duplicated.
-  train.run(_fast_config(), str(tmp_path))
+  loop.run(_fast_config(), str(tmp_path))
   assert [r["step"] for r in _records(tmp_path)] == [1, 2]
 
 
 def test_nonfinite_stops_with_step_and_batch_saved(tmp_path):
-  with pytest.raises(train.NonFiniteError, match=r"non-finite loss/gradient at step 1 \(stage1\)"):
-    train.run(_fast_config(**{"train.debug_nan_step": 0}), str(tmp_path))
+  with pytest.raises(loop.NonFiniteError, match=r"non-finite loss/gradient at step 1 \(stage1\)"):
+    loop.run(_fast_config(**{"train.debug_nan_step": 0}), str(tmp_path))
   saved = np.load(tmp_path / "nonfinite" / "step_1_process_0.npz")
   assert saved["tokens"].shape[0] == 8 and saved["rewards"].shape == (8, 2)
   info = json.loads((tmp_path / "nonfinite" / "step_1_process_0.json").read_text())
@@ -114,7 +112,7 @@ def test_nonfinite_stops_with_step_and_batch_saved(tmp_path):
 
 def test_nonfinite_skip_continues(tmp_path):
   cfg = _fast_config(**{"train.debug_nan_step": 0, "train.on_nonfinite": "skip"})
-  train.run(cfg, str(tmp_path))
+  loop.run(cfg, str(tmp_path))
   recs = _records(tmp_path)
   assert [r["step"] for r in recs] == [1, 2]
   assert recs[0]["scalars"]["step/finite"] == 0.0 and recs[1]["scalars"]["step/finite"] == 1.0
@@ -144,22 +142,22 @@ def test_bad_config_fails_before_compilation(tmp_path, flag, match):
 def test_validate_names_the_field():
   c = _experiment("score_math")
   c.train.global_batch = 12
-  with pytest.raises(config_lib.ConfigError, match=r"config\.train\.global_batch = 12: must be divisible by the mesh"):  # fmt: skip
-    config_lib.validate(c, num_devices=8)
+  with pytest.raises(configs.ConfigError, match=r"config\.train\.global_batch = 12: must be divisible by the mesh"):  # fmt: skip
+    configs.validate(c, num_devices=8)
   c = _experiment("score_code")
   c.train.num_microbatches = 3
-  with pytest.raises(config_lib.ConfigError, match=r"config\.train\.global_batch = 8: not divisible by config\.train\.num_microbatches = 3"):  # fmt: skip
-    config_lib.validate(c)
+  with pytest.raises(configs.ConfigError, match=r"config\.train\.global_batch = 8: not divisible by config\.train\.num_microbatches = 3"):  # fmt: skip
+    configs.validate(c)
   c = _experiment("score_math", "")
   c.schedule.kind = "random"
-  with pytest.raises(config_lib.ConfigError, match=r"config\.schedule\.kind = 'random'"):
-    config_lib.validate(c)
+  with pytest.raises(configs.ConfigError, match=r"config\.schedule\.kind = 'random'"):
+    configs.validate(c)
 
 
 def test_non_tiny_preset_needs_a_checkpoint(tmp_path):
   c = _experiment("score_math", "")
-  with pytest.raises(config_lib.ConfigError, match=r"config\.model\.checkpoint is empty"):
-    train.run(c, str(tmp_path))
+  with pytest.raises(configs.ConfigError, match=r"config\.model\.checkpoint is empty"):
+    loop.run(c, str(tmp_path))
 
 
 @pytest.mark.slow
@@ -178,49 +176,66 @@ def test_cli_tiny_experiment(tmp_path, experiment):
   assert "6" in os.listdir(tmp_path / "checkpoints")
 
 
+def test_single_turn_rl_is_a_config_value(tmp_path):
+  """'w/o multi-turn training' (paper Table 4): config.rl.method = 'single_turn' trains on one
+  attempt per episode with SCoRe's update budget, and is evaluated with two attempts."""
+  config = _fast_config(**{"rl.method": "single_turn"})
+  last = loop.run(config, str(tmp_path))
+  recs = _records(tmp_path)
+  assert [(r["step"], r["stage"]) for r in recs] == [(1, "single_turn"), (2, "single_turn")]
+  s = recs[-1]["scalars"]
+  assert "train/reward_turn1" in s and "train/reward_turn2" not in s
+  assert "step/tokens_turn1" in s and "step/tokens_turn2" not in s
+  assert s["step/finite"] == 1.0 and s["len/turn1_mean"] > 0
+  dumps = [json.loads(line) for line in open(tmp_path / "episodes.jsonl")]
+  assert all(len(d["attempts"]) == 1 for d in dumps)
+  assert "eval/acc@t2" in last and last["eval/num_examples"] == 8
+
+
 def test_stage_schedule():
   c = _experiment("score_math", "")
   c.stage1.steps, c.stage2.steps = 2, 3
-  assert train_lib.phases(c) == [("stage1", 2), ("stage2", 3)]
+  assert schedule.phases(c) == [("stage1", 2), ("stage2", 3)]
   c.schedule.kind, c.schedule.num_rounds = "interleaved", 2
-  assert [train_lib.stage_at(c, s) for s in (0, 1, 2, 4, 5, 9)] == [
+  assert [schedule.phase_at(c, s) for s in (0, 1, 2, 4, 5, 9)] == [
     ("stage1", 0), ("stage1", 1), ("stage2", 0), ("stage2", 2), ("stage1", 0), ("stage2", 2)
   ]  # fmt: skip
-  assert train_lib.total_steps(c) == 10
+  assert schedule.total_steps(c) == 10
   with pytest.raises(ValueError, match="past the schedule"):
-    train_lib.stage_at(c, 10)
-  # The naive multi-turn baseline: one phase with SCoRe's whole update budget.
-  c.schedule.kind, c.rl.method = "sequential", "naive_multiturn"
-  assert train_lib.phases(c) == [("naive", 5)]
+    schedule.phase_at(c, 10)
+  # The one-phase baselines: SCoRe's whole update budget in one phase, never interleaved.
+  c.rl.method = "naive_multiturn"
+  assert schedule.phases(c) == [("naive_multiturn", 5)]
+  c.rl.method = "single_turn"
+  assert schedule.phases(c) == [("single_turn", 5)]
   c.rl.method = "star"
-  with pytest.raises(config_lib.ConfigError, match="config.rl.method"):
-    config_lib.validate(c)
-  # Adaptive beta2 runs on a quarter-octave grid so Stage I recompiles only per grid value.
-  assert train_lib.quantize_beta2(0.1) == pytest.approx(2**-3.25)
-  assert train_lib.quantize_beta2(0.105) == train_lib.quantize_beta2(0.1)
+  with pytest.raises(configs.ConfigError, match="config.rl.method"):
+    configs.validate(c)
 
 
 def test_offline_first_attempts_come_from_the_reference(tmp_path):
   c = _fast_config()
   c.rollout.num_samples = 2
   c.rollout.prompt_buckets = (192, 384)  # offline prompts hold prompt + y1 + instruction
-  mesh, _ = train_lib.make_meshes(c)
-  model_cfg, ref, tok = train_lib.load_base(c, str(tmp_path), mesh)
-  template = train_lib.chat_template(c, model_cfg, tok)
-  task = episodes.load_task("math", "train")
-  _, ids = episodes.encode_prompts(task, tok, template, None, 192)
+  mesh, _ = setup_lib.make_meshes(c)
+  model_cfg, ref, tok = setup_lib.load_base(c, str(tmp_path), mesh)
+  template = setup_lib.chat_template(c, model_cfg, tok)
+  task = tasks.load_task("math", "train")
+  _, ids = tasks.encode_prompts(task, tok, template, None, 192)
   instr = template.next_turn_ids(tok, task.correction())
-  sampler = train_lib.make_sampler(c, model_cfg, None, tok.pad_id)  # one device
-  rc = train_lib.rollout_config(c, template.stop_ids(tok))
-  ctx = {"sampler": sampler, "rc": rc, "instruction": instr, "tok": tok, "offline_k": 2,
-         "stage": "stage2"}  # fmt: skip
+  sampler = setup_lib.make_sampler(c, model_cfg, None, tok.pad_id)  # one device
+  rc = setup_lib.rollout_config(c, template.stop_ids(tok))
   # A different policy, so base-model and policy attempts differ.
   policy = jax.tree.map(lambda x: x * 1.5, ref)
   rng = jax.random.key(7)
-  ep = train._rollout(ctx, policy, ref, ids[:4], rng, 0)
+  ep = offline.training_episodes(
+    sampler, policy, ref, ids[:4], instr, rc, rng, num_offline=2, row_offset=0,
+    decode=tok.decode,
+  )  # fmt: skip
   assert ep.prompt_index.tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
-  n1 = ((ep.turn == 1) & ep.valid).sum(axis=1)
-  n2 = ((ep.turn == 2) & ep.valid).sum(axis=1)
+  exp = ep.experience
+  n1 = ((exp.turn == 1) & exp.valid).sum(axis=1)
+  n2 = ((exp.turn == 2) & exp.valid).sum(axis=1)
   assert (n1[:4] > 0).all() and (n1[4:] == 0).all() and (n2 > 0).all()
   assert all(len(t) == 2 for t in ep.texts) and ep.lengths.shape == (8, 2)
   # The offline rows' attempt 1 is exactly what the reference samples for those rows.
@@ -230,7 +245,7 @@ def test_offline_first_attempts_come_from_the_reference(tmp_path):
   assert [a[0] for a in ep.attempt_tokens[4:]] == [a[0] for a in first.attempt_tokens]
   # ... and sits in the stream as prompt (turn 0) right before the instruction and attempt 2.
   for r in range(4, 8):
-    valid = ep.tokens[r][ep.valid[r]].tolist()
+    valid = exp.tokens[r][exp.valid[r]].tolist()
     y1, y2 = ep.attempt_tokens[r]
     start = len(ids[2 + (r - 4) // 2])
     assert valid[start : start + len(y1) + len(instr)] == y1 + instr

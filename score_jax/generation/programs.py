@@ -1,0 +1,172 @@
+"""The sampler's jitted programs: prefill, append and the decode loop over an explicit KV cache.
+
+Pure functions of (model config, params, cache state, ...); `sampling.Sampler` binds the config,
+jits them once per shape bucket and owns the host side (buckets, padding, placement).
+
+Shape letters: b batch (episodes), u unique prompts, t new tokens, s cache slots, g generation
+bucket, v vocab.
+"""
+
+import enum
+
+import jax
+import jax.numpy as jnp
+
+from score_jax.models import decoder
+
+
+class StopReason(enum.IntEnum):
+  """Why a row's attempt ended."""
+
+  STOP_ID = 1  # sampled one of the stop ids (kept as the attempt's last token)
+  LENGTH = 2  # hit max_new_tokens (truncated)
+
+
+def sample_tokens(logits_bv, keys_b, temperature, top_k, top_p):
+  """Samples one token per row in float32; returns (token_b, logp_b under the temperature)."""
+  logits_bv = logits_bv.astype(jnp.float32)
+  greedy = temperature <= 0.0
+  scaled_bv = logits_bv / jnp.where(greedy, 1.0, temperature)
+  vocab = logits_bv.shape[-1]
+
+  def filtered_sample(scaled_bv):
+    # Sort once and sample in sorted order, so ties at the cut-off never widen the allowed set.
+    iota_bv = jnp.broadcast_to(jnp.arange(vocab, dtype=jnp.int32), scaled_bv.shape)
+    neg_sorted_bv, order_bv = jax.lax.sort((-scaled_bv, iota_bv), num_keys=1)
+    sorted_bv = -neg_sorted_bv
+    probs_bv = jax.nn.softmax(sorted_bv, axis=-1)
+    mass_before_bv = jnp.cumsum(probs_bv, axis=-1) - probs_bv
+    rank_v = jnp.arange(vocab)
+    keep_bv = (mass_before_bv < top_p) & ((top_k <= 0) | (rank_v < top_k))
+    keep_bv = keep_bv.at[:, 0].set(True)
+    idx_b = jax.vmap(jax.random.categorical)(keys_b, jnp.where(keep_bv, sorted_bv, -jnp.inf))
+    return jnp.take_along_axis(order_bv, idx_b[:, None], axis=-1)[:, 0]
+
+  def plain_sample(scaled_bv):
+    return jax.vmap(jax.random.categorical)(keys_b, scaled_bv).astype(jnp.int32)
+
+  def stochastic(scaled_bv):
+    needs_filter = (top_k > 0) | (top_p < 1.0)
+    return jax.lax.cond(needs_filter, filtered_sample, plain_sample, scaled_bv)
+
+  def argmax(scaled_bv):
+    return jnp.argmax(scaled_bv, axis=-1).astype(jnp.int32)
+
+  token_b = jax.lax.cond(greedy, argmax, stochastic, scaled_bv)
+  logp_b = jnp.take_along_axis(jax.nn.log_softmax(scaled_bv, axis=-1), token_b[:, None], -1)
+  return token_b, logp_b[:, 0]
+
+
+def prefill(config, params, tokens_ut, mask_ut, repeat_b, cache_len):
+  """Prefills unique prompts, then repeats cache and stream rows along the batch."""
+  num_unique, t = tokens_ut.shape
+  cache = decoder.init_cache(config, num_unique, cache_len)
+  pos_ut = jnp.maximum(jnp.cumsum(mask_ut, axis=1) - 1, 0).astype(jnp.int32)
+  logits_utv, cache = decoder.forward(config, params, tokens_ut, pos_ut, mask_ut, cache)
+  take = lambda x, axis: jnp.take(x, repeat_b, axis=axis)
+  cache = {
+    "k": take(cache["k"], 1),
+    "v": take(cache["v"], 1),
+    "valid": take(cache["valid"], 0),
+    "positions": take(cache["positions"], 0),
+    "index": cache["index"],
+  }
+  b = repeat_b.shape[0]
+  tokens_bs = jnp.zeros((b, cache_len), jnp.int32).at[:, :t].set(take(tokens_ut, 0))
+  return {
+    "cache": cache,
+    "tokens_bs": tokens_bs,
+    "logp_bs": jnp.zeros((b, cache_len), jnp.float32),
+    "turn_bs": jnp.zeros((b, cache_len), jnp.int32),
+    "next_pos_b": take(mask_ut.sum(axis=1).astype(jnp.int32), 0),
+    # Left padding puts each row's last real token in the last column.
+    "logits_bv": take(logits_utv[:, -1].astype(jnp.float32), 0),
+  }
+
+
+def append(config, params, state, tokens_bt, mask_bt):
+  """Writes T (left-padded) tokens after each row's last real token; updates next logits."""
+  pos_bt = state["next_pos_b"][:, None] + jnp.cumsum(mask_bt, axis=1).astype(jnp.int32) - 1
+  pos_bt = jnp.maximum(pos_bt, 0)
+  start = state["cache"]["index"]
+  logits_btv, cache = decoder.forward(config, params, tokens_bt, pos_bt, mask_bt, state["cache"])
+  put = lambda buf, x: jax.lax.dynamic_update_slice(buf, x.astype(buf.dtype), (0, start))
+  return {
+    **state,
+    "cache": cache,
+    "tokens_bs": put(state["tokens_bs"], tokens_bt),
+    "logp_bs": put(state["logp_bs"], jnp.zeros(tokens_bt.shape)),
+    "turn_bs": put(state["turn_bs"], jnp.zeros(tokens_bt.shape)),
+    "next_pos_b": state["next_pos_b"] + mask_bt.sum(axis=1).astype(jnp.int32),
+    "logits_bv": logits_btv[:, -1].astype(jnp.float32),
+  }
+
+
+def decode_loop(config, gen_len, pad_id, params, state, rng, row_ids_b, turn, ops):
+  """Samples up to ops['max_new'] tokens per row (<= gen_len), writing each into the cache."""
+  b = row_ids_b.shape[0]
+  start = state["cache"]["index"]
+  # Per-row keys from the row's id, so tokens do not depend on batch layout or sharding.
+  row_keys_b = jax.vmap(lambda r: jax.random.fold_in(jax.random.fold_in(rng, r), turn))(row_ids_b)
+  stop_ids = ops["stop_ids"]
+
+  def cond(c):
+    return (c["i"] < ops["max_new"]) & jnp.any(c["active_b"])
+
+  def body(c):
+    i, active_b = c["i"], c["active_b"]
+    keys_b = jax.vmap(lambda k: jax.random.fold_in(k, i))(row_keys_b)
+    tok_b, logp_b = sample_tokens(
+      c["logits_bv"], keys_b, ops["temperature"], ops["top_k"], ops["top_p"]
+    )
+    tok_b = jnp.where(active_b, tok_b, pad_id)
+    logp_b = jnp.where(active_b, logp_b, 0.0)
+    is_stop_b = active_b & jnp.any(tok_b[:, None] == stop_ids[None, :], axis=-1)
+    # The stop token goes into the cache too: the next turn continues after it.
+    logits_b1v, cache = decoder.forward(
+      config, params, tok_b[:, None], c["next_pos_b"][:, None], active_b[:, None], c["cache"]
+    )
+    return {
+      "i": i + 1,
+      "cache": cache,
+      "logits_bv": logits_b1v[:, 0].astype(jnp.float32),
+      "next_pos_b": c["next_pos_b"] + active_b.astype(jnp.int32),
+      "active_b": active_b & ~is_stop_b,
+      "stopped_b": c["stopped_b"] | is_stop_b,
+      "length_b": c["length_b"] + active_b.astype(jnp.int32),
+      "tokens_bg": jax.lax.dynamic_update_slice(c["tokens_bg"], tok_b[:, None], (0, i)),
+      "logp_bg": jax.lax.dynamic_update_slice(c["logp_bg"], logp_b[:, None], (0, i)),
+    }
+
+  init = {
+    "i": jnp.int32(0),
+    "cache": state["cache"],
+    "logits_bv": state["logits_bv"],
+    "next_pos_b": state["next_pos_b"],
+    "active_b": jnp.ones((b,), bool),
+    "stopped_b": jnp.zeros((b,), bool),
+    "length_b": jnp.zeros((b,), jnp.int32),
+    "tokens_bg": jnp.full((b, gen_len), pad_id, jnp.int32),
+    "logp_bg": jnp.zeros((b, gen_len), jnp.float32),
+  }
+  c = jax.lax.while_loop(cond, body, init)
+  # Columns past the loop's last step are overwritten by later turns (the cache index is i).
+  g_mask_bg = jnp.arange(gen_len)[None, :] < c["length_b"][:, None]
+  put = lambda buf, x: jax.lax.dynamic_update_slice(buf, x.astype(buf.dtype), (0, start))
+  new_state = {
+    **state,
+    "cache": c["cache"],
+    "tokens_bs": put(state["tokens_bs"], c["tokens_bg"]),
+    "logp_bs": put(state["logp_bs"], c["logp_bg"]),
+    "turn_bs": put(state["turn_bs"], jnp.where(g_mask_bg, turn, 0)),
+    "next_pos_b": c["next_pos_b"],
+    "logits_bv": c["logits_bv"],
+  }
+  reason_b = jnp.where(c["stopped_b"], int(StopReason.STOP_ID), int(StopReason.LENGTH))
+  out = {
+    "tokens_bg": c["tokens_bg"],
+    "logp_bg": c["logp_bg"],
+    "length_b": c["length_b"],
+    "stop_reason_b": reason_b.astype(jnp.int32),
+  }
+  return new_state, out

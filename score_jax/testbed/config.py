@@ -1,0 +1,79 @@
+"""The testbed job's registration and the validation of its `testbed` config section.
+
+Importing this module registers the `testbed` job (run by score_jax.testbed.pipeline) and the
+`testbed` task, so `configs.validate` knows both; experiments/testbed.py imports it.
+"""
+
+from collections.abc import Sequence
+
+import ml_collections
+
+from score_jax import configs
+from score_jax.configs import ConfigError, is_int, is_number, require
+from score_jax.testbed import arith, corpus
+from score_jax.testbed import task as testbed_task
+
+JOB = "testbed"
+METHODS = ("score", "naive")  # the RL runs the job can make (pipeline.METHODS maps them)
+
+_POSITIVE_INTS = (
+  "tokenizer_problems",
+  "train_problems",
+  "seq_len",
+  "pretrain_steps",
+  "pretrain_batch",
+  "pretrain_save_every",
+  "eval_problems",
+  "curve_problems",
+)
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+  """The SCoRe sections the RL runs read, then the `testbed` section (experiments/testbed.py)."""
+  configs.validate_score_sections(config)
+  if "testbed" not in config:
+    raise ConfigError("config.testbed: missing; the testbed job needs experiments/testbed.py")
+  for f in _POSITIVE_INTS:
+    require(config, f"testbed.{f}", lambda v: is_int(v) and v >= 1, "an int >= 1")
+  require(config, "testbed.pretrain_lr", lambda v: is_number(v) and v > 0, "a number > 0")
+  _validate_mixture(config)
+  require(config, "testbed.methods", _methods, "a non-empty tuple of 'score' / 'naive'")
+  require(config, "testbed.rl_seeds", _distinct_ints, "a non-empty tuple of distinct ints")
+  if config.data.task != testbed_task.NAME:
+    raise ConfigError(
+      f"config.data.task = {config.data.task!r}: the testbed job trains on 'testbed'."
+    )
+  if config.testbed.eval_problems > config.data.procedural_size:
+    raise ConfigError(
+      f"config.testbed.eval_problems = {config.testbed.eval_problems}: more than the "
+      f"config.data.procedural_size = {config.data.procedural_size} test problems generated."
+    )
+
+
+def _methods(v) -> bool:
+  return isinstance(v, Sequence) and len(v) > 0 and all(x in METHODS for x in v)
+
+
+def _distinct_ints(v) -> bool:
+  return isinstance(v, Sequence) and len(v) > 0 and len(set(v)) == len(v) and all(map(is_int, v))
+
+
+def _validate_mixture(config: ml_collections.ConfigDict) -> None:
+  """The pretraining corpus mixture: shares in [0, 1], the second-attempt shares summing to 1."""
+  fraction = lambda v: is_number(v) and 0 <= v <= 1
+  for f in corpus.FRACTIONS:
+    require(config, f"testbed.mixture.{f}", fraction, "a fraction in [0, 1]")
+  forms = arith.FAST_FORMS
+  require(config, "testbed.mixture.fast_form", lambda v: v in forms, f"one of {forms}")
+  m = config.testbed.mixture
+  if abs(m.copy + m.resolve + m.check - 1) > 1e-6:
+    raise ConfigError(
+      f"config.testbed.mixture: copy + resolve + check = {m.copy + m.resolve + m.check}, "
+      "expected 1."
+    )
+
+
+configs.register_job(
+  configs.Job(JOB, "score_jax.testbed.pipeline", uses_reward_pool=True, validate=validate_config),
+  replace=True,  # a re-import (importlib.reload) registers it again
+)
