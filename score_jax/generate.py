@@ -173,9 +173,16 @@ def run(config, workdir: str) -> list[dict]:
   for i, prompt in enumerate(g.prompts):
     ids, stop_ids = prompt_ids(tok, template, prompt, g.system or None)
     out = generate_ids(
-      model_cfg, params, ids, g.max_new_tokens, stop_ids,
-      temperature=g.temperature, top_k=g.top_k, top_p=g.top_p, seed=config.seed + i,
-    )  # fmt: skip
+      model_cfg,
+      params,
+      ids,
+      g.max_new_tokens,
+      stop_ids,
+      temperature=g.temperature,
+      top_k=g.top_k,
+      top_p=g.top_p,
+      seed=config.seed + i,
+    )
     stopped = bool(out) and out[-1] in stop_ids
     text = tok.decode(out[:-1] if stopped else out)
     print(f"### {prompt}\n{text}\n", flush=True)

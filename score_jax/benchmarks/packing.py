@@ -85,10 +85,15 @@ def main(argv):
   streams = corpus_streams(cfg, 4096, args.width, args.lengths)
   shards = mesh_lib.batch_shards(mesh)
   rng = np.random.default_rng(1)
-  plan = [_batches(streams, rng.choice(4096, args.batch, replace=False), shards) for _ in range(args.steps)]  # fmt: skip
+  plan = [
+    _batches(streams, rng.choice(4096, args.batch, replace=False), shards)
+    for _ in range(args.steps)
+  ]
   dev = jax.devices()[0]
   print(f"device: {dev.platform} {dev.device_kind} x{jax.device_count()}; {time.ctime()}")
-  print(f"model: {args.preset} params={decoder.count_params(cfg) / 1e6:.2f}M; {args.batch} transcripts per step")  # fmt: skip
+  print(
+    f"model: {args.preset} params={decoder.count_params(cfg) / 1e6:.2f}M; {args.batch} transcripts per step"
+  )
   # The same first batch from the same state in every variant; then compile every other shape.
   first_loss = {
     key: float(fn(jax.tree.map(jnp.copy, state), plan[0][key[0]])[1]["loss"])

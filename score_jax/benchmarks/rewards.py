@@ -32,8 +32,10 @@ _MODES = ("one-shot", "zygote")
 
 
 def _benign(n: int, salt: int = 0) -> list:
-  return [("code", (f"def f(x):\n  return x + {i}\n", f"assert f(1) == {i + 1}"))
-          for i in range(salt, salt + n)]  # fmt: skip
+  return [
+    ("code", (f"def f(x):\n  return x + {i}\n", f"assert f(1) == {i + 1}"))
+    for i in range(salt, salt + n)
+  ]
 
 
 def _math_items(n: int) -> list:
@@ -146,8 +148,10 @@ def main(argv: list[str]) -> None:
   print(f"the CPU-bound ceiling it implies on {cores} cores (with kernel threads' CPU added):")
   for mode in _MODES:
     total = ms[mode] + kms[mode]
-    print(f"  {mode:9s} {ms[mode]:5.1f} ms -> {1000 * cores / ms[mode]:4.0f}/s   (+ kernel threads"
-          f" {kms[mode]:4.1f} ms -> {1000 * cores / total:4.0f}/s)")  # fmt: skip
+    print(
+      f"  {mode:9s} {ms[mode]:5.1f} ms -> {1000 * cores / ms[mode]:4.0f}/s   (+ kernel threads"
+      f" {kms[mode]:4.1f} ms -> {1000 * cores / total:4.0f}/s)"
+    )
   print(f"  ratio     {ms['one-shot'] / ms['zygote']:5.2f}x less CPU with the zygote")
   hang = args.timeout_s * 0.1
   print(

@@ -47,7 +47,9 @@ def bench_config(size: str, dtype: str):
     overrides = dict(vocab_size=4096, embed_dim=256, hidden_dim=1024, num_layers=4, head_dim=64)
   config = presets.get_preset(name, dtype=dtype, param_dtype=dtype, **overrides)
   if config.family != "gemma" or "local" in config.layer_types:
-    raise ValueError(f"--size={size}: tunix's Gemma class needs a Gemma 1 preset, not {config.family}")  # fmt: skip
+    raise ValueError(
+      f"--size={size}: tunix's Gemma class needs a Gemma 1 preset, not {config.family}"
+    )
   return config
 
 
@@ -104,7 +106,9 @@ class Ours:
 
   def check(self):
     rc = self._rc(1, 0.0, CHECK_TOKENS)
-    ep = rollout.run_episodes(self.sampler, self.params, self.check_prompts, [], rc, jax.random.key(0))  # fmt: skip
+    ep = rollout.run_episodes(
+      self.sampler, self.params, self.check_prompts, [], rc, jax.random.key(0)
+    )
     return [t[0] for t in ep.attempt_tokens]
 
   def run(self, turns: int) -> dict:
@@ -157,8 +161,16 @@ class Tunix:
   """The tunix side: a subprocess in tunix's virtualenv, one JSON command per line."""
 
   def __init__(self, args):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([_repo_root(), os.environ.get("PYTHONPATH", "")])}  # fmt: skip
-    cmd = [args.tunix_python, "-m", "score_jax.benchmarks.tunix_sampler_runner", *_forward_flags(args)]  # fmt: skip
+    env = {
+      **os.environ,
+      "PYTHONPATH": os.pathsep.join([_repo_root(), os.environ.get("PYTHONPATH", "")]),
+    }
+    cmd = [
+      args.tunix_python,
+      "-m",
+      "score_jax.benchmarks.tunix_sampler_runner",
+      *_forward_flags(args),
+    ]
     self.proc = subprocess.Popen(
       cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True, cwd=_repo_root()
     )
@@ -211,14 +223,18 @@ def parse_args(argv):
 def main(argv) -> None:
   args = parse_args(argv)
   config = bench_config(args.size, args.dtype)
-  print(f"bench sampler: {time.strftime('%Y-%m-%d %H:%M')} device={jax.devices()[0].device_kind} "
-        f"x{jax.device_count()} size={args.size} dtype={args.dtype} params={decoder.count_params(config):,} "
-        f"batch={args.batch} prompt<={args.prompt_len} gen={args.gen_len}/turn instr={args.instr_len}")  # fmt: skip
+  print(
+    f"bench sampler: {time.strftime('%Y-%m-%d %H:%M')} device={jax.devices()[0].device_kind} "
+    f"x{jax.device_count()} size={args.size} dtype={args.dtype} params={decoder.count_params(config):,} "
+    f"batch={args.batch} prompt<={args.prompt_len} gen={args.gen_len}/turn instr={args.instr_len}"
+  )
   ours = Ours(config, args)
   tunix = None
   if not os.path.exists(args.tunix_python):
-    print(f"tunix side SKIPPED: no interpreter at --tunix_python={args.tunix_python} (a venv with "
-          f"google-tunix==0.1.7, jax and flax as ours; or set SCORE_TUNIX_PYTHON)")  # fmt: skip
+    print(
+      f"tunix side SKIPPED: no interpreter at --tunix_python={args.tunix_python} (a venv with "
+      f"google-tunix==0.1.7, jax and flax as ours; or set SCORE_TUNIX_PYTHON)"
+    )
   else:
     tunix = Tunix(args)
   try:
@@ -233,7 +249,9 @@ def _compare(ours, tunix, args) -> None:
   if tunix is not None:
     theirs = tunix.call("check")["tokens"]
     same = np.mean([a == b for ra, rb in zip(mine, theirs) for a, b in zip(ra, rb)])
-    print(f"greedy check ({CHECK_ROWS} rows x {CHECK_TOKENS} tokens): ours {mine} tunix {theirs} -> {same:.0%} equal")  # fmt: skip
+    print(
+      f"greedy check ({CHECK_ROWS} rows x {CHECK_TOKENS} tokens): ours {mine} tunix {theirs} -> {same:.0%} equal"
+    )
     if same < 1.0 and args.dtype == "float32":
       raise SystemExit("greedy tokens differ in float32: the two sides do not run the same model")
   sides = {"ours": ours.run, **({"tunix": lambda k: tunix.call(f"run{k}")} if tunix else {})}
@@ -248,16 +266,30 @@ def _compare(ours, tunix, args) -> None:
         times[name].append(r["tokens"] / r["seconds"])
     results[turns] = {name: statistics.median(v) for name, v in times.items()}
     for name, v in times.items():
-      print(f"{turns}-turn {name:5s}: median {results[turns][name]:10.1f} tok/s  runs {[round(x, 1) for x in v]}")  # fmt: skip
+      print(
+        f"{turns}-turn {name:5s}: median {results[turns][name]:10.1f} tok/s  runs {[round(x, 1) for x in v]}"
+      )
   targets = {1: 1.1, 2: 1.5}
   for turns, target in targets.items():
-    print(f"{turns}-turn ours/tunix: " + (f"{results[turns]['ours'] / results[turns]['tunix']:.2f}x (target >= {target}x)" if tunix else "n/a"))  # fmt: skip
+    print(
+      f"{turns}-turn ours/tunix: "
+      + (
+        f"{results[turns]['ours'] / results[turns]['tunix']:.2f}x (target >= {target}x)"
+        if tunix
+        else "n/a"
+      )
+    )
   for turns in (1, 2):
     b = ours.breakdown(turns)
-    print(f"{turns}-turn ours where time goes (s): " + ", ".join(f"{k} {v:.3f}" for k, v in b.items()))  # fmt: skip
+    print(
+      f"{turns}-turn ours where time goes (s): " + ", ".join(f"{k} {v:.3f}" for k, v in b.items())
+    )
     if tunix:
       b = tunix.call(f"breakdown{turns}")
-      print(f"{turns}-turn tunix where time goes (s): " + ", ".join(f"{k} {v:.3f}" for k, v in b.items()))  # fmt: skip
+      print(
+        f"{turns}-turn tunix where time goes (s): "
+        + ", ".join(f"{k} {v:.3f}" for k, v in b.items())
+      )
 
 
 if __name__ == "__main__":

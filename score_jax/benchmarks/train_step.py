@@ -37,9 +37,16 @@ def model_config(args):
     return presets.get_preset(args.preset, **kw)
   d = args.width
   return presets.get_preset(
-    "gemma-2b", vocab_size=args.vocab, embed_dim=d, hidden_dim=4 * d, num_layers=args.layers,
-    num_heads=max(d // 128, 1), num_kv_heads=1, head_dim=128, **kw,
-  )  # fmt: skip
+    "gemma-2b",
+    vocab_size=args.vocab,
+    embed_dim=d,
+    hidden_dim=4 * d,
+    num_layers=args.layers,
+    num_heads=max(d // 128, 1),
+    num_kv_heads=1,
+    head_dim=128,
+    **kw,
+  )
 
 
 def episode_batch(cfg, b: int, t: int, g: int, seed: int = 0) -> Experience:

@@ -131,7 +131,9 @@ class Runner:
     return [list(map(int, t)) for t in out.tokens]
 
   def check(self):
-    toks = self._sample(self.turn1, self.check_prompts, self.args.prompt_len, bench.CHECK_TOKENS, 0.0, 0)  # fmt: skip
+    toks = self._sample(
+      self.turn1, self.check_prompts, self.args.prompt_len, bench.CHECK_TOKENS, 0.0, 0
+    )
     return {"tokens": toks}
 
   def run(self, turns: int):

@@ -68,7 +68,7 @@ def flax_sources(
       (rows, d),
       lambda x: x[:v],
       stacked=False,
-    ),  # fmt: skip
+    ),
     LeafSource(("final_norm", "scale"), ("final_norm/scale",), (d,), lambda x: x, stacked=False),
     layer(("attn", "o_proj", "kernel"), "attn/attn_vec_einsum/w", (h, k, d), lambda x: x),
     layer(("mlp", "down_proj", "kernel"), "mlp/linear/w", (f, d), lambda x: x),
@@ -226,7 +226,7 @@ def flax_tree(
         out[pre + theirs + "/scale"] = layers[ours]["scale"][i]
     if config.qk_norm:
       for ours, theirs in (("q_norm", "_query_norm"), ("k_norm", "_key_norm")):
-        out[pre + f"attn/{theirs}/scale"] = attn[ours]["scale"][i]  # fmt: skip
+        out[pre + f"attn/{theirs}/scale"] = attn[ours]["scale"][i]
   return out
 
 

@@ -45,8 +45,14 @@ def load_libc():
   class C:  # the subset of the ctypes namespace used here
     Structure, byref, get_errno = _ctypes.Structure, _ctypes.byref, _ctypes.get_errno
 
-  for name, code in [("c_long", "l"), ("c_size_t", "L"), ("c_uint32", "I"), ("c_int32", "i"),
-                     ("c_uint64", "Q"), ("c_char_p", "z")]:  # fmt: skip
+  for name, code in [
+    ("c_long", "l"),
+    ("c_size_t", "L"),
+    ("c_uint32", "I"),
+    ("c_int32", "i"),
+    ("c_uint64", "Q"),
+    ("c_char_p", "z"),
+  ]:
     setattr(C, name, type(name, (_ctypes._SimpleCData,), {"_type_": code}))
 
   class Rlimit(C.Structure):

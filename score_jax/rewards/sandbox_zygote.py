@@ -29,8 +29,18 @@ import sandbox_bootstrap as bootstrap
 import sandbox_harness as harness
 
 # Imported once here instead of in every run (`typing` alone costs ~6 ms; HumanEval imports it).
-PRELOAD = ("types", "typing", "collections", "re", "math", "itertools", "functools", "heapq",
-           "bisect", "string")  # fmt: skip
+PRELOAD = (
+  "types",
+  "typing",
+  "collections",
+  "re",
+  "math",
+  "itertools",
+  "functools",
+  "heapq",
+  "bisect",
+  "string",
+)
 _PR_SET_PDEATHSIG, _SIGKILL = 1, 9
 _RUN_FDS = 4  # a run's stdin, stdout, stderr and status pipe (the bootstrap's `S`: clock started)
 
@@ -67,9 +77,12 @@ def _loop(sock) -> None:
       reap = None
     if not msg:
       return
-    fds = [int.from_bytes(data[i : i + 4], sys.byteorder)
-           for level, kind, data in ancdata if level == _socket.SOL_SOCKET
-           and kind == _socket.SCM_RIGHTS for i in range(0, len(data) - 3, 4)]  # fmt: skip
+    fds = [
+      int.from_bytes(data[i : i + 4], sys.byteorder)
+      for level, kind, data in ancdata
+      if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS
+      for i in range(0, len(data) - 3, 4)
+    ]
     if len(fds) != _RUN_FDS:
       os.write(2, f"sandbox zygote: expected {_RUN_FDS} fds, got {len(fds)}\n".encode())
       os._exit(2)

@@ -51,9 +51,13 @@ class Zygote:
     # stderr is inherited: a crashing zygote's traceback lands in the worker's log.
     self._proc = subprocess.Popen(
       [sys.executable, "-I", "-S", "-c", loader],
-      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env=_ENV, cwd="/",
-      start_new_session=True, pass_fds=(theirs.fileno(),),
-    )  # fmt: skip
+      stdin=subprocess.DEVNULL,
+      stdout=subprocess.DEVNULL,
+      env=_ENV,
+      cwd="/",
+      start_new_session=True,
+      pass_fds=(theirs.fileno(),),
+    )
     theirs.close()
     self._sock = ours
     self.starts += 1

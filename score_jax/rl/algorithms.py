@@ -100,22 +100,41 @@ def get(name: str) -> Algorithm:
   return ALGORITHMS[name]
 
 
-register(Algorithm(
-  "stage1", "SCoRe Stage I (paper Eq. 3): reward the last attempt, pin the earlier ones (beta2)",
-  "policy", _stage1, adapts_beta2=True,
-))  # fmt: skip
-register(Algorithm(
-  "stage2", "SCoRe Stage II (paper Eq. 4): every attempt rewarded, later ones + alpha*(r_a - r_a-1)",
-  "policy", _stage2, offline_first_attempts=True,
-))  # fmt: skip
-register(Algorithm(
-  "naive_multiturn", "naive multi-turn RL: reward on the last attempt only, KL beta1 on all",
-  "policy", _naive_multiturn,
-))  # fmt: skip
-register(Algorithm(
-  "single_turn", "w/o multi-turn training (paper Table 4): RL on attempt 1 alone",
-  "policy", _single_turn, attempts="first",
-))  # fmt: skip
+register(
+  Algorithm(
+    "stage1",
+    "SCoRe Stage I (paper Eq. 3): reward the last attempt, pin the earlier ones (beta2)",
+    "policy",
+    _stage1,
+    adapts_beta2=True,
+  )
+)
+register(
+  Algorithm(
+    "stage2",
+    "SCoRe Stage II (paper Eq. 4): every attempt rewarded, later ones + alpha*(r_a - r_a-1)",
+    "policy",
+    _stage2,
+    offline_first_attempts=True,
+  )
+)
+register(
+  Algorithm(
+    "naive_multiturn",
+    "naive multi-turn RL: reward on the last attempt only, KL beta1 on all",
+    "policy",
+    _naive_multiturn,
+  )
+)
+register(
+  Algorithm(
+    "single_turn",
+    "w/o multi-turn training (paper Table 4): RL on attempt 1 alone",
+    "policy",
+    _single_turn,
+    attempts="first",
+  )
+)
 register(Algorithm("sft", "masked next-token NLL (pretraining, Pair-SFT, STaR)", "sft"))
 
 

@@ -161,9 +161,9 @@ def policy_update(
     return jax.value_and_grad(loss_fn, has_aux=True)(params)
 
   grads, sums = _accumulate(loss_and_grad, state.params, setup.grad_sh, mb_tree, m)
-  return _apply_update(setup, state, grads, sums["pg_loss"] + sums["kl_loss"], _policy_metrics(
-    sums, k, adv_bt, batch
-  ))  # fmt: skip
+  return _apply_update(
+    setup, state, grads, sums["pg_loss"] + sums["kl_loss"], _policy_metrics(sums, k, adv_bt, batch)
+  )
 
 
 def _policy_metrics(sums, k: int, adv_bt, batch: Experience) -> dict[str, jax.Array]:

@@ -115,7 +115,14 @@ def tokenizer_texts(
   for ex in examples:
     _, first, _ = transcript(ex, Mixture(single_attempt=0.0), rng)
     check = arith.check_solution(arith.terms_of(ex))
-    texts.append(template.first_turn(ex.question) + first + template.end_of_turn + template.next_turn(instruction) + check + template.end_of_turn)  # fmt: skip
+    texts.append(
+      template.first_turn(ex.question)
+      + first
+      + template.end_of_turn
+      + template.next_turn(instruction)
+      + check
+      + template.end_of_turn
+    )
   return texts
 
 

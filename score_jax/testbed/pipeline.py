@@ -165,9 +165,12 @@ def _pretrain(config, workdir: str, spm_path: str, mesh, timings: _Timings) -> s
     f"transcripts, {tb.pretrain_steps} steps"
   )
   pc = pretrain.PretrainConfig(
-    steps=tb.pretrain_steps, batch=tb.pretrain_batch, lr=tb.pretrain_lr, seed=config.seed,
+    steps=tb.pretrain_steps,
+    batch=tb.pretrain_batch,
+    lr=tb.pretrain_lr,
+    seed=config.seed,
     save_every=tb.pretrain_save_every,
-  )  # fmt: skip
+  )
   params, history = pretrain.pretrain(
     model_cfg, streams, pc, mesh, os.path.join(workdir, "pretrain")
   )

@@ -98,9 +98,15 @@ class PretrainConfig:
 
 def _schedule_config(pc: PretrainConfig) -> optim.OptimConfig:
   return optim.OptimConfig(
-    learning_rate=pc.lr, warmup_steps=pc.warmup, decay="cosine", total_steps=pc.steps,
-    end_lr_ratio=0.05, b2=0.98, weight_decay=0.01, max_grad_norm=1.0,
-  )  # fmt: skip
+    learning_rate=pc.lr,
+    warmup_steps=pc.warmup,
+    decay="cosine",
+    total_steps=pc.steps,
+    end_lr_ratio=0.05,
+    b2=0.98,
+    weight_decay=0.01,
+    max_grad_norm=1.0,
+  )
 
 
 def pretrain(
@@ -122,9 +128,12 @@ def pretrain(
   sft = steps.Steps(model_cfg, loss_cfg, optimizer, mesh, schedule=schedule).update("sft")
   abstract = optim.abstract_train_state(model_cfg, optimizer, mesh)
   ckpt = checkpoint_lib.Checkpointer(
-    os.path.join(workdir, "checkpoints"), keep=1, keep_best=0, save_interval_steps=pc.save_every,
+    os.path.join(workdir, "checkpoints"),
+    keep=1,
+    keep_best=0,
+    save_interval_steps=pc.save_every,
     async_save=False,
-  )  # fmt: skip
+  )
   restored = ckpt.restore_latest(abstract)
   if restored is None:
     params = model_sharding.init_params_sharded(model_cfg, jax.random.key(pc.seed), mesh)

@@ -123,8 +123,15 @@ def evaluate(
       # A K=1 run has no pair of attempts: a dummy column keeps the arrays rectangular.
       changed.append([not equal(a, b) for a, b in zip(answers, answers[1:])] or [False])
       edit.append(metrics.edit_distance_ratios(texts[:-1], texts[1:]) if len(texts) > 1 else [0.0])
-      recs.append({"id": ex.id, "attempts": texts, "answers": answers,
-                   "rewards": rewards[i].tolist(), "outcomes": outcomes[i].tolist()})  # fmt: skip
+      recs.append(
+        {
+          "id": ex.id,
+          "attempts": texts,
+          "answers": answers,
+          "rewards": rewards[i].tolist(),
+          "outcomes": outcomes[i].tolist(),
+        }
+      )
   gathered = [hosts.allgather(np.asarray(x, np.float64)) for x in (correct, changed, edit, outs)]
   keep = np.concatenate([order[p * per_proc : (p + 1) * per_proc] for p in range(procs)])
   first = np.unique(keep, return_index=True)[1]  # each problem once (drop the padding repeats)
@@ -174,8 +181,16 @@ def run(config, workdir: str, pool=None) -> dict[str, float]:
     rc = dataclasses.replace(rc, samples_per_prompt=1)
   with factory.reward_pool(config, pool) as pool:
     params = setup_lib.sampler_params(state.params, mesh, sampler_mesh)
-    out, recs = evaluate(params, eval_set, sampler, pool, rc, batch_size=config.eval.batch_size,
-                         decode=tok.decode, rng=jax.random.key(config.seed))  # fmt: skip
+    out, recs = evaluate(
+      params,
+      eval_set,
+      sampler,
+      pool,
+      rc,
+      batch_size=config.eval.batch_size,
+      decode=tok.decode,
+      rng=jax.random.key(config.seed),
+    )
   out["step"] = float(step)
   if jax.process_index() == 0:
     path = os.path.join(workdir, f"eval_{step}.json")

@@ -78,8 +78,9 @@ def make_sampler(config, model_cfg: ModelConfig, sampler_mesh: Mesh, pad_id: int
 
 def _tokenizer_corpus(config) -> list[str]:
   """Text a tiny tokenizer is trained on: prompts, gold answers, the correction instruction."""
-  task = tasks.load_task(config.data.task, config.data.train_split, config.data.train_path,
-                            config.data.procedural_size)  # fmt: skip
+  task = tasks.load_task(
+    config.data.task, config.data.train_split, config.data.train_path, config.data.procedural_size
+  )
   texts = [task.correction()]
   for ex in task.examples[: max(config.data.max_train_examples, 0) or 2000]:
     texts += [task.first_turn(ex), ex.answer]
