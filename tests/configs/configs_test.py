@@ -125,12 +125,6 @@ def test_score_job_batch_must_split_over_the_mesh():
     configs.validate(config, num_devices=8)
 
 
-def test_the_old_import_path_still_works():
-  from score_jax.configs import config_lib
-
-  assert config_lib.validate is configs.validate and config_lib.ConfigError is configs.ConfigError
-
-
 def _main(*flags):
   cmd = [sys.executable, "-m", "score_jax.main", *flags]
   return subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=120)

@@ -11,7 +11,6 @@ import pytest
 from score_jax import tasks
 from score_jax.data import prompts, records
 from score_jax.rewards.outcome import Outcome
-from score_jax.tasks import tasks as compat_tasks
 
 EX = records.Example(id="x/0", question="What is 2+3?", answer="5", tests=("assert f() == 1",))
 ANSWER = "Final Answer: The final answer is 5. I hope it is correct."
@@ -83,7 +82,6 @@ def test_loaded_task_carries_the_spec():
   assert task.correction() == prompts.correction_instruction("code")
   del task.examples[1:]  # callers trim the list in place
   assert len(task.examples) == 1
-  assert compat_tasks.load_task is tasks.load_task  # the old import path still works
 
 
 def test_unknown_name_lists_the_registered_ones_and_how_to_register():
