@@ -80,7 +80,7 @@ def test_quick_testbed_runs_every_phase_then_resumes_from_cache(tmp_path):
   by = {r["method"]: r for r in results["runs"]}
   assert by["score"]["metrics"]["num_examples"] == 100
   assert [p["phase"] for p in by["score"]["curve"]][-1] == "stage2"
-  assert {p["phase"] for p in by["naive"]["curve"]} == {"naive"}
+  assert {p["phase"] for p in by["naive"]["curve"]} == {"naive_multiturn"}
   timings = json.loads((workdir / "timings.json").read_text())
   assert {"tokenizer", "pretrain", "base_eval", "rl/score_seed0", "rl/naive_seed0"} <= set(timings)
   # The Stage II run really trained with the SCoRe objective, the baseline with the naive one.
