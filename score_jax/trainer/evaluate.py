@@ -3,7 +3,9 @@
 `evaluate(params, eval_set, ...)` samples K attempts per problem (greedy, the paper's protocol:
 temperature 0), scores each attempt, and reports Acc@t1..K, Delta(t1,t2), Delta i->c / c->i
 (fractions of ALL problems), the answer-change rate and the mean edit-distance ratio between
-consecutive attempts (Figure 5). Problems are split over processes; results are all-gathered.
+consecutive attempts (Figure 5), and 95% bootstrap intervals over problems of each accuracy and
+delta (`<metric>_ci95_low/high`, trainer.confidence). Problems are split over processes;
+results are all-gathered.
 
 `run(config, workdir)` is the 'evaluate' job: it restores the best (highest training reward) or
 latest checkpoint of a workdir and writes `eval_<step>.json`.
@@ -26,7 +28,7 @@ from score_jax.rewards import factory, math_reward
 from score_jax.rewards.outcome import Outcome
 from score_jax.rl import optim
 from score_jax.trainer import checkpoint as checkpoint_lib
-from score_jax.trainer import metrics
+from score_jax.trainer import confidence, metrics
 from score_jax.trainer import setup as setup_lib
 
 PyTree = Any
@@ -141,6 +143,9 @@ def evaluate(
     out["answer_change_rate"] = float(changed_ba[:, 0].mean())
     out["edit_distance_ratio"] = float(edit_ba[:, 0].mean())
   out["num_examples"] = float(n)
+  # 95% intervals over problems (a resample of which problems were drawn), for tables with CIs.
+  for name, iv in confidence.bootstrap_intervals(correct_ba > 0, num_resamples=2000).items():
+    out[f"{name}_ci95_low"], out[f"{name}_ci95_high"] = iv.low, iv.high
   for o in Outcome:
     out[f"outcomes/{o.name.lower()}"] = float(np.sum(outcome_ba == int(o)))
   return out, recs
