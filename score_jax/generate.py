@@ -153,6 +153,24 @@ def generate_ids(
   return out
 
 
+def complete(
+  config: ModelConfig,
+  params: PyTree,
+  tok: tokenizer_lib.Tokenizer,
+  template: str,
+  prompt: str,
+  system: str | None,
+  max_new_tokens: int,
+  **sampling,
+) -> tuple[list[int], bool, str]:
+  """(generated ids, whether a stop id ended them, the text without the stop id) of one user
+  message; `sampling` is generate_ids' temperature / top_k / top_p / seed."""
+  ids, stop_ids = prompt_ids(tok, template, prompt, system)
+  out = generate_ids(config, params, ids, max_new_tokens, stop_ids, **sampling)
+  stopped = bool(out) and out[-1] in stop_ids
+  return out, stopped, tok.decode(out[:-1] if stopped else out)
+
+
 # Checkpoint names that resolve to a file fetched on first use.
 _NAMED_CHECKPOINTS = {"smollm2-gguf": lambda: str(fetch.smollm2_gguf_path())}
 
@@ -171,20 +189,10 @@ def run(config, workdir: str) -> list[dict]:
   g = config.generate
   records = []
   for i, prompt in enumerate(g.prompts):
-    ids, stop_ids = prompt_ids(tok, template, prompt, g.system or None)
-    out = generate_ids(
-      model_cfg,
-      params,
-      ids,
-      g.max_new_tokens,
-      stop_ids,
-      temperature=g.temperature,
-      top_k=g.top_k,
-      top_p=g.top_p,
-      seed=config.seed + i,
+    sampling = dict(temperature=g.temperature, top_k=g.top_k, top_p=g.top_p, seed=config.seed + i)
+    out, stopped, text = complete(
+      model_cfg, params, tok, template, prompt, g.system or None, g.max_new_tokens, **sampling
     )
-    stopped = bool(out) and out[-1] in stop_ids
-    text = tok.decode(out[:-1] if stopped else out)
     print(f"### {prompt}\n{text}\n", flush=True)
     records.append({"prompt": prompt, "completion": text, "token_ids": out, "stopped": stopped})
   os.makedirs(workdir, exist_ok=True)
@@ -203,23 +211,22 @@ def main(argv: Sequence[str]) -> None:
       _CHECKPOINT.value, _PRESET.value, _TOKENIZER.value, _DTYPE.value
     )
     template = _CHAT_TEMPLATE.value or default_template(config, tok)
-    ids, stop_ids = prompt_ids(tok, template, _PROMPT.value, _SYSTEM.value)
-    out = generate_ids(
+    sampling = dict(
+      temperature=_TEMPERATURE.value, top_k=_TOP_K.value, top_p=_TOP_P.value, seed=_SEED.value
+    )
+    _, _, text = complete(
       config,
       params,
-      ids,
+      tok,
+      template,
+      _PROMPT.value,
+      _SYSTEM.value,
       _MAX_NEW_TOKENS.value,
-      stop_ids,
-      temperature=_TEMPERATURE.value,
-      top_k=_TOP_K.value,
-      top_p=_TOP_P.value,
-      seed=_SEED.value,
+      **sampling,
     )
   except (ValueError, OSError) as e:  # one clear line instead of a traceback; exit status 1
     sys.exit(f"generate: error: {e}")
-  if out and out[-1] in stop_ids:
-    out = out[:-1]
-  print(tok.decode(out))
+  print(text)
 
 
 if __name__ == "__main__":

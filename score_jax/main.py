@@ -4,8 +4,8 @@
 
 Loads the (locked) experiment config, validates it before any compute (the job's own sections
 too: `config.job` names a job registered with `score_jax.configs.register_job`, built-in or
-registered by a module the experiment config imports; then the job module's `validate_config`,
-if it has one), starts the reward pool (before JAX touches a device: its workers are spawned,
+registered by a module the experiment config imports, with its own sections' validation),
+starts the reward pool (before JAX touches a device: its workers are spawned,
 never forked from an XLA process), starts multi-process JAX when configured, saves the resolved
 config to the workdir and runs the job. Library logs go to DIR/log.txt, not the terminal.
 """
@@ -55,10 +55,8 @@ def main(argv) -> None:
   # results and warnings (--verbosity=1 or --alsologtostderr bring everything back).
   console.setup(_WORKDIR.value)
   configs.validate(config)  # types and ranges first: before any device is touched
-  job = configs.get_job(config.job)  # registered: validate checked it
+  job = configs.get_job(config.job)  # registered: validate checked it, its own sections too
   module = importlib.import_module(job.module)
-  if hasattr(module, "validate_config"):  # checks that need the job's own (heavier) imports
-    module.validate_config(config)
   pooled = job.uses_reward_pool
   pool = factory.make_pool(config) if pooled else None
   with pool or contextlib.nullcontext():

@@ -164,13 +164,9 @@ def _pretrain(config, workdir: str, spm_path: str, mesh, timings: _Timings) -> s
     f"pretraining {config.model.preset} ({n_params / 1e6:.2f}M params) on {len(examples)} "
     f"transcripts, {tb.pretrain_steps} steps"
   )
-  pc = pretrain.PretrainConfig(
-    steps=tb.pretrain_steps,
-    batch=tb.pretrain_batch,
-    lr=tb.pretrain_lr,
-    seed=config.seed,
-    save_every=tb.pretrain_save_every,
-  )
+  # testbed.pretrain_<field> sets PretrainConfig.<field>.
+  fields = ("steps", "batch", "lr", "save_every")
+  pc = pretrain.PretrainConfig(**{f: tb[f"pretrain_{f}"] for f in fields}, seed=config.seed)
   params, history = pretrain.pretrain(
     model_cfg, streams, pc, mesh, os.path.join(workdir, "pretrain")
   )

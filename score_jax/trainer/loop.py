@@ -89,6 +89,7 @@ class Trainer:
       self.ref_params, self.mesh, self.sampler_mesh
     )
     self.meta = {"beta2": config.stage1.beta2, "reward_acc": [], "nonfinite_skipped": 0}
+    self.last_reward = 0.0  # the last attempt's training reward of the latest step (progress)
 
   def _load_data(self) -> None:
     """The training prompts, the correction instruction and the checkpointable iterator."""
