@@ -22,6 +22,7 @@ LAYERS = [
   ("generation",),
   ("configs",),
   ("trainer",),
+  ("report",),
   ("testbed",),
   ("benchmarks", "generate", "main"),
 ]

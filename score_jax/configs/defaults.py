@@ -78,14 +78,21 @@ def base_config() -> ml_collections.ConfigDict:
   c.stage2.offline_first_attempt_ratio = 0.0  # fraction of prompts whose y1 the base model samples
 
   c.rl = ml_collections.ConfigDict()
-  # score: Stage I then II (schedule below) | naive_multiturn: the paper's baseline, one phase of
-  # stage1.steps + stage2.steps updates rewarding only the last attempt (no Stage I, no bonus).
+  # A row of score_jax.rl.algorithms.METHODS: score (Stage I then II), naive_multiturn,
+  # naive_multiturn_eq1, single_turn, no_stage1, no_shaping, star_stage2, star, star_plus,
+  # pair_sft, pair_sft_plus, self_refine, base. Every trained method gets stage1.steps +
+  # stage2.steps updates of train.global_batch episodes (the paper's fixed budget).
   c.rl.method = "score"
   c.rl.beta1 = 0.01  # beta1: KL weight of the rewarded attempts
   c.rl.kl_estimator = "k1_reward"  # k1_reward (in the reward) | k2 | k3 (in the loss) | none
   c.rl.aggregation = "token_mean"  # token_mean | seq_mean_token_mean | constant
   c.rl.kl_clamp = 10.0  # |log pi - log ref| clamp before any estimator
   c.rl.baseline = "rloo"  # rloo | mean | none
+
+  c.sft = ml_collections.ConfigDict()
+  # STaR (and STaR in Stage II): collect-then-fit rounds, each collecting from the current model
+  # (ReST-EM, as the paper's 3 iterations). Pair-SFT collects once, from the base model.
+  c.sft.star_iterations = 3
 
   c.schedule = ml_collections.ConfigDict()
   c.schedule.kind = "sequential"  # sequential: Stage I then II | interleaved: I, II, I, II (v1)
@@ -130,6 +137,23 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.greedy = True  # temperature 0 (the paper's protocol); else rollout.temperature
   c.eval.max_new_tokens = 0  # per attempt (0 = rollout.max_new_tokens)
   c.eval.checkpoint = "best"  # evaluate job: best | latest | <step>
+  # Evaluations written to WORKDIR/eval/<name>.json after training and by the evaluate job:
+  # final (greedy K attempts, CIs) | attempts (Figure 8) | scaling (Figure 1 right) |
+  # fixed_first (corrections of the base model's first attempts, Figure 4) | pass_at_k | repair.
+  c.eval.suite = ("final",)
+  c.eval.curve_attempts = 10  # attempts: K of the K-attempt curve (Figure 8)
+  c.eval.curve_problems = 0  # attempts / scaling / pass_at_k problems (0 = eval.num_examples)
+  c.eval.scaling_budgets = (2, 4, 8, 16, 32)  # scaling: samples per problem (Figure 1 right)
+  c.eval.scaling_temperature = 0.7  # scaling: the paper's sampling temperature
+  c.eval.pass_k = (1, 5)  # pass_at_k: the k of pass@k (unbiased estimator, Chen et al. 2021)
+  c.eval.pass_samples = 10  # pass_at_k: samples per problem (>= max k)
+  c.eval.pass_temperature = 0.8  # pass_at_k: sampling temperature
+  c.eval.repair_set = ""  # repair: JSONL of fixed first attempts (the MBPP-R stand-in)
+  c.eval.repair_out = ""  # repair_set job: the JSONL it writes ("" = WORKDIR/repair_set.jsonl)
+
+  c.report = ml_collections.ConfigDict()
+  c.report.table = ""  # the paper table this run is a row of (table1..table4, figures)
+  c.report.row = ""  # its row name in that table (e.g. no_stage1); "" = the method's name
 
   c.log = ml_collections.ConfigDict()
   c.log.every_steps = 1  # metrics to TensorBoard + metrics.jsonl

@@ -1,9 +1,9 @@
 """The jobs `config.job` can name: each one registered with its module and its own validation.
 
-Owns `Job`, the job registry and the built-in jobs (generate, score, evaluate). `main.py` runs
-the registered job's module; `validate` runs the job's hook after the shared fields. A job
-defined elsewhere registers itself when its module is imported (the experiment config that
-selects it imports that module), so nothing here needs to know about it.
+Owns `Job`, the job registry and the built-in jobs (generate, score, evaluate, repair_set).
+`main.py` runs the registered job's module; `validate` runs the job's hook after the shared
+fields. A job defined elsewhere registers itself when its module is imported (the experiment
+config that selects it imports that module), so nothing here needs to know about it.
 """
 
 import dataclasses
@@ -66,4 +66,7 @@ HOW_TO_REGISTER = (
 _score = sections.validate_score_sections
 register_job(Job("generate", "score_jax.generate", validate=sections.validate_generate_section))
 register_job(Job("score", "score_jax.trainer.loop", uses_reward_pool=True, validate=_score))
-register_job(Job("evaluate", "score_jax.trainer.evaluate", uses_reward_pool=True, validate=_score))
+# The evaluation suite (trainer.suite) on a workdir's checkpoint; one JSON per evaluation.
+register_job(Job("evaluate", "score_jax.trainer.suite", uses_reward_pool=True, validate=_score))
+# The repair set of the suite's `repair` evaluation: the base model's failing first attempts.
+register_job(Job("repair_set", "score_jax.trainer.repair", uses_reward_pool=True, validate=_score))

@@ -113,12 +113,15 @@ def _validate_objective(config) -> None:
   require(
     config,
     "stage2.offline_first_attempt_ratio",
-    lambda v: is_number(v) and 0 <= v < 1,
-    "a number in [0, 1)",
+    lambda v: is_number(v) and 0 <= v <= 1,
+    "a number in [0, 1] (1.0: every first attempt from the base model, Table 4's ablation)",
   )
   methods = tuple(algorithms.METHODS)  # what rl.algorithms can run
   require(config, "rl.method", lambda v: v in methods, f"one of {methods}")
   require(config, "rl.beta1", _nonneg, "a number >= 0 (beta1)")
+  require(config, "sft.star_iterations", _pos_int, "an int >= 1 (STaR collect-then-fit rounds)")
+  for f in ("table", "row"):
+    require(config, f"report.{f}", lambda v: isinstance(v, str), "a string")
   names = tuple(e for e in kl.ESTIMATORS if e != "k1")  # plain k1 in the loss has no gradient
   require(config, "rl.kl_estimator", lambda v: v in names, f"one of {names}")
   require(
@@ -188,6 +191,43 @@ def _validate_checkpoint_eval_log(config) -> None:
     lambda v: isinstance(v, str) and (v in ("best", "latest") or v.isdigit()),
     "'best', 'latest' or a step number",
   )
+  # The evaluation suite (trainer.suite.EVALUATIONS; named here, configs sit below the trainer).
+  known = ("final", "attempts", "scaling", "fixed_first", "pass_at_k", "repair")
+  suite = require(
+    config,
+    "eval.suite",
+    lambda v: isinstance(v, Sequence) and not isinstance(v, str) and len(set(v)) == len(v),
+    "a tuple of distinct evaluation names",
+  )
+  for i, name in enumerate(suite):
+    if name not in known:
+      raise ConfigError(f"config.eval.suite[{i}] = {name!r}: expected one of {known}.")
+  require(config, "eval.curve_attempts", lambda v: is_int(v) and v >= 2, "an int >= 2")
+  require(config, "eval.curve_problems", _nonneg_int, "an int >= 0")
+  require(
+    config,
+    "eval.scaling_budgets",
+    lambda v: positive_ints(v) and all(b % 2 == 0 for b in v),
+    "a non-empty tuple of positive even ints (sequential voting takes B/2 episodes)",
+  )
+  ks = require(config, "eval.pass_k", positive_ints, "a non-empty tuple of positive ints")
+  require(
+    config,
+    "eval.pass_samples",
+    lambda v: is_int(v) and v >= max(ks),
+    f"an int >= max(config.eval.pass_k) = {max(ks)}",
+  )
+  for f in ("scaling_temperature", "pass_temperature"):
+    require(config, f"eval.{f}", lambda v: is_number(v) and 0 < v < float("inf"), "a number > 0")
+  for f in ("repair_set", "repair_out"):
+    require(config, f"eval.{f}", lambda v: isinstance(v, str), "a string (a file path)")
+  if "repair" in suite and config.job != "repair_set":  # that job builds the set it would need
+    require(
+      config,
+      "eval.repair_set",
+      bool,
+      "a repair set JSONL path when eval.suite has 'repair' (build one with job=repair_set)",
+    )
   require(config, "log.every_steps", _pos_int, "an int >= 1")
   require(config, "log.episodes_every_steps", _nonneg_int, "an int >= 0")
   require(config, "log.num_episodes", _nonneg_int, "an int >= 0")

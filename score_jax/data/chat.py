@@ -150,6 +150,11 @@ class ChatTemplate:
     """Ids of `next_turn`, appended right after a sampled stop id."""
     return tokenizer.encode(self.next_turn(user_text))
 
+  def close_turn_ids(self, tokenizer: Tokenizer) -> list[int]:
+    """Ids that close a model turn the sampler cut at max_new_tokens (no stop id sampled), so
+    that `next_turn_ids` follow a closed turn exactly as the chat template renders it."""
+    return tokenizer.encode(self.end_of_turn)
+
   def stop_ids(self, tokenizer: Tokenizer) -> tuple[int, ...]:
     """EOS and this format's end-of-turn ids in `tokenizer`, deduplicated."""
     return tuple(dict.fromkeys([tokenizer.eos_id, *map(tokenizer.id_of, self.stop_tokens)]))

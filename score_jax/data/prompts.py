@@ -51,6 +51,31 @@ HUMANEVAL_INSTRUCTION = (
   "one Python program."
 )
 
+# Self-Refine (Madaan et al., 2023) as a single turn-2 prompt: critique the previous attempt, then
+# revise it. The paper gives no Self-Refine prompt; this one keeps SCoRe's answer format so the
+# same checker scores it, and (unlike SCoRe's instruction) asks for feedback before the rewrite.
+MATH_SELF_REFINE = (
+  "Review your solution above. First give feedback: check each step and name any error you "
+  "find, or say that there is none. Then write the refined solution. At the end of the "
+  'Solution, when you give your final answer, write it in the form "Final Answer: The final '
+  'answer is $answer$. I hope it is correct."'
+)
+CODE_SELF_REFINE = (
+  "Review your code above. First give feedback: check it against the task and the tests and "
+  "name any bug you find, or say that there is none. Then write the refined Python program."
+)
+# The testbed's short form (its pretraining corpus never shows a critique, so this is also a
+# test of whether a prompting-only method helps a model that was not taught to follow it).
+MATH_SELF_REFINE_SHORT = "Check the solution above for errors, then write it again."
+
+_SELF_REFINE = {
+  "math": MATH_SELF_REFINE,
+  "math_short": MATH_SELF_REFINE_SHORT,
+  "code": CODE_SELF_REFINE,
+  "mbpp": CODE_SELF_REFINE,
+  "humaneval": CODE_SELF_REFINE,
+}
+
 _CORRECTIONS = {
   "math": MATH_CORRECTION,
   "math_short": MATH_CORRECTION_SHORT,
@@ -97,6 +122,15 @@ def correction_instruction(task: str) -> str:
       f"correction_instruction: task must be one of {sorted(_CORRECTIONS)}, got {task!r}"
     )
   return _CORRECTIONS[task]
+
+
+def self_refine_instruction(task: str) -> str:
+  """Self-Refine's critique-then-revise second-turn prompt for task 'math', 'math_short', 'code'."""
+  if task not in _SELF_REFINE:
+    raise ValueError(
+      f"self_refine_instruction: task must be one of {sorted(_SELF_REFINE)}, got {task!r}"
+    )
+  return _SELF_REFINE[task]
 
 
 _FENCE_RE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)

@@ -62,23 +62,28 @@ def training_episodes(
   if offline:
     off_row = row_offset + len(online) * rc.samples_per_prompt
     parts.append(
-      _continue_base_attempts(
+      continue_base_attempts(
         sampler, params, base_params, offline, instruction, rc, rng, off_row, common
       )
     )
   return rollout.concat(parts) if len(parts) > 1 else parts[0]
 
 
-def _continue_base_attempts(
+def continue_base_attempts(
   sampler, params, base_params, prompts, instruction, rc, rng, row, common
 ):
   """Attempt 1 from the base model; attempts 2..K from the policy, one episode per base sample."""
   sample = functools.partial(rollout.run_episodes, sampler, row_offset=row, **common)
   rc1 = dataclasses.replace(rc, num_attempts=1)
   first = sample(base_params, prompts, instruction, rc1, jax.random.fold_in(rng, 1))
-  # The base model's attempt and the instruction become the prompt of the online attempt 2.
+  # The base model's attempt and the instruction become the prompt of the online attempt 2; a
+  # base attempt cut at max_new_tokens is closed first, as in `rollout.run_episodes`.
+  close = list(rc.close_ids)
   continued = [
-    list(prompts[first.prompt_index[r]]) + first.attempt_tokens[r][0] + list(instruction)
+    list(prompts[first.prompt_index[r]])
+    + first.attempt_tokens[r][0]
+    + (close if first.truncated[r, 0] else [])
+    + list(instruction)
     for r in range(len(first.prompt_index))
   ]
   rc2 = dataclasses.replace(rc, samples_per_prompt=1)

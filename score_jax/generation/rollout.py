@@ -4,13 +4,20 @@
 1, appends the tokenized correction instruction (chat format, `ChatTemplate.next_turn`) onto the
 same cache (only the instruction is prefilled; positions continue per row after the row's last
 real token, the sampled stop id included), samples attempt 2, and so on for K attempts. Nothing
-is decoded and re-encoded between turns; the whole episode is dispatched without a host sync.
+is decoded and re-encoded between turns.
 
-The result is one token stream per episode in cache-slot order: `[prompt][y1][instr][y2]...` with
-holes (left padding, slots after a row's early stop, instruction padding) marked invalid. Feeding
-(tokens, positions, valid) to the decoder without a cache reproduces the sampler's attention, so
-the update steps (rl.scoring) recompute the sampler's log-probs exactly from the stream. The
-streams come back as an `rl.experience.Experience`, the type every update step takes.
+An attempt cut at max_new_tokens has no sampled end-of-turn, but the instruction ids assume one;
+with `RolloutConfig.close_ids` set, such a row gets the close ids (unsampled, turn 0) right
+before its instruction, so the stream is the chat template's rendering of the conversation.
+Choosing them needs each attempt's stop reasons on the host: one [b] int32 transfer per turn
+boundary. Without close ids the whole episode is dispatched without a host sync.
+
+The result is one token stream per episode in cache-slot order: `[prompt][y1][instr][y2]...`
+(`[y1][close][instr]` after a cut y1) with holes (left padding, slots after a row's early stop,
+instruction padding) marked invalid. Feeding (tokens, positions, valid) to the decoder without a
+cache reproduces the sampler's attention, so the update steps (rl.scoring) recompute the
+sampler's log-probs exactly from the stream. The streams come back as an
+`rl.experience.Experience`, the type every update step takes.
 
 Shape letters: b episodes, s stream slots (= cache slots), a attempts, v vocab.
 """
@@ -39,6 +46,9 @@ class RolloutConfig:
   top_k: int = 0  # 0 = off
   top_p: float = 1.0  # 1.0 = off
   stop_ids: tuple[int, ...] = ()  # ids that end an attempt (EOS, end-of-turn); kept in y_a
+  # Ids that close a model turn (`ChatTemplate.close_turn_ids`), written before the next
+  # instruction after an attempt cut at max_new_tokens; () appends the instruction as is.
+  close_ids: tuple[int, ...] = ()
 
   def sampling_params(self) -> sampling.SamplingParams:
     return sampling.SamplingParams(
@@ -72,12 +82,40 @@ def chat_inputs(
 
 
 def extra_slots(sampler: sampling.Sampler, rc: RolloutConfig, max_instruction_len: int) -> int:
-  """Cache slots needed after the prompt bucket: K generation buckets + (K-1) instructions."""
+  """Cache slots needed after the prompt bucket: K generation buckets + (K-1) appended turns,
+  each an instruction plus, after a truncated attempt, `rc.close_ids`."""
   g = sampling.bucket(rc.max_new_tokens, sampler.gen_buckets, "max_new_tokens")
   if rc.num_attempts == 1:
     return g
-  i = sampling.bucket(max_instruction_len, sampler.append_buckets, "instruction")
+  what = "instruction + close_ids" if rc.close_ids else "instruction"
+  i = sampling.bucket(max_instruction_len + len(rc.close_ids), sampler.append_buckets, what)
   return rc.num_attempts * g + (rc.num_attempts - 1) * i
+
+
+def _instruction_rows(instructions, num_prompts: int, rc: RolloutConfig, vocab_size: int):
+  """One instruction list per prompt, checked (also `rc.close_ids`) before anything compiles."""
+  if len(instructions) == 0:
+    raise ValueError("instructions are empty: num_attempts > 1 needs correction-instruction ids.")
+  if isinstance(instructions[0], (int, np.integer)):
+    instructions = [list(instructions)] * num_prompts
+  if len(instructions) != num_prompts:
+    raise ValueError(
+      f"instructions: need one list for all prompts or one per prompt ({num_prompts}), "
+      f"got {len(instructions)}."
+    )
+  sampling.validate_rows(instructions, vocab_size, "instructions")
+  if rc.close_ids:
+    sampling.validate_rows([rc.close_ids], vocab_size, "close_ids")
+  return instructions
+
+
+def _next_turn_rows(rows, out: dict, close_ids: tuple[int, ...]):
+  """Each episode's appended ids: its instruction, after `close_ids` where the attempt was cut."""
+  if not close_ids:
+    return rows
+  # The only host sync before the episode ends: which rows were cut decides what is appended.
+  stopped = jax.device_get(out["stop_reason_b"]) == sampling.StopReason.STOP_ID
+  return [row if s else [*close_ids, *row] for row, s in zip(rows, stopped)]
 
 
 def run_episodes(
@@ -100,16 +138,19 @@ def run_episodes(
     params: decoder parameters (sharded like `sampler.mesh` if it has one).
     prompts: unique prompt token ids (e.g. from `chat_inputs`).
     instructions: correction-instruction ids appended between attempts (e.g. from
-      `chat_inputs`): one list for all prompts, or one list per prompt.
+      `chat_inputs`): one list for all prompts, or one list per prompt. After an attempt cut at
+      max_new_tokens, `rc.close_ids` go first.
     rc: sampling settings.
     rng: PRNG key; attempt a uses turn a folded into each row's key.
     decode: tokenizer.decode, to fill `texts` (None leaves texts None).
     reserve_instruction_len: instruction length the cache is sized for (default: the longest
-      here); pass a fixed value so the cache length never varies between calls.
+      here; `rc.close_ids` are added on top); pass a fixed value so the cache length never
+      varies between calls.
     row_offset: RNG id of the first row; pass the row's index in the GLOBAL batch so samples do
       not depend on how the batch is split over processes.
     first_attempt: the attempt number the prompts continue from: 2 continues prompts that
-      already hold attempt 1 and its instruction (offline first attempts).
+      already hold attempt 1, its close ids if it was cut, and its instruction (offline first
+      attempts).
 
   Returns:
     Episodes in prompt-major order (episode i answers prompt i // n).
@@ -122,16 +163,7 @@ def run_episodes(
   sampling.validate_sampling(sp, sampler.config.vocab_size, sampler.gen_buckets)
   remaining = rc.num_attempts - first_attempt + 1
   if remaining > 1:
-    if len(instructions) == 0:
-      raise ValueError("instructions are empty: num_attempts > 1 needs correction-instruction ids.")
-    if isinstance(instructions[0], (int, np.integer)):
-      instructions = [list(instructions)] * len(prompts)
-    if len(instructions) != len(prompts):
-      raise ValueError(
-        f"instructions: need one list for all prompts or one per prompt ({len(prompts)}), "
-        f"got {len(instructions)}."
-      )
-    sampling.validate_rows(instructions, sampler.config.vocab_size, "instructions")
+    instructions = _instruction_rows(instructions, len(prompts), rc, sampler.config.vocab_size)
   else:
     instructions = [[0]]
   n = rc.samples_per_prompt
@@ -143,10 +175,13 @@ def run_episodes(
   row_ids = row_offset + np.arange(len(prompts) * n)
   state = sampler.start(params, prompts, samples_per_prompt=n, extra_slots=slots, row_ids=row_ids)
   rows = [instructions[i] for i in state.prompt_index] if remaining > 1 else []
+  # The append bucket fits the close ids whether or not a row needs them: one shape per call.
+  append_len = longest + len(rc.close_ids)
   outs = []
   for attempt in range(first_attempt, rc.num_attempts + 1):
     if attempt > first_attempt:
-      state = sampler.append(params, state, rows)
+      turn_rows = _next_turn_rows(rows, outs[-1], rc.close_ids)
+      state = sampler.append(params, state, turn_rows, min_len=append_len)
     state, out = sampler.generate(params, state, sp, rng, turn=attempt)
     outs.append(out)
   arrays, outs = jax.device_get((state.arrays, outs))

@@ -218,13 +218,19 @@ class Sampler:
       )
     return SamplerState(arrays, self._put_batch(row_ids.astype(np.int32)), prompt_index, t)
 
-  def append(self, params: PyTree, state: SamplerState, rows: Sequence[Sequence[int]]):
-    """Appends one token row per episode (e.g. the turn-2 instruction) onto the same cache."""
+  def append(
+    self, params: PyTree, state: SamplerState, rows: Sequence[Sequence[int]], *, min_len: int = 0
+  ):
+    """Appends one token row per episode (e.g. the turn-2 instruction) onto the same cache.
+
+    The append bucket fits the longest row and at least `min_len` tokens, so callers whose row
+    lengths vary from call to call (close ids on some rows only) can keep one shape.
+    """
     b = len(state.prompt_index)
     validate_rows(rows, self.config.vocab_size, "appended tokens")
     if len(rows) != b:
       raise ValueError(f"appended tokens: need one row per episode ({b}), got {len(rows)}.")
-    t = bucket(max(len(r) for r in rows), self.append_buckets, "appended tokens")
+    t = bucket(max(min_len, *(len(r) for r in rows)), self.append_buckets, "appended tokens")
     self._check_room(state, t)
     tokens_bt, mask_bt = left_pad(rows, t, self.pad_id)
     with self._context():

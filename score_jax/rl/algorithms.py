@@ -44,6 +44,31 @@ WeightBuilder = Callable[..., tuple[jax.Array, jax.Array]]
 
 
 @dataclasses.dataclass(frozen=True)
+class Collection:
+  """How an SFT baseline builds its training set from sampled two-attempt episodes.
+
+  source: 'policy' samples from the current model at the start of every round (STaR, ReST-EM
+    style); 'base' samples from the frozen base model once (Pair-SFT).
+  keep: 'star' keeps whole episodes that end correct (attempt 2 is the target): incorrect ->
+    correct (D), and with `plus` also correct -> correct (D+). 'pair' pairs an incorrect base
+    first attempt with a random correct response to the same problem (D), and with `plus` also
+    a correct first attempt with a random correct response (D+).
+  rounds: 'star' (config.sft.star_iterations rounds) or 'one'.
+  """
+
+  source: str
+  keep: str
+  plus: bool
+  rounds: str
+
+  def __post_init__(self):
+    if self.source not in ("policy", "base") or self.keep not in ("star", "pair"):
+      raise ValueError(f"Collection: bad source/keep {self.source!r}/{self.keep!r}")
+    if self.rounds not in ("star", "one"):
+      raise ValueError(f"Collection: rounds must be 'star' or 'one', got {self.rounds!r}")
+
+
+@dataclasses.dataclass(frozen=True)
 class Algorithm:
   """One training objective and the data it takes."""
 
@@ -54,12 +79,15 @@ class Algorithm:
   attempts: str = "all"  # 'all': K attempts per episode; 'first': attempt 1 only
   offline_first_attempts: bool = False  # may continue the base model's first attempts
   adapts_beta2: bool = False  # the adaptive beta2 controller runs after its steps
+  collection: Collection | None = None  # SFT baselines: the data set their rounds collect
 
   def __post_init__(self):
     if self.objective not in ("policy", "sft"):
       raise ValueError(f"Algorithm {self.name!r}: objective must be 'policy' or 'sft'")
     if (self.objective == "policy") != (self.weights is not None):
       raise ValueError(f"Algorithm {self.name!r}: a policy objective needs a weight builder")
+    if self.collection is not None and self.objective != "sft":
+      raise ValueError(f"Algorithm {self.name!r}: only SFT objectives collect a data set")
     if self.attempts not in ("all", "first"):
       raise ValueError(f"Algorithm {self.name!r}: attempts must be 'all' or 'first'")
 
@@ -78,6 +106,11 @@ def _stage2(turn_bt, rewards_ba, g, c: Coefficients, baseline):
 
 def _naive_multiturn(turn_bt, rewards_ba, g, c: Coefficients, baseline):
   return losses.naive_multiturn_weights(turn_bt, rewards_ba, g, c.beta1, baseline)
+
+
+def _multiturn_eq1(turn_bt, rewards_ba, g, c: Coefficients, baseline):
+  # Eq. 1 read literally: every attempt rewarded by its own correctness, no bonus (alpha = 0).
+  return losses.stage2_weights(turn_bt, rewards_ba, g, 0.0, c.beta1, baseline)
 
 
 def _single_turn(turn_bt, rewards_ba, g, c: Coefficients, baseline):
@@ -135,7 +168,22 @@ register(
     attempts="first",
   )
 )
-register(Algorithm("sft", "masked next-token NLL (pretraining, Pair-SFT, STaR)", "sft"))
+register(
+  Algorithm(
+    "multiturn_eq1",
+    "multi-turn RL on Eq. 1: every attempt rewarded by its own correctness, no bonus",
+    "policy",
+    _multiturn_eq1,
+  )
+)
+register(Algorithm("sft", "masked next-token NLL on given streams (pretraining)", "sft"))
+for _name, _summary, _collection in (
+  ("star", "STaR D: SFT on own incorrect->correct traces", Collection("policy", "star", False, "star")),
+  ("star_plus", "STaR D+: ... and correct->correct", Collection("policy", "star", True, "star")),
+  ("pair_sft", "Pair-SFT D: base incorrect + a correct response", Collection("base", "pair", False, "one")),
+  ("pair_sft_plus", "Pair-SFT D+: ... and correct + correct", Collection("base", "pair", True, "one")),
+):  # fmt: skip
+  register(Algorithm(_name, _summary, "sft", collection=_collection))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,21 +191,40 @@ class Method:
   """What config.rl.method selects: phases of (algorithm, config sections whose steps it gets).
 
   A one-phase baseline gets the sum of the stage budgets: the same number of updates as SCoRe.
+  A method with no phases trains nothing (the base model, prompting-only Self-Refine).
+  `instruction` is the second-turn prompt it is evaluated with (tasks.Task.instruction).
   """
 
   name: str
   phases: tuple[tuple[str, tuple[str, ...]], ...]
   title: str  # for progress lines and reports
+  instruction: str = "correction"  # 'correction' | 'self_refine'
 
+  def final_algorithm(self) -> Algorithm | None:
+    """The algorithm of the last phase (whose checkpoints the 'best' selection ranks)."""
+    return get(self.phases[-1][0]) if self.phases else None
+
+
+BOTH = ("stage1", "stage2")  # a one-phase method's budget: both stages' steps
 
 METHODS = {
   m.name: m
   for m in (
     Method("score", (("stage1", ("stage1",)), ("stage2", ("stage2",))), "SCoRe"),
-    Method("naive_multiturn", (("naive_multiturn", ("stage1", "stage2")),), "naive multi-turn RL"),
-    Method("single_turn", (("single_turn", ("stage1", "stage2")),), "single-turn RL"),
+    Method("naive_multiturn", (("naive_multiturn", BOTH),), "naive multi-turn RL (reward t2)"),
+    Method("naive_multiturn_eq1", (("multiturn_eq1", BOTH),), "naive multi-turn RL (Eq. 1)"),
+    Method("single_turn", (("single_turn", BOTH),), "w/o multi-turn training"),
+    Method("no_stage1", (("stage2", BOTH),), "w/o Stage I"),
+    Method("no_shaping", (("stage1", ("stage1",)), ("multiturn_eq1", ("stage2",))), "w/o reward shaping"),
+    Method("star_stage2", (("stage1", ("stage1",)), ("star_plus", ("stage2",))), "w/ STaR instead of REINFORCE Stage II"),
+    Method("star", (("star", BOTH),), "STaR D"),
+    Method("star_plus", (("star_plus", BOTH),), "STaR D+"),
+    Method("pair_sft", (("pair_sft", BOTH),), "Pair-SFT D"),
+    Method("pair_sft_plus", (("pair_sft_plus", BOTH),), "Pair-SFT D+"),
+    Method("self_refine", (), "Self-Refine", instruction="self_refine"),
+    Method("base", (), "Base model"),
   )
-}
+}  # fmt: skip
 
 
 def method(name: str) -> Method:

@@ -37,6 +37,7 @@ class TaskSpec:
     host_check: whether an attempt is correct, computed on the host; tasks too cheap to ship to
       the pool. Exactly one of `reward_item` and `host_check` is set.
     load_shots: the few-shot examples shown in every first turn (None: zero-shot).
+    self_refine: Self-Refine's critique-then-revise second-turn prompt ("" = the kind's).
   """
 
   name: str
@@ -48,6 +49,7 @@ class TaskSpec:
   reward_item: Callable[[records.Example, str], tuple[str, tuple]] | None = None
   host_check: Callable[[records.Example, str], bool] | None = None
   load_shots: Callable[[], list[records.Example]] | None = None
+  self_refine: str = ""
 
   def __post_init__(self):
     if self.kind not in KINDS:

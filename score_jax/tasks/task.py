@@ -11,7 +11,7 @@ import dataclasses
 
 from absl import logging
 
-from score_jax.data import records
+from score_jax.data import prompts, records
 from score_jax.tasks import registry
 
 
@@ -39,6 +39,14 @@ class Task:
   def correction(self) -> str:
     """The self-correction instruction appended after an attempt."""
     return self.spec.correction
+
+  def instruction(self, which: str = "correction") -> str:
+    """The second-turn prompt: 'correction' (SCoRe's) or 'self_refine' (critique, then revise)."""
+    if which == "correction":
+      return self.spec.correction
+    if which == "self_refine":
+      return self.spec.self_refine or prompts.self_refine_instruction(self.kind)
+    raise ValueError(f"instruction: expected 'correction' or 'self_refine', got {which!r}")
 
   def final_answer(self, text: str) -> str | None:
     """The attempt's final answer (math) or program (code), for the answer-change rate."""

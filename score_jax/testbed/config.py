@@ -9,12 +9,20 @@ from collections.abc import Sequence
 import ml_collections
 
 from score_jax import configs
-from score_jax.configs import ConfigError, is_int, is_number, require
+from score_jax.configs import ConfigError, is_int, is_number, paper, require
 from score_jax.testbed import arith, corpus
 from score_jax.testbed import task as testbed_task
 
 JOB = "testbed"
-METHODS = ("score", "naive")  # the RL runs the job can make (pipeline.METHODS maps them)
+# The runs the job can make: any row of the paper's tables (score_jax.configs.paper.ROWS), plus
+# the testbed's short name 'naive' for the naive multi-turn RL row (reward on attempt 2).
+ALIASES = {"naive": "naive_multiturn"}
+
+
+def row_name(method: str) -> str:
+  """The paper row (score_jax.configs.paper) a testbed method name runs."""
+  return ALIASES.get(method, method)
+
 
 _POSITIVE_INTS = (
   "tokenizer_problems",
@@ -37,7 +45,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     require(config, f"testbed.{f}", lambda v: is_int(v) and v >= 1, "an int >= 1")
   require(config, "testbed.pretrain_lr", lambda v: is_number(v) and v > 0, "a number > 0")
   _validate_mixture(config)
-  require(config, "testbed.methods", _methods, "a non-empty tuple of 'score' / 'naive'")
+  rows = ", ".join([*ALIASES, *paper.ROWS])
+  require(config, "testbed.methods", _methods, f"a non-empty tuple of distinct names from {rows}")
   require(config, "testbed.rl_seeds", _distinct_ints, "a non-empty tuple of distinct ints")
   if config.data.task != testbed_task.NAME:
     raise ConfigError(
@@ -51,7 +60,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
 
 
 def _methods(v) -> bool:
-  return isinstance(v, Sequence) and len(v) > 0 and all(x in METHODS for x in v)
+  if not isinstance(v, Sequence) or isinstance(v, str) or not v or len(set(v)) != len(v):
+    return False
+  return all(row_name(x) in paper.ROWS and x != "base" for x in v)
 
 
 def _distinct_ints(v) -> bool:

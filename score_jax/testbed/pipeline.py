@@ -29,22 +29,19 @@ import ml_collections
 from absl import logging
 
 from score_jax import configs
+from score_jax.configs import paper
 from score_jax.data import chat
 from score_jax.data import tokenizer as tokenizer_lib
-from score_jax.models import decoder, loading, presets
-from score_jax.models import sharding as model_sharding
+from score_jax.models import decoder, presets
 from score_jax.parallel import mesh as mesh_lib
+from score_jax.report import build as paper_report
 from score_jax.rewards import factory
-from score_jax.rl import optim
+from score_jax.rl import algorithms
 from score_jax.testbed import arith, corpus, pretrain, report
 from score_jax.testbed import config as testbed_config  # noqa: F401  (registers the job)
 from score_jax.testbed import task as testbed_task
-from score_jax.trainer import checkpoint as checkpoint_lib
-from score_jax.trainer import console, loop, metric_writers, metrics, schedule
+from score_jax.trainer import console, loop, metric_writers, schedule, suite
 from score_jax.trainer import evaluate as evaluate_lib
-from score_jax.trainer import setup as setup_lib
-
-METHODS = {"score": "score", "naive": "naive_multiturn"}  # testbed name -> config.rl.method
 
 
 def _say(msg: str) -> None:
@@ -96,7 +93,8 @@ def rl_config(config, method: str, seed: int, base_dir: str) -> ml_collections.C
   del c["testbed"]
   c.job = "score"
   c.seed = seed
-  c.rl.method = METHODS[method]
+  paper.apply_row(c, testbed_config.row_name(method))
+  c.eval.suite = ()  # the final evaluation runs on eval_problems after training (_run_method)
   c.model.checkpoint = base_dir
   c.model.tokenizer = ""
   c.model.vocab_size = 0
@@ -180,57 +178,6 @@ def _pretrain(config, workdir: str, spm_path: str, mesh, timings: _Timings) -> s
   return base_dir
 
 
-def _evaluate(config, num_problems: int, params, model_cfg, tok, mesh, pool) -> dict:
-  """Greedy two-attempt eval on the first `num_problems` held-out problems."""
-  c = ml_collections.ConfigDict(config.to_dict())
-  c.eval.num_examples = num_problems
-  template = chat.get_template("gemma")
-  eval_set = evaluate_lib.make_eval_set(c, tok, template)
-  sampler = setup_lib.make_sampler(c, model_cfg, mesh, tok.pad_id)
-  rc = setup_lib.rollout_config(c, template.stop_ids(tok), greedy=True, num_attempts=2)
-  out, recs = evaluate_lib.evaluate(
-    params, eval_set, sampler, pool, rc, batch_size=c.eval.batch_size, decode=tok.decode
-  )
-  edit = [
-    float(metrics.edit_distance_ratios([r["attempts"][0]], [r["attempts"][1]])[0]) for r in recs
-  ]
-  return {"metrics": out, "edit_ratios": edit, "episodes": recs}
-
-
-def _base_eval(config, workdir: str, base_dir: str, mesh, pool, timings: _Timings) -> dict:
-  path = os.path.join(workdir, "eval", "base.json")
-  if os.path.exists(path):
-    _say("base model eval: cached")
-    with open(path) as f:
-      return json.load(f)
-  start = time.time()
-  _say(f"base model eval: greedy, 2 attempts, {config.testbed.eval_problems} held-out problems")
-  model_cfg, host_params, tok = loading.load_model(base_dir, config.model.preset)
-  params = jax.device_put(host_params, model_sharding.param_shardings(model_cfg, mesh))
-  c = rl_config(config, "score", config.seed, base_dir)
-  result = _evaluate(c, config.testbed.eval_problems, params, model_cfg, tok, mesh, pool)
-  if jax.process_index() == 0:
-    _write_json(path, result)
-  timings.add("base_eval", time.time() - start)
-  if jax.process_index() == 0:
-    console.result("base model eval", _headline(result["metrics"]), time.time() - start, "testbed")
-  return result
-
-
-def _final_params(c, rundir: str, model_cfg, mesh):
-  optimizer = optim.make_optimizer(setup_lib.optim_config(c))
-  abstract = optim.abstract_train_state(model_cfg, optimizer, mesh)
-  ckpt = checkpoint_lib.Checkpointer(os.path.join(rundir, "checkpoints"), async_save=False)
-  try:
-    step = ckpt.latest_step()
-    if step is None:
-      raise FileNotFoundError(f"{rundir}/checkpoints: the RL run left no checkpoint")
-    state, _ = ckpt.restore(step, abstract)
-  finally:
-    ckpt.close()
-  return state.params, step
-
-
 def _curve(rundir: str) -> list[dict]:
   out = []
   for row in metric_writers.read_metrics(rundir):
@@ -247,7 +194,10 @@ def _curve(rundir: str) -> list[dict]:
   return out
 
 
-def _rl(config, workdir, base_dir, method, seed, mesh, pool, timings) -> dict:
+def _run_method(config, workdir, base_dir, method, seed, pool, timings) -> dict:
+  """One row's run: train (nothing for base / Self-Refine), then the final greedy evaluation
+  of its selected checkpoint (best training reward of the final phase, as the paper) on
+  `testbed.eval_problems` held-out problems."""
   name = f"{method}_seed{seed}"
   path = os.path.join(workdir, "eval", f"{name}.json")
   rundir = os.path.join(workdir, "runs", name)
@@ -257,19 +207,30 @@ def _rl(config, workdir, base_dir, method, seed, mesh, pool, timings) -> dict:
       return json.load(f)
   c = rl_config(config, method, seed, base_dir)
   steps = schedule.total_steps(c)
-  _say(f"{name}: {' + '.join(f'{n} {s} steps' for s, n in schedule.phases(c))}")
+  plan = " + ".join(f"{n} {s} steps" for s, n in schedule.phases(c)) or "no training"
+  _say(f"{name}: {plan}")
   start = time.time()
   if jax.process_index() == 0:
     configs.save(c, rundir)
   loop.run(c, rundir, pool)
   timings.add(f"rl/{name}", time.time() - start)
+  done = metric_writers.read_metrics(rundir)
+  if steps and (not done or int(done[-1]["step"]) != steps):
+    raise RuntimeError(f"{rundir}: stopped before step {steps} (preempted?); rerun to resume")
   start = time.time()
-  model_cfg, _, tok = setup_lib.load_base(c, rundir, mesh)
-  params, step = _final_params(c, rundir, model_cfg, mesh)
-  if step != steps:
-    raise RuntimeError(f"{rundir}: stopped at step {step} of {steps} (preempted?); rerun to resume")
-  result = _evaluate(c, config.testbed.eval_problems, params, model_cfg, tok, mesh, pool)
-  result["curve"] = _curve(rundir)
+  final = ml_collections.ConfigDict(c.to_dict())
+  final.eval.num_examples = config.testbed.eval_problems
+  final.eval.suite = ("final",)
+  suite.run_suite(final, rundir, pool)
+  with open(os.path.join(rundir, "eval", "final.json")) as f:
+    out = json.load(f)
+  result = {
+    "metrics": out["metrics"],
+    "edit_ratios": [e["edit_ratio"] for e in out["episodes"]],
+    "episodes": out["episodes"],
+    "checkpoint_step": out["step"],
+    "curve": _curve(rundir),
+  }
   if jax.process_index() == 0:
     _write_json(path, result)
   timings.add(f"eval/{name}", time.time() - start)
@@ -341,16 +302,23 @@ def _run(config, workdir: str, pool) -> list[dict]:
   mesh = mesh_lib.make_mesh(configs.mesh_shape(config, jax.device_count()))
   spm_path = _tokenizer(config, workdir, timings)
   base_dir = _pretrain(config, workdir, spm_path, mesh, timings)
-  base = _base_eval(config, workdir, base_dir, mesh, pool, timings)
-  runs = [_run_record("base", config.seed, base)]
+  run = lambda method, seed: _run_method(config, workdir, base_dir, method, seed, pool, timings)
+  runs = [_run_record("base", config.seed, run("base", config.seed))]
+  first_seed = config.testbed.rl_seeds[0]
   for seed in config.testbed.rl_seeds:
     for method in config.testbed.methods:
-      runs.append(
-        _run_record(method, seed, _rl(config, workdir, base_dir, method, seed, mesh, pool, timings))
-      )
+      untrained = not algorithms.method(
+        paper.get_row(testbed_config.row_name(method)).method
+      ).phases
+      if untrained and seed != first_seed:
+        continue  # greedy and untrained: every seed would give the same numbers
+      runs.append(_run_record(method, seed, run(method, seed)))
   rows = report.summarize(runs)
   if jax.process_index() == 0:
     paths = report.write_report(runs, os.path.join(workdir, "report"))
+    # The same runs as rows of the paper's tables (what `python -m score_jax.report` writes).
+    rundirs = [os.path.join(workdir, "runs", f"{r['method']}_seed{r['seed']}") for r in runs]
+    paper_report.write_report(rundirs, os.path.join(workdir, "report", "paper"))
     console.say("\n" + report.format_table_for_console(rows))
     console.say(report.findings_text(report.findings(rows)).rstrip("\n"))
     wall = json.dumps({k: round(v, 1) for k, v in timings.seconds.items()})

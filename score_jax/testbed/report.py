@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from score_jax.configs import paper
+
 Run = dict[str, Any]
 Row = dict[str, Any]
 
@@ -53,7 +55,9 @@ FILES = {
 
 def display_name(method: str) -> str:
   """The name a method is shown under (unknown methods as-is)."""
-  return DISPLAY_NAMES.get(method, method)
+  if method in DISPLAY_NAMES:
+    return DISPLAY_NAMES[method]
+  return paper.ROWS[method].title if method in paper.ROWS else method
 
 
 def _finite(x: Any) -> bool:

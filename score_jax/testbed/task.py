@@ -31,6 +31,7 @@ SPEC = tasks.TaskSpec(
   load=lambda split, path, size: arith.load_split(split, size),  # generated: no data file
   first_turn=first_turn,
   correction=prompts.correction_instruction("math_short"),
+  self_refine=prompts.self_refine_instruction("math_short"),
   final_answer=math_normalize.extract_answer,
   reward_item=builtin.math_reward_item,
 )

@@ -33,7 +33,8 @@ from score_jax.rewards.outcome import Outcome
 from score_jax.rl import algorithms, experience, kl, losses, optim
 from score_jax.rl import steps as steps_lib
 from score_jax.trainer import checkpoint as checkpoint_lib
-from score_jax.trainer import console, metric_writers, metrics, schedule, step_log
+from score_jax.trainer import collect as collect_lib
+from score_jax.trainer import console, metric_writers, metrics, schedule, step_log, suite
 from score_jax.trainer import evaluate as evaluate_lib
 from score_jax.trainer import setup as setup_lib
 
@@ -45,9 +46,18 @@ class NonFiniteError(FloatingPointError):
 
 
 def run(config, workdir: str, pool=None) -> dict[str, float]:
-  """Trains per `config` (config.rl.method) in `workdir`, resuming from its latest checkpoint."""
+  """Trains per `config` (config.rl.method) in `workdir`, resuming from its latest checkpoint,
+  then runs the evaluations of `config.eval.suite` on the selected checkpoint (WORKDIR/eval/)."""
   with factory.reward_pool(config, pool) as pool:
-    return Trainer(config, workdir, pool).train()
+    last, finished = _train(config, workdir, pool)  # the trainer's device state is freed here
+    if finished and config.eval.suite:
+      suite.run_suite(config, workdir, pool)
+    return last
+
+
+def _train(config, workdir: str, pool) -> tuple[dict[str, float], bool]:
+  trainer = Trainer(config, workdir, pool)
+  return trainer.train(), trainer.finished
 
 
 class Trainer:
@@ -77,10 +87,12 @@ class Trainer:
       config, self.model_cfg, self.sampler_mesh, self.tok.pad_id
     )
     stop_ids = self.template.stop_ids(self.tok)
-    self.rollout_cfg = setup_lib.rollout_config(config, stop_ids)
+    close = self.template.close_turn_ids(self.tok)  # after attempts cut at max_new_tokens
+    self.rollout_cfg = setup_lib.rollout_config(config, stop_ids, close_ids=close)
     self.eval_rollout_cfg = setup_lib.rollout_config(
       config,
       stop_ids,
+      close_ids=close,
       greedy=True,
       num_attempts=config.eval.num_attempts,
       max_new=config.eval.max_new_tokens,
@@ -90,6 +102,8 @@ class Trainer:
     )
     self.meta = {"beta2": config.stage1.beta2, "reward_acc": [], "nonfinite_skipped": 0}
     self.last_reward = 0.0  # the last attempt's training reward of the latest step (progress)
+    self.collector = collect_lib.Collector(self)  # the SFT baselines' data sets
+    self.finished = False
 
   def _load_data(self) -> None:
     """The training prompts, the correction instruction and the checkpointable iterator."""
@@ -102,19 +116,20 @@ class Trainer:
       self.task, self.tok, self.template, d.system or None, r.max_prompt_len
     )
     self.instruction = self.template.next_turn_ids(self.tok, self.task.correction())
-    setup_lib.check_instruction(c, self.instruction, self.task.name)
+    close = self.template.close_turn_ids(self.tok)  # a cut attempt is closed first
+    setup_lib.check_instruction(c, self.instruction, self.task.name, close)
     g = r.num_samples
     self.prompts_global = c.train.global_batch // g
     self.local_prompts = self.prompts_global // nproc
     ratio = c.stage2.offline_first_attempt_ratio
     shards = mesh_lib.batch_shards(self.sampler_mesh)
     self.num_offline = offline.offline_prompt_count(self.local_prompts, g, shards, ratio)
-    need = r.max_prompt_len + r.max_new_tokens + len(self.instruction)
+    need = r.max_prompt_len + r.max_new_tokens + len(close) + len(self.instruction)
     if ratio > 0 and max(r.prompt_buckets) < need:
       raise configs.ConfigError(
         f"config.stage2.offline_first_attempt_ratio = {ratio}: prompts then hold attempt 1, so "
         f"max(config.rollout.prompt_buckets) = {max(r.prompt_buckets)} must reach max_prompt_len"
-        f" + max_new_tokens + the instruction ({need})."
+        f" + max_new_tokens + the turn close + the instruction ({need})."
       )
     self.iterator = iterators.DataIterator(
       list(range(len(self.examples))),
@@ -158,6 +173,7 @@ class Trainer:
           logging.warning("SIGTERM: saved step %d, exiting", step)
           break
       self.ckpt.wait()
+      self.finished = step >= self.total
     finally:
       self.ckpt.close()
       writer.close()
@@ -196,8 +212,11 @@ class Trainer:
   def _step(self, state, step: int, writer, dumper):
     """One update (the loop step numbered `step`, 0-based); returns the state and scalars."""
     c, t = self.config, self.config.train
-    phase, phase_step = schedule.phase_at(c, step)
+    seg, is_last = schedule.segment_at(c, step)
+    phase, phase_step = seg.name, seg.step
     algorithm = algorithms.get(phase)
+    if algorithm.collection is not None:
+      return self._sft_step(state, step, seg, algorithm, writer)
     timer = metrics.PhaseTimer()
     idx = next(self.iterator)
     exs = [self.examples[i] for i in idx]
@@ -222,7 +241,8 @@ class Trainer:
     beta2_used = float(coef.beta2)
     if algorithm.adapts_beta2 and c.stage1.adaptive_beta2:
       self._adapt_beta2(rewards_g, m)
-    self.meta["reward_acc"].append(float(rewards_g[:, -1].mean()))
+    if is_last:  # checkpoint selection ranks the final phase only, on its online episodes
+      self.meta["reward_acc"].append(self._ranking_reward(algorithm, rewards))
     scalars = {f"step/{k}": v for k, v in m.items()}
     scalars.update(step_log.host_metrics(self.task, ep, rewards_g, counts_g, timer))
     scalars["beta2"] = beta2_used
@@ -236,6 +256,39 @@ class Trainer:
       )
       dumper.maybe_dump(step, records)
     return state, step, scalars, phase_step + 1
+
+  def _ranking_reward(self, algorithm, rewards) -> float:
+    """The last attempt's mean reward over the episodes whose first attempt is the policy's own
+    (Stage II's base-model first attempts are left out; all of them when every one is)."""
+    rows = rewards.shape[0]
+    if algorithm.offline_first_attempts and self.num_offline:
+      g = self.config.rollout.num_samples
+      rows = (self.local_prompts - self.num_offline) * g
+    last = hosts.allgather(rewards[: rows or rewards.shape[0], -1])
+    return float(last.mean())
+
+  def _sft_step(self, state, step: int, seg, algorithm, writer):
+    """One update of an SFT baseline on its round's collected rows (trainer.collect)."""
+    timer = metrics.PhaseTimer()
+    with timer("collect"):
+      batch, stats = self.collector.batch(state, algorithm, seg)
+    m = {"loss": 0.0, "finite": 1.0, "tokens": 0.0}
+    if batch is None:
+      logging.warning("step %d: %s kept no rows this round; update skipped", step, seg.name)
+    else:
+      with timer("update"):
+        state, m = self.steps.update(seg.name)(state, batch)
+        m = {k: float(v) for k, v in jax.device_get(m).items()}
+    step += 1
+    self._check_finite(m, step, seg.name, batch)
+    scalars = {f"step/{k}": v for k, v in m.items()}
+    scalars.update({f"collect/{k}": v for k, v in stats.items()})
+    scalars.update(timer.summary())
+    scalars["stage_index"] = float(seg.name == "stage2")
+    scalars["nonfinite_skipped"] = float(self.meta["nonfinite_skipped"])
+    self.last_reward = stats["acc_t2"]
+    self._after_step(state, step, seg.name, seg.step, scalars, timer, writer)
+    return state, step, scalars, seg.step + 1
 
   def _sample(self, state, algorithm: algorithms.Algorithm, prompt_ids, step: int):
     """This process's episodes of the step (its rows start at its global row offset)."""
@@ -316,6 +369,10 @@ class Trainer:
     if step % c.log.every_steps == 0 or step == self.total:
       writer.write(step, scalars, stage=phase)
     if step % c.checkpoint.every_steps == 0 or step == self.total:
-      best = {"reward": float(np.mean(self.meta["reward_acc"]))}
+      # Only final-phase RL checkpoints carry a training reward, so 'best' never picks a Stage I
+      # (or SFT) checkpoint; a run without any falls back to its latest checkpoint.
+      best = None
+      if self.meta["reward_acc"]:
+        best = {"reward": float(np.mean(self.meta["reward_acc"]))}
       self.meta["reward_acc"] = []
       self.ckpt.save(step, state, self._meta(step, phase_step + 1), metrics=best, force=True)

@@ -218,3 +218,84 @@ class PhaseTimer:
   def reset(self) -> None:
     """Forgets all phases (call once per step)."""
     self.seconds.clear()
+
+
+def correction_rate(correct_ba: Any) -> float:
+  """Fraction of incorrect first attempts that the second attempt fixes: i->c / (1 - acc@t1).
+
+  NaN when every first attempt is correct: there is nothing to fix, and 0 would read as failure.
+  """
+  c = _check_correct(correct_ba)
+  if c.shape[1] < 2:
+    raise ValueError(f"correction_rate needs >= 2 attempts; got shape {c.shape}")
+  wrong = ~c[:, 0]
+  return float((wrong & c[:, 1]).sum() / wrong.sum()) if wrong.any() else float("nan")
+
+
+def per_level_metrics(correct_ba: Any, levels: Sequence[Any]) -> dict[str, dict[str, float]]:
+  """`self_correction_metrics` (+ num_examples) of each difficulty level (MATH Figure 7).
+
+  Keys are str(level) in ascending order; a problem without a level (None) counts as 'unknown'.
+  """
+  c = _check_correct(correct_ba)
+  if len(levels) != c.shape[0]:
+    raise ValueError(f"per_level_metrics: {len(levels)} levels for {c.shape[0]} problems")
+  names = np.array(["unknown" if x is None else str(x) for x in levels])
+  order = sorted(set(names), key=lambda s: (s == "unknown", len(s), s))  # 2 before 10
+  out = {}
+  for name in order:
+    rows = c[names == name]
+    out[name] = {**self_correction_metrics(rows), "num_examples": float(len(rows))}
+  return out
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+  """Unbiased pass@k of n samples of which c are correct: 1 - C(n-c, k) / C(n, k).
+
+  Chen et al. (2021)'s product form: the binomials overflow floats for n in the hundreds.
+  """
+  if not (0 <= c <= n and 1 <= k <= n):
+    raise ValueError(f"pass_at_k: need 0 <= c <= n and 1 <= k <= n; got n={n}, c={c}, k={k}")
+  if n - c < k:
+    return 1.0
+  return float(1.0 - np.prod(1.0 - k / np.arange(n - c + 1, n + 1)))
+
+
+def vote_groups(
+  answers: Sequence[str | None], equal: Callable[[str | None, str | None], bool]
+) -> np.ndarray:
+  """Group id of each answer (-1 for None): an answer joins the first earlier group whose first
+  answer it equals, so a prefix of the samples is grouped exactly as the prefix alone would be.
+  Answers equal after stripping share a group without calling `equal` (the math checker is slow).
+  """
+  reps: list[str] = []
+  seen: dict[str, int] = {}
+  ids = np.full(len(answers), -1, np.int64)
+  for i, a in enumerate(answers):
+    if a is None:
+      continue
+    key = a.strip()
+    if key not in seen:
+      seen[key] = next((g for g, rep in enumerate(reps) if equal(rep, a)), len(reps))
+      if seen[key] == len(reps):
+        reps.append(a)
+    ids[i] = seen[key]
+  return ids
+
+
+def majority_vote(groups: Any, correct: Any) -> bool:
+  """Whether the majority answer is correct (self-consistency). `groups` from `vote_groups`.
+
+  Samples without an answer (-1) do not vote. Ties go to the group sampled first; the vote is
+  correct when that group's first sample earned reward 1. No answers at all: incorrect.
+  """
+  g, ok = np.asarray(groups), np.asarray(correct, bool)
+  if g.shape != ok.shape or g.ndim != 1:
+    raise ValueError(f"majority_vote: groups {g.shape} and correct {ok.shape} must be [n]")
+  voted = g >= 0
+  if not voted.any():
+    return False
+  counts = np.bincount(g[voted])
+  # Group ids are numbered in order of first appearance: the lowest id wins a tie.
+  winner = int(np.argmax(counts))
+  return bool(ok[int(np.argmax(g == winner))])

@@ -6,6 +6,8 @@ the config sections whose `steps` it gets. SCoRe runs Stage I then Stage II (or,
 baseline gets the sum of the stage budgets, the same number of updates as SCoRe.
 """
 
+from typing import NamedTuple
+
 from score_jax.rl import algorithms
 
 
@@ -19,14 +21,29 @@ def phases(config) -> list[tuple[str, int]]:
   return [p for p in one * rounds if p[1] > 0]
 
 
-def phase_at(config, loop_step: int) -> tuple[str, int]:
-  """(algorithm, step within that phase) of the update numbered `loop_step` (0-based)."""
-  start = 0
-  for name, n in phases(config):
+class Segment(NamedTuple):
+  """Where a loop step falls: its phase's index in the schedule, algorithm, step and length."""
+
+  index: int
+  name: str
+  step: int  # 0-based step within the phase
+  length: int  # the phase's steps
+
+
+def segment_at(config, loop_step: int) -> tuple[Segment, bool]:
+  """(the Segment of the update numbered `loop_step` (0-based), whether it is the last phase)."""
+  start, ps = 0, phases(config)
+  for i, (name, n) in enumerate(ps):
     if loop_step < start + n:
-      return name, loop_step - start
+      return Segment(i, name, loop_step - start, n), i == len(ps) - 1
     start += n
   raise ValueError(f"step {loop_step} is past the schedule's {start} steps")
+
+
+def phase_at(config, loop_step: int) -> tuple[str, int]:
+  """(algorithm, step within that phase) of the update numbered `loop_step` (0-based)."""
+  seg, _ = segment_at(config, loop_step)
+  return seg.name, seg.step
 
 
 def total_steps(config) -> int:

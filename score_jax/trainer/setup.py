@@ -192,7 +192,10 @@ def optim_config(config) -> optim.OptimConfig:
   )
 
 
-def rollout_config(config, stop_ids, *, greedy: bool = False, num_attempts=None, max_new=None):
+def rollout_config(
+  config, stop_ids, *, greedy: bool = False, num_attempts=None, max_new=None, close_ids=()
+):
+  """The rollout settings; `close_ids` (`ChatTemplate.close_turn_ids`) close truncated attempts."""
   r = config.rollout
   return rollout.RolloutConfig(
     num_attempts=num_attempts or r.num_attempts,
@@ -202,6 +205,7 @@ def rollout_config(config, stop_ids, *, greedy: bool = False, num_attempts=None,
     top_k=0 if greedy else r.top_k,
     top_p=1.0 if greedy else r.top_p,
     stop_ids=tuple(stop_ids),
+    close_ids=tuple(close_ids),
   )
 
 
@@ -223,10 +227,13 @@ def check_process_batch(config, sampler_mesh: Mesh) -> None:
     )
 
 
-def check_instruction(config, instruction, what: str) -> None:
-  """The tokenized correction instruction must fit an append bucket (named config field)."""
-  if len(instruction) > max(config.rollout.append_buckets):
+def check_instruction(config, instruction, what: str, close_ids=()) -> None:
+  """The tokenized instruction, after the ids that close a truncated attempt, must fit an append
+  bucket (named config field)."""
+  n = len(instruction) + len(close_ids)
+  if n > max(config.rollout.append_buckets):
     raise configs.ConfigError(
       f"config.rollout.append_buckets = {tuple(config.rollout.append_buckets)}: the {what} "
-      f"correction instruction is {len(instruction)} tokens; add a bucket >= {len(instruction)}."
+      f"second-turn instruction is {len(instruction)} tokens (+ {len(close_ids)} closing a "
+      f"truncated attempt); add a bucket >= {n}."
     )

@@ -13,7 +13,11 @@ import pytest
 from score_jax import configs
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-EXPERIMENTS = sorted(glob.glob(os.path.join(REPO, "experiments", "*.py")))
+# Files starting with "_" are shared helpers of the experiment files, not experiments.
+EXPERIMENTS = sorted(
+  p for p in glob.glob(os.path.join(REPO, "experiments", "*.py")) if "/_" not in p
+)
+PAPER_TABLES = [p for p in EXPERIMENTS if os.path.basename(p).startswith("paper_table")]
 
 
 def _load(path):
@@ -27,11 +31,28 @@ def test_there_are_experiments():
   assert EXPERIMENTS, "experiments/ holds no config files"
 
 
-@pytest.mark.parametrize("path", EXPERIMENTS, ids=os.path.basename)
+@pytest.mark.parametrize("path", sorted(set(EXPERIMENTS) - set(PAPER_TABLES)), ids=os.path.basename)
 @pytest.mark.parametrize("arg", ["", "tiny"])
 def test_experiment_loads_and_validates(path, arg):
   config = _load(path).get_config(arg)
   configs.validate(config, num_devices=8)
+
+
+@pytest.mark.parametrize("path", PAPER_TABLES, ids=os.path.basename)
+def test_every_paper_row_loads_and_validates(path):
+  from score_jax.configs import paper
+
+  table = os.path.basename(path)[len("paper_") : -len(".py")]
+  module = _load(path)
+  for row in paper.rows_of(table):
+    for arg in (row.name, f"{row.name},tiny"):
+      config = module.get_config(arg)
+      assert (config.rl.method, config.report.row) == (row.method, row.name)
+      if "repair" in config.eval.suite:  # built once per model by the repair_set job
+        config.eval.repair_set = "/path/to/repair_set.jsonl"
+      configs.validate(config, num_devices=8)
+  with pytest.raises(ValueError, match="must name one row"):
+    module.get_config("tiny")
 
 
 @pytest.mark.parametrize(

@@ -32,7 +32,7 @@ def test_config_is_validated_up_front():
   with pytest.raises(configs.ConfigError, match="config.testbed.mixture.fast_form"):
     configs.validate(c)
   c = testbed_exp.get_config("quick")
-  c.testbed.methods = ("score", "star")
+  c.testbed.methods = ("score", "dance")  # not a row of the paper's tables
   with pytest.raises(configs.ConfigError, match="config.testbed.methods"):
     configs.validate(c)
   with pytest.raises(ValueError, match="unknown argument 'huge'"):
@@ -65,7 +65,7 @@ def test_quick_testbed_runs_every_phase_then_resumes_from_cache(tmp_path):
   workdir = tmp_path / "tb"
   first = _main(workdir)
   assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
-  for phase in ("tokenizer:", "pretraining", "base model eval:", "score_seed0:", "naive_seed0:"):
+  for phase in ("tokenizer:", "pretraining", "base_seed0:", "score_seed0:", "naive_seed0:"):
     assert f"[testbed] {phase}" in first.stdout, phase
   files = set(os.listdir(workdir / "report"))
   assert {
@@ -82,7 +82,12 @@ def test_quick_testbed_runs_every_phase_then_resumes_from_cache(tmp_path):
   assert [p["phase"] for p in by["score"]["curve"]][-1] == "stage2"
   assert {p["phase"] for p in by["naive"]["curve"]} == {"naive_multiturn"}
   timings = json.loads((workdir / "timings.json").read_text())
-  assert {"tokenizer", "pretrain", "base_eval", "rl/score_seed0", "rl/naive_seed0"} <= set(timings)
+  assert {"tokenizer", "pretrain", "eval/base_seed0", "rl/score_seed0", "rl/naive_seed0"} <= set(
+    timings
+  )
+  # The same runs as the paper's tables (python -m score_jax.report over runs/).
+  paper_md = (workdir / "report" / "paper" / "results.md").read_text()
+  assert "Table 4: ablations" in paper_md and "SCoRe" in paper_md
   # The Stage II run really trained with the SCoRe objective, the baseline with the naive one.
   score_cfg = json.loads((workdir / "runs" / "score_seed0" / "config.json").read_text())
   naive_cfg = json.loads((workdir / "runs" / "naive_seed0" / "config.json").read_text())

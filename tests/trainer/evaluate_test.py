@@ -1,4 +1,5 @@
-"""Greedy K-attempt evaluation: metrics match the per-problem records; the evaluate job."""
+"""Greedy K-attempt evaluation: metrics match the per-problem records; the evaluate job (the
+suite's `final` on the best checkpoint)."""
 
 import importlib.util
 import json
@@ -12,7 +13,7 @@ from score_jax.rewards import factory
 from score_jax.rewards import pool as pool_lib
 from score_jax.rl import optim
 from score_jax.trainer import checkpoint as checkpoint_lib
-from score_jax.trainer import evaluate, metrics
+from score_jax.trainer import evaluate, metrics, suite
 from score_jax.trainer import setup as setup_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -31,7 +32,7 @@ def _config():
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-  # evaluate.run builds its own sampler: the persistent cache spares its recompilation.
+  # suite.run builds its own sampler: the persistent cache spares its recompilation.
   jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("xla_cache")))
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
   workdir = str(tmp_path_factory.mktemp("eval"))
@@ -41,7 +42,8 @@ def setup(tmp_path_factory):
   template = setup_lib.chat_template(c, model_cfg, tok)
   eval_set = evaluate.make_eval_set(c, tok, template)
   sampler = setup_lib.make_sampler(c, model_cfg, sampler_mesh, tok.pad_id)
-  rc = setup_lib.rollout_config(c, template.stop_ids(tok), greedy=True)
+  close = template.close_turn_ids(tok)
+  rc = setup_lib.rollout_config(c, template.stop_ids(tok), greedy=True, close_ids=close)
   with pool_lib.RewardPool(2) as pool:
     yield dict(c=c, workdir=workdir, mesh=mesh, model_cfg=model_cfg, params=params, tok=tok,
                eval_set=eval_set, sampler=sampler, rc=rc, pool=pool)  # fmt: skip
@@ -53,15 +55,16 @@ def test_metrics_agree_with_records_and_are_deterministic(setup):
                                   batch_size=8, decode=s["tok"].decode)  # fmt: skip
   out, recs = run()
   assert out["num_examples"] == 10 and len(s["eval_set"].examples) == 10
-  # Records cover the padded batches (16 rows); the metrics count each problem once.
-  assert len(recs) == 16 and [r["id"] for r in recs[10:]] == [r["id"] for r in recs[:6]]
-  correct = np.array([r["rewards"] for r in recs[:10]]) > 0
+  # Two batches of 8 (the last padded with early problems): each problem once, in order.
+  assert [r["id"] for r in recs] == [ex.id for ex in s["eval_set"].examples]
+  correct = np.array([r["rewards"] for r in recs]) > 0
   assert out == pytest.approx({**out, **metrics.self_correction_metrics(correct)})
   assert out["delta(t1,t2)"] == pytest.approx(out["delta_i->c(t1,t2)"] - out["delta_c->i(t1,t2)"])
   ratios = metrics.edit_distance_ratios(
-    [r["attempts"][0] for r in recs[:10]], [r["attempts"][1] for r in recs[:10]]
+    [r["attempts"][0] for r in recs], [r["attempts"][1] for r in recs]
   )
   assert out["edit_distance_ratio"] == pytest.approx(ratios.mean())
+  assert [r["edit_ratio"] for r in recs] == pytest.approx(ratios.tolist())
   assert sum(out[f"outcomes/{k}"] for k in ("correct", "wrong", "timeout", "error")) == 20
   again, recs2 = run()  # greedy: the same attempts every time
   assert again == out and [r["attempts"] for r in recs2] == [r["attempts"] for r in recs]
@@ -85,17 +88,17 @@ def test_evaluate_job_reads_the_best_checkpoint(setup):
     ck.save(3, state, {"loop_step": 3}, metrics={"reward": 0.9}, force=True)
     ck.save(4, state, {"loop_step": 4}, metrics={"reward": 0.1}, force=True)
   c.eval.checkpoint = "best"
-  out = evaluate.run(c, s["workdir"], pool=s["pool"])
-  assert out["step"] == 3.0
-  saved = json.loads(open(os.path.join(s["workdir"], "eval_3.json")).read())
-  assert saved["metrics"]["acc@t1"] == out["acc@t1"] and len(saved["episodes"]) == 16
+  out = suite.run(c, s["workdir"], pool=s["pool"])  # the 'evaluate' job's entry point
+  saved = json.loads(open(os.path.join(s["workdir"], "eval", "final.json")).read())
+  assert saved["step"] == 3 and saved["checkpoint"] == "best" and saved["method"] == "score"
+  assert saved["metrics"] == out["final"] and len(saved["episodes"]) == 10
 
 
 def test_missing_checkpoint_is_a_clear_error(tmp_path, setup):
   c = setup["c"]
   c.eval.checkpoint = "latest"
   with pytest.raises(FileNotFoundError, match="no complete checkpoint to evaluate"):
-    evaluate.run(c, str(tmp_path), pool=setup["pool"])
+    suite.run(c, str(tmp_path), pool=setup["pool"])
 
 
 def test_reward_pool_closes_only_the_pool_it_made():

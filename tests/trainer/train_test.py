@@ -208,7 +208,7 @@ def test_stage_schedule():
   assert schedule.phases(c) == [("naive_multiturn", 5)]
   c.rl.method = "single_turn"
   assert schedule.phases(c) == [("single_turn", 5)]
-  c.rl.method = "star"
+  c.rl.method = "no_such_method"
   with pytest.raises(configs.ConfigError, match="config.rl.method"):
     configs.validate(c)
 

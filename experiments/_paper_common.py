@@ -1,0 +1,41 @@
+"""Shared by the experiments/paper_table*.py files: the MATH / code base configs and their CPU
+`tiny` forms, loaded by path (experiment files are not a package)."""
+
+import importlib.util
+import os
+
+from score_jax.configs import paper
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _load(name: str):
+  spec = importlib.util.spec_from_file_location(name, os.path.join(_HERE, f"{name}.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def table_config(table: str, arg: str, experiment: str, suite: tuple[str, ...]):
+  """The config of one row of `table` on `experiment` (score_math or score_code)."""
+  row, tiny = paper.parse_experiment_arg(table, arg)
+  c = _load(experiment).get_config("tiny" if tiny else "")
+  paper.apply_row(c, row, table)
+  c.eval.suite = suite
+  if tiny:
+    shrink_evaluations(c)
+  r = c.rollout
+  need = r.max_prompt_len + r.max_new_tokens + max(r.append_buckets)
+  if {"fixed_first", "repair"} & set(suite) and max(r.prompt_buckets) < need:
+    # Their prompts hold the question, a fixed attempt 1 and the instruction.
+    r.prompt_buckets = (*r.prompt_buckets, need)
+  return c
+
+
+def shrink_evaluations(c):
+  """The evaluations of a `tiny` row at CPU size: the same programs, a few problems."""
+  c.eval.curve_problems = 4
+  c.eval.scaling_budgets = (2, 4)
+  c.eval.pass_samples, c.eval.pass_k = 2, (1, 2)
+  c.stage1.steps, c.stage2.steps = 1, 1
+  c.checkpoint.every_steps = 1
