@@ -235,13 +235,24 @@ def collect(paths: list[str], out: str) -> tuple[list[workdirs.Run], list[workdi
   return [r for r in runs if r.path not in dropped], missing + duplicates
 
 
+def _distinct(groups: list) -> list:
+  """Each set of runs once: a run that is a row of several tables is one line in a figure."""
+  seen, out = set(), []
+  for g in groups:
+    key = tuple(r.path for r in g.runs)
+    if key not in seen:
+      seen.add(key)
+      out.append(g)
+  return out
+
+
 def write(
   runs: list[workdirs.Run], missing: list[workdirs.Missing], out: str, num_resamples: int = 10_000
 ) -> Report:
   """results.md, results.json and the figures of `runs` into `out`."""
   os.makedirs(out, exist_ok=True)
   secs = sections(runs, num_resamples)
-  figs = figures.write_figures([g for s in secs for g in s.groups], out)
+  figs = figures.write_figures(_distinct([g for s in secs for g in s.groups]), out)
   report = Report(secs, runs, missing, figs, os.path.join(out, RESULTS_MD),
                   os.path.join(out, RESULTS_JSON))  # fmt: skip
   _write(report.markdown_path, markdown(report))

@@ -26,7 +26,6 @@ from score_jax.rl import algorithms
 from score_jax.trainer import confidence
 
 PAIRED = paper.T12  # the columns computed from per-problem correctness of attempts 1 and 2
-_BLOCK = 500  # resamples drawn at once, as trainer.confidence draws them
 
 
 @dataclasses.dataclass
@@ -72,18 +71,7 @@ def title_of(row: str, method: str) -> str:
 
 def bootstrap_means(x_bc, num_resamples: int, seed: int = 0, level: float = 0.95) -> np.ndarray:
   """[c, 2] percentile interval of the column means of x_bc, resampling its rows (problems)."""
-  x_bc = np.asarray(x_bc, np.float64)
-  rng = np.random.default_rng(seed)
-  b = x_bc.shape[0]
-  means = []
-  for start in range(0, num_resamples, _BLOCK):
-    idx_rb = rng.integers(0, b, (min(_BLOCK, num_resamples - start), b))
-    means.append(x_bc[idx_rb].mean(axis=1))
-  tail = 100 * (1 - level) / 2
-  bounds = np.percentile(np.concatenate(means), [tail, 100 - tail], axis=0).T
-  point = x_bc.mean(axis=0)
-  # A finite resample's percentile can sit a rounding step off a degenerate point estimate.
-  return np.stack([np.minimum(bounds[:, 0], point), np.maximum(bounds[:, 1], point)], 1)
+  return confidence.mean_intervals(x_bc, confidence=level, num_resamples=num_resamples, seed=seed)
 
 
 def per_problem(correct_ba: np.ndarray) -> np.ndarray:

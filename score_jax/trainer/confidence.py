@@ -63,6 +63,16 @@ def _percentile_intervals(x_bc, point_c, confidence, num_resamples, seed) -> np.
   return np.stack([np.minimum(bounds[:, 0], point_c), np.maximum(bounds[:, 1], point_c)], 1)
 
 
+def mean_intervals(
+  x_bc, *, confidence: float = 0.95, num_resamples: int = 10_000, seed: int = 0
+) -> np.ndarray:
+  """[c, 2] percentile intervals of the column means of x_bc [b, c], resampling its rows
+  (problems) together, so paired columns keep their pairing."""
+  _check(confidence, num_resamples)
+  x_bc = np.asarray(x_bc, np.float64)
+  return _percentile_intervals(x_bc, x_bc.mean(axis=0), confidence, num_resamples, seed)
+
+
 def bootstrap_intervals(
   correct_ba, *, confidence: float = 0.95, num_resamples: int = 10_000, seed: int = 0
 ) -> dict[str, Interval]:
