@@ -19,7 +19,10 @@ multi-turn RL collapses as in the paper: its first attempt takes the written ste
 second stops changing answers (98.9 / 98.7, Delta -0.2, answer change 0.5%). Seed 0's run takes
 ~16 min on 2 cores.
 Hyperparameters that differ from the paper (Table 8) are set below with the reason.
-`:quick` is the same pipeline, smaller (CI runs it).
+`:quick` is the same pipeline, smaller (CI runs it). `:paper` runs the rows of the paper's tables
+(Table 4, naive RL in both readings, STaR D+, Pair-SFT D, Self-Refine), 3 seeds each, on the
+same base model (56 min on 2 cores with the base cached; README, "The paper's tables on the
+testbed"); `python -m score_jax.report DIR/runs` renders them.
 """
 
 import ml_collections
@@ -64,6 +67,9 @@ def get_config(arg: str = ""):
   tb.curve_problems = 200  # held-out problems of the evals during RL (the curves)
   tb.methods = ("score", "naive")
   tb.rl_seeds = (0,)
+  # The figures' evaluations, run on the first seed of these methods (none by default).
+  tb.figure_methods = ()
+  tb.figure_evals = ("attempts", "scaling", "fixed_first")
 
   c.data.task = c.data.eval_task = testbed_task.NAME
   c.data.procedural_size = 20000  # testbed problems per split (test: the first eval_problems)
@@ -124,6 +130,7 @@ def paper_suite(c):
   hyperparameters (no per-method tuning; they were chosen for SCoRe, see README)."""
   c.testbed.methods = PAPER_ROWS
   c.testbed.rl_seeds = (0, 1, 2)
+  c.testbed.figure_methods = ("base", "score", "star_plus", "pair_sft", "naive")
 
 
 def quick(c):

@@ -48,6 +48,20 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   rows = ", ".join([*ALIASES, *paper.ROWS])
   require(config, "testbed.methods", _methods, f"a non-empty tuple of distinct names from {rows}")
   require(config, "testbed.rl_seeds", _distinct_ints, "a non-empty tuple of distinct ints")
+  runs = ("base", *config.testbed.methods)
+  require(
+    config,
+    "testbed.figure_methods",
+    lambda v: isinstance(v, Sequence) and all(m in runs for m in v),
+    f"a tuple of names from {runs} (the methods this config runs)",
+  )
+  figs = ("attempts", "scaling", "fixed_first")
+  require(
+    config,
+    "testbed.figure_evals",
+    lambda v: isinstance(v, Sequence) and len(v) > 0 and all(e in figs for e in v),
+    f"a non-empty tuple of names from {figs}",
+  )
   if config.data.task != testbed_task.NAME:
     raise ConfigError(
       f"config.data.task = {config.data.task!r}: the testbed job trains on 'testbed'."

@@ -239,6 +239,28 @@ def _run_method(config, workdir, base_dir, method, seed, pool, timings) -> dict:
   return result
 
 
+def _figure_evals(config, workdir, base_dir, pool, timings) -> None:
+  """The figures' evaluations (testbed.figure_evals: 10 attempts, scaling, the base model's
+  fixed first attempts) of the first seed's runs of testbed.figure_methods, on
+  testbed.curve_problems problems (fixed_first: eval_problems). Written once per run."""
+  tb = config.testbed
+  for method in tb.figure_methods:
+    seed = config.seed if method == "base" else tb.rl_seeds[0]
+    name = f"{method}_seed{seed}"
+    c = rl_config(config, method, seed, base_dir)
+    c.eval.suite = tuple(tb.figure_evals)
+    c.eval.num_examples, c.eval.curve_problems = tb.eval_problems, tb.curve_problems
+    r = c.rollout
+    # fixed_first's prompts hold the question, the base model's attempt 1 and the instruction.
+    r.prompt_buckets = (
+      *r.prompt_buckets,
+      r.max_prompt_len + r.max_new_tokens + max(r.append_buckets),
+    )
+    start = time.time()
+    suite.run_suite(c, os.path.join(workdir, "runs", name), pool)
+    timings.add(f"figures/{name}", time.time() - start)
+
+
 def _run_record(method: str, seed: int, result: dict) -> dict:
   same = evaluate_lib.answers_equal("math")
   changed = [not same(*r["answers"][:2]) for r in result["episodes"]]
@@ -260,7 +282,7 @@ def run(config, workdir: str, pool=None) -> list[dict]:
 
 # Fields that only choose which RL runs exist: each run's phases are cached under its own name, so
 # a rerun with more seeds (or methods) reuses everything already done and adds the rest.
-RUN_SELECTION = ("rl_seeds", "methods")
+RUN_SELECTION = ("rl_seeds", "methods", "figure_methods", "figure_evals")
 
 
 def check_workdir_config(config, workdir: str) -> None:
@@ -313,6 +335,7 @@ def _run(config, workdir: str, pool) -> list[dict]:
       if untrained and seed != first_seed:
         continue  # greedy and untrained: every seed would give the same numbers
       runs.append(_run_record(method, seed, run(method, seed)))
+  _figure_evals(config, workdir, base_dir, pool, timings)
   rows = report.summarize(runs)
   if jax.process_index() == 0:
     paths = report.write_report(runs, os.path.join(workdir, "report"))
