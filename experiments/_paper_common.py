@@ -24,11 +24,8 @@ def table_config(table: str, arg: str, experiment: str, suite: tuple[str, ...]):
   c.eval.suite = suite
   if tiny:
     shrink_evaluations(c)
-  r = c.rollout
-  need = r.max_prompt_len + r.max_new_tokens + max(r.append_buckets)
-  if {"fixed_first", "repair"} & set(suite) and max(r.prompt_buckets) < need:
-    # Their prompts hold the question, a fixed attempt 1 and the instruction.
-    r.prompt_buckets = (*r.prompt_buckets, need)
+  if {"fixed_first", "repair"} & set(suite):
+    paper.add_continued_prompt_bucket(c)
   return c
 
 

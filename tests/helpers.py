@@ -1,5 +1,8 @@
 """Shared test helpers (not a test module)."""
 
+import importlib.util
+import os
+
 import jax
 import numpy as np
 
@@ -22,3 +25,15 @@ def diverse_params(config, seed=0):
     return (std * rng.standard_normal(s.shape)).astype(s.dtype)
 
   return jax.tree_util.tree_map_with_path(leaf, decoder.abstract_params(config))
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def experiment_config(name: str, arg: str = "tiny"):
+  """experiments/<name>.py's get_config(arg) (experiment files are loaded by path)."""
+  path = os.path.join(REPO, "experiments", f"{name}.py")
+  spec = importlib.util.spec_from_file_location(name, path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)

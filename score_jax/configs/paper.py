@@ -100,14 +100,21 @@ def apply_row(
   for dotted, value in row.overrides.items():
     section, field = dotted.split(".")
     config[section][field] = value
-  r = config.rollout
-  need = r.max_prompt_len + r.max_new_tokens + max(r.append_buckets)
-  if config.stage2.offline_first_attempt_ratio > 0 and max(r.prompt_buckets) < need:
-    # Offline prompts hold the question, the base model's attempt 1 and the instruction.
-    r.prompt_buckets = (*r.prompt_buckets, need)
+  if config.stage2.offline_first_attempt_ratio > 0:
+    add_continued_prompt_bucket(config)
   config.report.table = table or next(iter(row.paper))
   config.report.row = name
   return config
+
+
+def add_continued_prompt_bucket(config: ml_collections.ConfigDict) -> None:
+  """Makes room for prompts that already hold attempt 1 and the instruction (Stage II's offline
+  first attempts, the fixed_first and repair evaluations): a prompt bucket of max_prompt_len +
+  max_new_tokens + the largest append bucket, when no bucket is that long yet."""
+  r = config.rollout
+  need = r.max_prompt_len + r.max_new_tokens + max(r.append_buckets)
+  if max(r.prompt_buckets) < need:
+    r.prompt_buckets = (*r.prompt_buckets, need)
 
 
 def parse_experiment_arg(table: str, arg: str) -> tuple[str, bool]:

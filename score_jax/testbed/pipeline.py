@@ -250,12 +250,7 @@ def _figure_evals(config, workdir, base_dir, pool, timings) -> None:
     c = rl_config(config, method, seed, base_dir)
     c.eval.suite = tuple(tb.figure_evals)
     c.eval.num_examples, c.eval.curve_problems = tb.eval_problems, tb.curve_problems
-    r = c.rollout
-    # fixed_first's prompts hold the question, the base model's attempt 1 and the instruction.
-    r.prompt_buckets = (
-      *r.prompt_buckets,
-      r.max_prompt_len + r.max_new_tokens + max(r.append_buckets),
-    )
+    paper.add_continued_prompt_bucket(c)  # fixed_first: prompts holding attempt 1
     start = time.time()
     suite.run_suite(c, os.path.join(workdir, "runs", name), pool)
     timings.add(f"figures/{name}", time.time() - start)

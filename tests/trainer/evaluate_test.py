@@ -1,7 +1,6 @@
 """Greedy K-attempt evaluation: metrics match the per-problem records; the evaluate job (the
 suite's `final` on the best checkpoint)."""
 
-import importlib.util
 import json
 import os
 
@@ -15,15 +14,13 @@ from score_jax.rl import optim
 from score_jax.trainer import checkpoint as checkpoint_lib
 from score_jax.trainer import evaluate, metrics, suite
 from score_jax.trainer import setup as setup_lib
+from tests import helpers
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _config():
-  spec = importlib.util.spec_from_file_location("m", os.path.join(REPO, "experiments", "score_math.py"))  # fmt: skip
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  c = module.get_config("tiny")
+  c = helpers.experiment_config("score_math")
   c.job = "evaluate"
   c.rollout.max_new_tokens, c.rollout.gen_buckets = 8, (8,)
   c.eval.num_examples, c.eval.batch_size = 10, 8  # 10 problems: the last batch is padded

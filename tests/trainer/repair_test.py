@@ -1,7 +1,6 @@
 """The repair set (MBPP-R stand-in): built from the base model's failing first attempts on MBPP's
 test split, evaluated by the suite's `repair`; bad files fail naming the file and line."""
 
-import importlib.util
 import json
 import os
 import types
@@ -13,15 +12,13 @@ from score_jax.data import chat, records
 from score_jax.data import tokenizer as tokenizer_lib
 from score_jax.rewards import pool as pool_lib
 from score_jax.trainer import repair, suite
+from tests import helpers
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _config():
-  spec = importlib.util.spec_from_file_location("m", os.path.join(REPO, "experiments", "score_code.py"))  # fmt: skip
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  c = module.get_config("tiny")
+  c = helpers.experiment_config("score_code")
   c.data.eval_task, c.data.eval_split = "mbpp", "test"
   c.rollout.max_new_tokens, c.rollout.gen_buckets = 8, (8,)
   # Repair prompts hold the 3-shot prompt, the fixed attempt and the instruction.

@@ -3,7 +3,6 @@ rerun resumes, fixed_first continues the base model's attempts, an untrained met
 model, and bad eval settings fail naming the field."""
 
 import dataclasses
-import importlib.util
 import json
 import os
 
@@ -20,6 +19,7 @@ from score_jax.rl import optim
 from score_jax.trainer import checkpoint as checkpoint_lib
 from score_jax.trainer import eval_context, evaluate, suite
 from score_jax.trainer import setup as setup_lib
+from tests import helpers
 from tests.helpers import diverse_params
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -27,10 +27,7 @@ ALL = ("final", "attempts", "scaling", "fixed_first", "pass_at_k")
 
 
 def _config():
-  spec = importlib.util.spec_from_file_location("m", os.path.join(REPO, "experiments", "score_math.py"))  # fmt: skip
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  c = module.get_config("tiny")
+  c = helpers.experiment_config("score_math")
   c.job = "evaluate"
   c.rollout.max_new_tokens, c.rollout.gen_buckets = 8, (8,)
   c.rollout.prompt_buckets = (192, 320)  # fixed_first: prompts that hold attempt 1
