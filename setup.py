@@ -22,6 +22,8 @@ INSTALL_REQUIRES = [
   "tensorboardX==2.6.5",  # TensorBoard event files without TensorFlow
   "matplotlib==3.11.2",  # the testbed report's PNG plots
   "numpy>=2.0,<3",
+  "fsspec==2026.9.0",  # score_jax.storage: one file API for local and gs:// workdirs
+  "gcsfs==2026.10.1",  # fsspec's gs:// backend (workdir files, TensorBoard events, Orbax's epath)
 ]
 
 EXTRAS_REQUIRE = {
@@ -35,7 +37,16 @@ EXTRAS_REQUIRE = {
     "ruff==0.17.6",
     "tensorflow-datasets==4.9.10",
     "importlib-resources==7.1.0",
+    "gcp-storage-emulator==2026.7.19",  # a fake GCS bucket on localhost (gs:// workdir tests)
+    # The preflight tests compile for TPU chips (libtpu is the compiler; no chip needed).
+    "libtpu==0.0.42.1",
   ],
+  # `python -m score_jax.preflight` on any machine: the TPU compiler, the version
+  # jax[tpu]==0.10.2 pins.
+  "aot": ["libtpu==0.0.42.1"],
+  # Running on Cloud TPU VMs (launch/tpu_vm.py installs this) and on NVIDIA GPUs.
+  "tpu": ["jax[tpu]==0.10.2"],
+  "cuda": ["jax[cuda12]==0.10.2"],
   # Preparing MATH/MBPP as TFDS datasets for a GCS data_dir (see BUILD_NOTES.md).
   # importlib-resources: TFDS 4.9.10 imports it but declares it only for Python < 3.9
   # (tensorflow/datasets#11212).

@@ -26,6 +26,7 @@ from score_jax.data import tokenizer as tokenizer_lib
 from score_jax.models import decoder, fetch
 from score_jax.models.config import ModelConfig
 from score_jax.models.loading import default_template, load_model
+from score_jax.parallel import platforms
 
 PyTree = Any
 
@@ -206,6 +207,7 @@ def main(argv: Sequence[str]) -> None:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if not _CHECKPOINT.value or _PROMPT.value is None:
     raise app.UsageError("--checkpoint and --prompt are required")
+  platforms.skip_absent_tpu()
   try:
     config, params, tok = load_model(
       _CHECKPOINT.value, _PRESET.value, _TOKENIZER.value, _DTYPE.value

@@ -18,6 +18,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from score_jax import configs
+from score_jax.parallel import platforms
 from score_jax.rewards import factory
 from score_jax.trainer import console
 
@@ -46,6 +47,7 @@ def _init_distributed(config) -> None:
 def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  platforms.skip_absent_tpu()
   config = _CONFIG.value
   if config is None:
     raise app.UsageError("--config is required: experiments/<name>.py[:arg].")

@@ -37,3 +37,14 @@ def experiment_config(name: str, arg: str = "tiny"):
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module.get_config(arg)
+
+
+def one_device_cached_env(cache_dir):
+  """Environment of a training subprocess: one device keeps compiles short, and a persistent
+  compilation cache shared by the test's runs makes restarts cheap."""
+  return dict(
+    os.environ,
+    XLA_FLAGS="--xla_force_host_platform_device_count=1",
+    JAX_COMPILATION_CACHE_DIR=str(cache_dir),
+    JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+  )

@@ -15,7 +15,7 @@ import pytest
 # units sharing a layer may import each other only if the units' imports form no cycle. The
 # package root (score_jax/__init__.py) sits below every layer and imports nothing.
 LAYERS = [
-  ("parallel", "data", "rewards"),
+  ("parallel", "data", "rewards", "storage"),
   ("models",),
   ("tasks",),
   ("rl",),
@@ -24,7 +24,7 @@ LAYERS = [
   ("trainer",),
   ("report",),
   ("testbed",),
-  ("benchmarks", "generate", "main"),
+  ("benchmarks", "generate", "main", "preflight"),
 ]
 MAX_FILE_LINES = 400
 MAX_FUNCTION_LINES = 80

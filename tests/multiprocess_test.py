@@ -1,4 +1,5 @@
-"""Two JAX processes on localhost (jax.distributed, gloo CPU collectives) train like one process.
+"""Two JAX processes on localhost (jax.distributed, gloo CPU collectives) train like one process,
+each reading only its own slice of every training batch and of the evaluation set.
 
 Each process samples its own prompts on its own devices and feeds its slice of the global batch;
 the per-row sampling keys come from global row indices, so after 3 steps the params equal those
@@ -6,7 +7,9 @@ of a single process holding all 4 devices.
 """
 
 import importlib.util
+import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -26,6 +29,9 @@ from tests import numerics
 pytestmark = pytest.mark.numerics
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NUM_EVAL = 6  # not a multiple of 2 processes x 4 problems a call: the last call pads
+STEP_LINE = re.compile(r"\] step (\d+) prompts: (\[.*\])$")
+EVAL_LINE = re.compile(r"\] eval problems from position (\d+): (\[.*\])$")
 FLAGS = (
   "--config=experiments/score_math.py:tiny",
   "--config.stage1.steps=2",
@@ -33,7 +39,7 @@ FLAGS = (
   "--config.rollout.max_new_tokens=8",
   "--config.rollout.gen_buckets=(8,)",
   "--config.train.global_batch=16",  # 4 prompts x g=4: 2 prompts (8 episodes) per process
-  "--config.eval.num_examples=8",
+  f"--config.eval.num_examples={NUM_EVAL}",
   "--config.eval.batch_size=4",
   "--config.checkpoint.every_steps=1",
 )
@@ -57,6 +63,36 @@ def _restore(workdir, step: int):
 
 def _env(devices: int):
   return dict(os.environ, XLA_FLAGS=numerics.subprocess_xla_flags(devices))
+
+
+def _read_log(path) -> tuple[dict[int, list[str]], dict[int, str]]:
+  """({step: problem ids drawn}, {eval position < NUM_EVAL: problem id}) from one log file."""
+  steps, evals = {}, {}
+  for line in path.read_text().splitlines():
+    if m := STEP_LINE.search(line):
+      steps[int(m[1])] = json.loads(m[2])
+    elif m := EVAL_LINE.search(line):
+      for j, problem in enumerate(json.loads(m[2])):
+        pos = int(m[1]) + j
+        if pos < NUM_EVAL:  # past the end: padding that repeats early problems
+          assert evals.setdefault(pos, problem) == problem, (path, pos)  # every eval alike
+  return steps, evals
+
+
+def _check_slices(one, two) -> None:
+  """Per-host data: each process's log names the problems it drew at each step and evaluated
+  from each position (trainer.loop, trainer.evaluate); on two processes the slices are disjoint
+  and, in process order, exactly what one process reads."""
+  single_steps, single_evals = _read_log(one / "log.txt")
+  (steps0, evals0), (steps1, evals1) = (_read_log(two / n) for n in ("log.txt", "log.process1.txt"))
+  assert sorted(single_steps) == sorted(steps0) == sorted(steps1) == [1, 2, 3]
+  for step, ids in single_steps.items():
+    assert len(steps0[step]) == len(steps1[step]) == len(ids) // 2, step  # 2 of 4 prompts each
+    assert not set(steps0[step]) & set(steps1[step]), step  # disjoint
+    assert steps0[step] + steps1[step] == ids, step  # process order = the one process's order
+  assert sorted(single_evals) == list(range(NUM_EVAL))
+  assert not set(evals0) & set(evals1) and max(evals0) < min(evals1)  # contiguous, in order
+  assert {**evals0, **evals1} == single_evals
 
 
 def _free_port() -> int:
@@ -94,6 +130,7 @@ def test_two_processes_match_one(tmp_path):
   for p in [single, *procs]:
     _, err = p.communicate(timeout=1200)
     assert p.returncode == 0, err[-3000:]
+  _check_slices(one, two)
   ra, rb = metric_writers.read_metrics(one), metric_writers.read_metrics(two)
   assert [r["step"] for r in rb] == [1, 2, 3]  # only process 0 wrote
   # The same episodes were sampled and scored: exact as long as no sampled token sits at a

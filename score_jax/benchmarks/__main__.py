@@ -6,6 +6,8 @@ Every comparison a benchmark reports is a ratio measured in one run on one machi
 import importlib
 import sys
 
+from score_jax.parallel import platforms
+
 # name -> module under score_jax.benchmarks exposing `main(argv)`.
 BENCHMARKS = {
   "compaction": "score_jax.benchmarks.compaction",
@@ -21,6 +23,7 @@ def main() -> None:
     names = ", ".join(sorted(BENCHMARKS))
     sys.exit(f"usage: python -m score_jax.benchmarks <{names}> [flags]")
   name = sys.argv[1]
+  platforms.skip_absent_tpu()
   importlib.import_module(BENCHMARKS[name]).main([f"score_jax.benchmarks {name}", *sys.argv[2:]])
 
 

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from score_jax.models import decoder, presets
+from score_jax.models import decoder, flops, presets
 from score_jax.parallel import mesh as mesh_lib
 from score_jax.rl import losses, optim, steps
 from score_jax.rl.algorithms import Coefficients
@@ -73,19 +73,6 @@ def stream_batch(tokens, valid, turn, rng) -> Experience:
     rewards=rng.integers(0, 2, (tokens.shape[0], 2)).astype(np.float32),
     normalizer=np.float32(losses.aggregation_normalizers(loss_mask, "token_mean")),
   )
-
-
-def analytic_flops(cfg, b: int, t: int) -> float:
-  """Model FLOPs of one Stage II step (policy fwd+bwd, reference fwd), remat not counted."""
-  params = decoder.abstract_params(cfg)
-  n_matmul = sum(
-    int(np.prod(x.shape))
-    for path, x in jax.tree_util.tree_flatten_with_path(params)[0]
-    if "scale" not in jax.tree_util.keystr(path) and "bias" not in jax.tree_util.keystr(path)
-  )  # the tied embedding counts once: as the output head (the input lookup is a gather)
-  tokens = b * t
-  attn_fwd = 4.0 * b * t * t * cfg.num_heads * cfg.head_dim * cfg.num_layers
-  return 8.0 * n_matmul * tokens + 4.0 * attn_fwd
 
 
 def timed(fn, n: int) -> list[float]:
@@ -175,15 +162,15 @@ def main(argv):
     jax.block_until_ready((state, metrics))
     times.append(time.perf_counter() - t0)
   step_s = statistics.median(times)
-  model_flops = analytic_flops(cfg, args.batch, args.seq)
+  model_flops = flops.policy_update(cfg, args.batch, args.seq)
   peak_n = args.peak_n or (2048 if dev.platform == "cpu" else 16384)
   peak = matmul_peak(args.dtype, peak_n) * jax.device_count()
   print(f"step: median {step_s:.3f} s over {args.steps} ({', '.join(f'{x:.3f}' for x in times)})")
   print(f"matmul peak ({peak_n}^3 {args.dtype} jnp.dot, all devices): {peak / 1e9:.1f} GFLOP/s")
-  for name, flops in (("analytic model", model_flops), ("XLA cost (loops 1x)", xla_flops)):
-    rate, best = flops / step_s, flops / min(times)
+  for name, count in (("analytic model", model_flops), ("XLA cost (loops 1x)", xla_flops)):
+    rate, best = count / step_s, count / min(times)
     print(
-      f"{name:19s}: {flops / 1e9:10.1f} GFLOP/step  {rate / 1e9:8.1f} GFLOP/s  "
+      f"{name:19s}: {count / 1e9:10.1f} GFLOP/step  {rate / 1e9:8.1f} GFLOP/s  "
       f"MFU {100 * rate / peak:5.1f}% (best step: {100 * best / peak:5.1f}%)"
     )
   if args.breakdown:

@@ -64,6 +64,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.rollout.prompt_buckets = (256, 512, 1024)  # prompt-length buckets (static shapes)
   c.rollout.append_buckets = (64, 128)  # correction-instruction length buckets
   c.rollout.gen_buckets = (128, 256, 512)  # generation-length buckets
+  # Prompts per sampler call on each host (0 = all of the host's prompts of a step at once).
+  # The KV cache holds one call's rows: a smaller value trades sampler throughput for memory
+  # (`python -m score_jax.preflight` says what fits). Samples do not depend on it.
+  c.rollout.prompts_per_call = 0
 
   c.stage1 = ml_collections.ConfigDict()
   c.stage1.steps = 1000  # Stage I updates (per round when interleaved); not stated in the paper

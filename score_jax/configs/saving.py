@@ -6,15 +6,15 @@ import os
 import ml_collections
 from absl import logging
 
+from score_jax import storage
+
 
 def save(config: ml_collections.ConfigDict, workdir: str) -> str:
   """Logs the resolved config and writes it to `workdir/config.json` (and .txt, human-readable)."""
-  os.makedirs(workdir, exist_ok=True)
+  storage.makedirs(workdir)
   logging.info("Resolved config:\n%s", config)
   path = os.path.join(workdir, "config.json")
-  with open(path + ".tmp", "w") as f:
-    json.dump(config.to_dict(), f, indent=2, sort_keys=True, default=str)
-  os.replace(path + ".tmp", path)  # atomic: a killed run never leaves half a config
-  with open(os.path.join(workdir, "config.txt"), "w") as f:
-    f.write(str(config))
+  # Atomic: a killed run never leaves half a config.
+  storage.write_atomic(path, json.dumps(config.to_dict(), indent=2, sort_keys=True, default=str))
+  storage.write_atomic(os.path.join(workdir, "config.txt"), str(config))
   return path

@@ -94,6 +94,7 @@ def _validate_rollout(config) -> int:
   require(config, "rollout.temperature", lambda v: is_number(v) and v > 0, "a number > 0")
   require(config, "rollout.top_p", lambda v: is_number(v) and 0 < v <= 1, "a number in (0, 1]")
   require(config, "rollout.top_k", _nonneg_int, "an int >= 0")
+  require(config, "rollout.prompts_per_call", _nonneg_int, "an int >= 0 (0 = all at once)")
   return g
 
 

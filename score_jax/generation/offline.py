@@ -43,20 +43,25 @@ def training_episodes(
   num_offline: int,
   row_offset: int,
   decode: Callable[[Sequence[int]], str],
+  prompts_per_call: int = 0,
 ) -> rollout.Episodes:
   """Episodes for these prompts; the last `num_offline` get base-model first attempts.
 
   Each row's RNG id is `row_offset + row`, its index in the GLOBAL batch, so the samples do not
-  depend on how the batch is split over processes.
+  depend on how the batch is split over processes, nor on `prompts_per_call` (> 0: the online
+  prompts are sampled that many at a time, so the KV cache holds one call's rows, not a step's).
   """
   common = dict(reserve_instruction_len=len(instruction), decode=decode)
   online, offline = prompts[: len(prompts) - num_offline], prompts[len(prompts) - num_offline :]
   parts = []
-  if online:
-    rng_on = jax.random.fold_in(rng, 0)
+  rng_on = jax.random.fold_in(rng, 0)
+  per_call = prompts_per_call or max(len(online), 1)
+  for start in range(0, len(online), per_call):
+    chunk = online[start : start + per_call]
+    first_row = row_offset + start * rc.samples_per_prompt
     parts.append(
       rollout.run_episodes(
-        sampler, params, online, instruction, rc, rng_on, row_offset=row_offset, **common
+        sampler, params, chunk, instruction, rc, rng_on, row_offset=first_row, **common
       )
     )
   if offline:

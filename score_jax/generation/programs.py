@@ -57,21 +57,35 @@ def sample_tokens(logits_bv, keys_b, temperature, top_k, top_p):
   return token_b, logp_b[:, 0]
 
 
-def prefill(config, params, tokens_ut, mask_ut, repeat_b, cache_len):
-  """Prefills unique prompts, then repeats cache and stream rows along the batch."""
+def prefill(config, params, tokens_ut, mask_ut, cache_len, samples_per_prompt, num_prompts):
+  """Prefills unique prompts, then repeats each row's cache and stream `samples_per_prompt`
+  times (prompt-major); rows past `num_prompts` are padding and dropped.
+
+  The repeat is static (a slice and a broadcast): with the rows sharded over devices each
+  device repeats its own prompts, where a gather by row index would move caches between them.
+  """
   num_unique, t = tokens_ut.shape
-  cache = decoder.init_cache(config, num_unique, cache_len)
+  cache = decoder.constrain_cache(decoder.init_cache(config, num_unique, cache_len))
   pos_ut = jnp.maximum(jnp.cumsum(mask_ut, axis=1) - 1, 0).astype(jnp.int32)
-  logits_utv, cache = decoder.forward(config, params, tokens_ut, pos_ut, mask_ut, cache)
-  take = lambda x, axis: jnp.take(x, repeat_b, axis=axis)
-  cache = {
-    "k": take(cache["k"], 1),
-    "v": take(cache["v"], 1),
-    "valid": take(cache["valid"], 0),
-    "positions": take(cache["positions"], 0),
-    "index": cache["index"],
-  }
-  b = repeat_b.shape[0]
+  logits_utv, cache = decoder.forward(
+    config, params, tokens_ut, pos_ut, mask_ut, cache, last_only=True
+  )
+  n, g = num_prompts, samples_per_prompt
+
+  def take(x, axis):
+    x = jax.lax.slice_in_dim(x, 0, n, axis=axis)
+    return jnp.repeat(x, g, axis=axis, total_repeat_length=n * g)
+
+  cache = decoder.constrain_cache(
+    {
+      "k": take(cache["k"], 1),
+      "v": take(cache["v"], 1),
+      "valid": take(cache["valid"], 0),
+      "positions": take(cache["positions"], 0),
+      "index": cache["index"],
+    }
+  )
+  b = n * g
   tokens_bs = jnp.zeros((b, cache_len), jnp.int32).at[:, :t].set(take(tokens_ut, 0))
   return {
     "cache": cache,
@@ -89,7 +103,9 @@ def append(config, params, state, tokens_bt, mask_bt):
   pos_bt = state["next_pos_b"][:, None] + jnp.cumsum(mask_bt, axis=1).astype(jnp.int32) - 1
   pos_bt = jnp.maximum(pos_bt, 0)
   start = state["cache"]["index"]
-  logits_btv, cache = decoder.forward(config, params, tokens_bt, pos_bt, mask_bt, state["cache"])
+  logits_btv, cache = decoder.forward(
+    config, params, tokens_bt, pos_bt, mask_bt, state["cache"], last_only=True
+  )
   put = lambda buf, x: jax.lax.dynamic_update_slice(buf, x.astype(buf.dtype), (0, start))
   return {
     **state,

@@ -231,7 +231,7 @@ def concat(parts: Sequence[Episodes]) -> Episodes:
     experience=experience_lib.concat([p.experience for p in parts]),
     prompt_index=np.concatenate([p.prompt_index + o for p, o in zip(parts, offsets)]),
     attempt_tokens=[row for p in parts for row in p.attempt_tokens],
-    texts=[row for p in parts for row in p.texts],
+    texts=None if any(p.texts is None for p in parts) else [r for p in parts for r in p.texts],
     truncated=cat("truncated"),
     lengths=cat("lengths"),
   )

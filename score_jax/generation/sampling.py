@@ -149,7 +149,7 @@ class Sampler:
     self.gen_buckets = tuple(sorted(gen_buckets))
     self.pad_id = pad_id
     self.mesh = mesh
-    self.prefill_fn = jax.jit(functools.partial(programs.prefill, config), static_argnums=(4,))
+    self.prefill_fn = jax.jit(functools.partial(programs.prefill, config), static_argnums=(3, 4, 5))
     self.append_fn = jax.jit(functools.partial(programs.append, config), donate_argnums=(1,))
     self.decode_fn = jax.jit(
       functools.partial(programs.decode_loop, config), static_argnums=(0, 1), donate_argnums=(3,)
@@ -213,8 +213,9 @@ class Sampler:
         params,
         self._put_batch(tokens_ut),
         self._put_batch(mask_ut),
-        self._put_batch(prompt_index.astype(np.int32)),
         t + int(extra_slots),
+        int(samples_per_prompt),
+        len(prompts),
       )
     return SamplerState(arrays, self._put_batch(row_ids.astype(np.int32)), prompt_index, t)
 

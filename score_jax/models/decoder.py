@@ -97,7 +97,13 @@ class Decoder(nn.Module):
 
   @nn.compact
   def __call__(
-    self, tokens_bt, positions_bt, mask_bt, cache: Cache | None = None, segments_bt=None
+    self,
+    tokens_bt,
+    positions_bt,
+    mask_bt,
+    cache: Cache | None = None,
+    segments_bt=None,
+    last_only: bool = False,
   ):
     cfg = self.config
     _check_inputs(cfg, tokens_bt, positions_bt, mask_bt, cache, segments_bt)
@@ -136,6 +142,8 @@ class Decoder(nn.Module):
       metadata_params={nn.PARTITION_NAME: "layers"},
     )
     (x_btd, kv), _ = stack(cfg, name="layers")((x_btd, kv), _layer_inputs(cfg), ctx)
+    if last_only:  # the sampler needs only the next token's logits: skip [b, t, vocab]
+      x_btd = x_btd[:, -1:]
     x_btd = layers.RMSNorm(cfg, name="final_norm")(x_btd)
     if cfg.tie_embeddings:
       logits_btv = embedder.decode(x_btd)
@@ -194,8 +202,13 @@ def forward(
   mask_bt: jax.Array | None = None,
   cache: Cache | None = None,
   segments_bt: jax.Array | None = None,
+  last_only: bool = False,
 ) -> tuple[jax.Array, Cache | None]:
   """Runs the decoder. mask defaults to all real; positions to `default_positions`.
+
+  `last_only` returns the logits of the last column only ([b, 1, vocab]): a left-padded prefill
+  or append needs just each row's next-token distribution, and the full [b, t, vocab] would be
+  the largest buffer of the program (37 GiB per v5e device for the paper's MATH prefill).
 
   `segments_bt` (int, no cache) packs several sequences into a row: slots attend only within
   their own segment id; give each segment its own positions (0, 1, ...).
@@ -209,7 +222,7 @@ def forward(
   if positions_bt is None:
     positions_bt = default_positions(jnp.asarray(mask_bt), cache)
   return Decoder(config).apply(
-    {"params": params}, tokens_bt, positions_bt, mask_bt, cache, segments_bt
+    {"params": params}, tokens_bt, positions_bt, mask_bt, cache, segments_bt, last_only
   )
 
 
@@ -217,6 +230,44 @@ def init_cache_shapes(config: ModelConfig, batch_size: int, max_len: int) -> dic
   kv = (config.num_layers, batch_size, max_len, config.num_kv_heads, config.head_dim)
   slots = (batch_size, max_len)
   return {"k": kv, "v": kv, "valid": slots, "positions": slots, "index": ()}
+
+
+# Parameters every use casts to the compute dtype first (Linear, Embedder); norm scales are
+# used in float32 and keep their dtype.
+CAST_AT_USE = ("kernel", "bias", "input_embedding")
+
+
+def cast_for_inference(config: ModelConfig, params: PyTree) -> PyTree:
+  """Params as a forward pass uses them: matmul weights in the compute dtype, norms as stored.
+
+  Exactly the numbers the forward computes with (each use casts the same way), in half the
+  memory for bf16 compute: the sampler's per-host replica on several hosts is this copy.
+  """
+  dt = config.compute_dtype
+
+  def leaf(path, x):
+    return x.astype(dt) if getattr(path[-1], "key", None) in CAST_AT_USE else x
+
+  return jax.tree_util.tree_map_with_path(leaf, params)
+
+
+CACHE_KV_AXES = (None, "activation_batch", "activation_length", "activation_kv_heads", None)
+
+
+def constrain_cache(cache: Cache) -> Cache:
+  """The cache's rows over the batch axes (inside jit under `parallel.mesh.use_rules`).
+
+  Without it the compiler may keep a whole [l, b, s, n, k] cache on every device: the paper's
+  MATH sampler (128 rows x 3200 slots per host of a v5e-16) then needs 22 GiB per device.
+  """
+  rows = ("activation_batch", "activation_length")
+  return {
+    "k": layers.constrain(cache["k"], CACHE_KV_AXES),
+    "v": layers.constrain(cache["v"], CACHE_KV_AXES),
+    "valid": layers.constrain(cache["valid"], rows),
+    "positions": layers.constrain(cache["positions"], rows),
+    "index": cache["index"],
+  }
 
 
 def init_cache(config: ModelConfig, batch_size: int, max_len: int, dtype=None) -> Cache:

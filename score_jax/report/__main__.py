@@ -12,6 +12,7 @@ import sys
 
 from absl import app, flags
 
+from score_jax import storage
 from score_jax.report import build, workdirs
 
 _OUT = flags.DEFINE_string("out", "", "output folder (default: see the module docstring)")
@@ -21,7 +22,12 @@ _RESAMPLES = flags.DEFINE_integer(
 
 
 def default_out(first: str) -> str:
-  """Beside the runs: a folder of workdirs gets its own report/, a workdir its parent's."""
+  """Beside the runs: a folder of workdirs gets its own report/, a workdir its parent's.
+
+  The report is written locally: for gs:// workdirs the default is ./report (or --out).
+  """
+  if storage.is_remote(first):
+    return os.path.abspath("report")
   first = os.path.abspath(first)
   if os.path.isdir(first) and not os.path.isfile(os.path.join(first, workdirs.CONFIG_FILE)):
     return os.path.join(first, "report")

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from score_jax import storage
 from score_jax.configs import paper
 from score_jax.rl import algorithms
 from score_jax.trainer import metric_writers
@@ -78,27 +79,27 @@ def discover(paths: list[str], exclude: tuple[str, ...] = ()) -> tuple[list[str]
   `exclude` holds directories never taken for workdirs (the report's own output folder);
   earlier reports' folders inside a folder of workdirs are passed over too.
   """
-  skip = {os.path.realpath(p) for p in exclude}
+  skip = {storage.realpath(p) for p in exclude}
   found, missing, seen = [], [], set()
 
   def add(path: str) -> None:
-    real = os.path.realpath(path)
+    real = storage.realpath(path)
     if real not in seen:
       seen.add(real)
       found.append(path)
 
   for path in paths:
-    if not os.path.exists(path):
+    if not storage.exists(path):
       missing.append(Missing(path, "does not exist"))
-    elif not os.path.isdir(path):
+    elif not storage.isdir(path):
       missing.append(Missing(path, "not a directory"))
-    elif os.path.isfile(os.path.join(path, CONFIG_FILE)):
+    elif storage.isfile(os.path.join(path, CONFIG_FILE)):
       add(path)
     else:
-      subs = [os.path.join(path, d) for d in sorted(os.listdir(path))]
-      subs = [s for s in subs if os.path.isdir(s) and os.path.realpath(s) not in skip]
-      subs = [s for s in subs if not all(os.path.isfile(os.path.join(s, f)) for f in REPORT_FILES)]
-      runs = [s for s in subs if os.path.isfile(os.path.join(s, CONFIG_FILE))]
+      subs = [os.path.join(path, d) for d in storage.listdir(path)]
+      subs = [s for s in subs if storage.isdir(s) and storage.realpath(s) not in skip]
+      subs = [s for s in subs if not all(storage.isfile(os.path.join(s, f)) for f in REPORT_FILES)]
+      runs = [s for s in subs if storage.isfile(os.path.join(s, CONFIG_FILE))]
       if not runs:
         missing.append(Missing(path, f"no {CONFIG_FILE} (nor in any subdirectory)"))
       for sub in runs:
@@ -109,8 +110,7 @@ def discover(paths: list[str], exclude: tuple[str, ...] = ()) -> tuple[list[str]
 
 
 def _read_json(path: str) -> Any:
-  with open(path, encoding="utf-8") as f:
-    return json.load(f)
+  return json.loads(storage.read_text(path))
 
 
 def _field(config: dict[str, Any], dotted: str, default: Any = KeyError) -> Any:
@@ -163,7 +163,7 @@ def _episodes(final: dict[str, Any], where: str):
 
 def _curve(path: str, notes: list[str]) -> dict[str, list[tuple[int, float]]]:
   curve: dict[str, list[tuple[int, float]]] = {k: [] for k in CURVE_SCALARS}
-  if not os.path.isfile(os.path.join(path, metric_writers.METRICS_FILE)):
+  if not storage.isfile(os.path.join(path, metric_writers.METRICS_FILE)):
     return curve
   try:
     records = metric_writers.read_metrics(path)
@@ -200,7 +200,7 @@ _USABLE = {
 def _optional(path: str, notes: list[str]) -> dict[str, dict[str, Any]]:
   evals = {}
   for name, rel in OPTIONAL_EVALS.items():
-    if os.path.isfile(os.path.join(path, rel)):
+    if storage.isfile(os.path.join(path, rel)):
       try:
         data = _read_json(os.path.join(path, rel))
         if not _USABLE[name](data):
@@ -232,7 +232,7 @@ def load(path: str) -> Run | Missing:
   except (OSError, ValueError, KeyError, TypeError) as e:
     return Missing(path, f"{CONFIG_FILE} unreadable: {e}")
   final_path = os.path.join(path, FINAL_FILE)
-  if not os.path.isfile(final_path):
+  if not storage.isfile(final_path):
     return Missing(path, f"unfinished: no {FINAL_FILE}")
   try:
     final = _read_json(final_path)

@@ -20,6 +20,7 @@ import dataclasses
 import multiprocessing
 import os
 import shutil
+import signal
 import tempfile
 import time
 import traceback
@@ -80,12 +81,18 @@ def _worker(conn: connection.Connection, opts: dict, warm: tuple[str, ...], root
       if task is None:
         return
       index, kind, payload = task
+      # A preemption SIGTERMs every process of the VM: the trainer finishes its step and saves,
+      # so the item in hand must still get its verdict, not a spurious ERROR (a 0 reward the
+      # resumed run would not reproduce). Idle, the default applies and the worker just exits.
+      previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
       try:
         verdict = _check(kind, payload, opts, zygote)
         conn.send((index, int(verdict.outcome), verdict.detail))
       except Exception as e:  # the checker's failure: reported as ERROR with the reason
         detail = f"{type(e).__name__}: {e} | " + traceback.format_exc(limit=3)[-800:]
         conn.send((index, int(Outcome.ERROR), detail))
+      finally:
+        signal.signal(signal.SIGTERM, previous)
   finally:
     if zygote is not None:
       zygote.close()

@@ -37,6 +37,7 @@ from etils import epath
 from jax.experimental import multihost_utils
 from orbax.checkpoint import checkpoint_managers as ocm
 
+from score_jax import storage
 from score_jax.trainer import console
 
 PyTree = Any
@@ -136,8 +137,8 @@ class Checkpointer:
         f"keep={keep}, keep_best={keep_best}, save_interval_steps={save_interval_steps}"
       )
     console.quiet_on_terminal("orbax")  # its INFO flood and bookkeeping warnings: log file only
-    path = os.fspath(directory)
-    self.directory = epath.Path(path if "://" in path else os.path.abspath(path))
+    # A gs:// URL goes to Orbax untouched (its own epath + tensorstore GCS drivers).
+    self.directory = epath.Path(storage.absolute(directory))
     self.best_metric = best_metric
     self._config = dict(config or {})
     if jax.process_index() == 0:
@@ -187,6 +188,8 @@ class Checkpointer:
 
   def _move_aside_incomplete(self) -> None:
     """Renames step dirs that look final but are incomplete, so a later save can reuse the step."""
+    if not self.directory.exists():  # a bucket's "directory" exists once an object is under it
+      return
     for d in self.directory.iterdir():
       if d.is_dir() and d.name.isdigit() and (reason := self._incomplete_reason(d)):
         dest = d.with_name(f"{d.name}.incomplete-{int(time.time())}")

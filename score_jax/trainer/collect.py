@@ -13,13 +13,14 @@ A resumed run loads a round's saved rows instead of sampling again, so resume st
 """
 
 import dataclasses
+import io
 import json
 import os
 
 import jax
 import numpy as np
 
-from score_jax import tasks
+from score_jax import storage, tasks
 from score_jax.data import iterators
 from score_jax.generation import rollout
 from score_jax.parallel import hosts
@@ -96,19 +97,16 @@ class Collector:
 
   def _load_or_collect(self, state, algorithm, phase: int, r: int, length: int) -> RoundData:
     path = self._path(phase, r)
-    if os.path.exists(path + ".json"):
-      with open(path + ".json") as f:
-        stats = json.load(f)
-      with np.load(path + ".npz") as z:
+    if storage.exists(path + ".json"):
+      stats = json.loads(storage.read_text(path + ".json"))
+      with np.load(io.BytesIO(storage.read_bytes(path + ".npz"))) as z:
         rows = Experience(**{k: z[k] for k in _SAVED})
       return RoundData(rows, stats, int(stats["kept_global"]))
     rows, stats = self._collect(state, algorithm, phase, r, length)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    np.savez(path + ".tmp.npz", **{k: np.asarray(getattr(rows, k)) for k in _SAVED})
-    os.replace(path + ".tmp.npz", path + ".npz")
-    with open(path + ".tmp.json", "w") as f:
-      json.dump(stats, f, indent=1)
-    os.replace(path + ".tmp.json", path + ".json")  # written last: marks the round complete
+    arrays = {k: np.asarray(getattr(rows, k)) for k in _SAVED}
+    storage.write_atomic(path + ".npz", storage.buffer_of(lambda f: np.savez(f, **arrays)))
+    # Written last: marks the round complete.
+    storage.write_atomic(path + ".json", json.dumps(stats, indent=1))
     return RoundData(rows, stats, int(stats["kept_global"]))
 
   def _collect(self, state, algorithm, phase: int, r: int, length: int):
@@ -117,7 +115,7 @@ class Collector:
     if col.source == "base":
       params = t.ref_sampler_params
     else:
-      params = setup_lib.sampler_params(state.params, t.mesh, t.sampler_mesh)
+      params = setup_lib.sampler_params(state.params, t.mesh, t.sampler_mesh, t.model_cfg)
     me, nproc = jax.process_index(), jax.process_count()
     # The round's own prompt order, so collecting never moves the main iterator.
     it = iterators.DataIterator(

@@ -19,7 +19,9 @@ never called (tests, the evaluate job, benchmarks); they still reach any log fil
 
 Only process 0 prints `say` / `result` / `report` lines; every process writes its own log file
 (`log.txt` on process 0, `log.process<k>.txt` on process k). A workdir on an object store
-(`gs://...`) gets its log file in the local temp dir, named after the workdir.
+(`gs://...`) gets its log file in the local temp dir, named after the workdir, and `setup`
+announces where: Python's FileHandler appends to a local file, and an object can only be
+replaced whole (score_jax.storage), so re-uploading a growing log on every record is not worth it.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ from typing import Any, TextIO
 
 from absl import flags as absl_flags
 from absl import logging as absl_logging
+
+from score_jax import storage
 
 LOG_FILE = "log.txt"
 _ROLE = "_score_jax_console"  # attribute on the handlers this module added: "file" | "terminal"
@@ -99,7 +103,7 @@ def log_path(workdir: str | os.PathLike, process_index: int = 0) -> Path:
   """The log file of `process_index` for `workdir` (see the module docstring)."""
   name = LOG_FILE if process_index == 0 else f"log.process{process_index}.txt"
   workdir = os.fspath(workdir)
-  if "://" in workdir:  # an object store: Python's FileHandler needs a local file
+  if storage.is_remote(workdir):  # an object store: Python's FileHandler needs a local file
     slug = re.sub(r"[^A-Za-z0-9._-]+", "_", workdir).strip("_")
     return Path(tempfile.gettempdir()) / "score_jax_logs" / slug / name
   return Path(workdir) / name

@@ -14,7 +14,7 @@ from typing import Any
 import jax
 from absl import logging
 
-from score_jax import configs
+from score_jax import configs, storage
 from score_jax.generation import rollout, sampling
 from score_jax.parallel import mesh as mesh_lib
 from score_jax.rl import algorithms, optim
@@ -124,7 +124,7 @@ def resolve_checkpoint(config, workdir: str) -> tuple[int, str]:
   which = config.eval.checkpoint
   if not algorithms.method(config.rl.method).phases and which in ("best", "latest"):
     # Opening a Checkpointer creates its directory: look before touching an untrained workdir.
-    if not os.path.isdir(directory):
+    if not storage.isdir(directory):
       return 0, BASE
     with checkpoint_lib.Checkpointer(directory, async_save=False) as ckpt:
       if not ckpt.all_steps():
@@ -147,7 +147,7 @@ def build(config, workdir: str, pool, step: int, label: str, *, need_base: bool)
     directory = os.path.join(workdir, "checkpoints")
     with checkpoint_lib.Checkpointer(directory, async_save=False) as ckpt:
       params = ckpt.restore(step, abstract)[0].params
-  base_params = setup_lib.sampler_params(base, mesh, sampler_mesh) if need_base else None
+  base_params = setup_lib.sampler_params(base, mesh, sampler_mesh, model_cfg) if need_base else None
   del base
   return Context(
     config=config,
@@ -160,7 +160,7 @@ def build(config, workdir: str, pool, step: int, label: str, *, need_base: bool)
     template=template,
     sampler=setup_lib.make_sampler(config, model_cfg, sampler_mesh, tok.pad_id),
     pool=pool,
-    params=setup_lib.sampler_params(params, mesh, sampler_mesh),
+    params=setup_lib.sampler_params(params, mesh, sampler_mesh, model_cfg),
     base_params=base_params,
     eval_set=eval_set,
   )

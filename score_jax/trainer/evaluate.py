@@ -12,10 +12,12 @@ The evaluation suite (what the 'evaluate' job and the end of training run) is tr
 """
 
 import dataclasses
+import json
 from collections.abc import Callable, Sequence
 
 import jax
 import numpy as np
+from absl import logging
 
 from score_jax import tasks
 from score_jax.data import records
@@ -127,6 +129,8 @@ def evaluate_episodes(
 
   def batch(idx, row):
     exs = [eval_set.examples[i] for i in idx]
+    # This process's log file says which problems it took (positions >= n repeat early ones).
+    logging.info("eval problems from position %d: %s", row, json.dumps([ex.id for ex in exs]))
     ep = sample([eval_set.prompt_ids[i] for i in idx], row)
     rewards, outcomes, _ = tasks.score_attempts(pool, eval_set.task, exs, ep.texts)
     recs = [

@@ -98,7 +98,7 @@ class Trainer:
       max_new=config.eval.max_new_tokens,
     )
     self.ref_sampler_params = setup_lib.sampler_params(
-      self.ref_params, self.mesh, self.sampler_mesh
+      self.ref_params, self.mesh, self.sampler_mesh, self.model_cfg
     )
     self.meta = {"beta2": config.stage1.beta2, "reward_acc": [], "nonfinite_skipped": 0}
     self.last_reward = 0.0  # the last attempt's training reward of the latest step (progress)
@@ -220,6 +220,8 @@ class Trainer:
     timer = metrics.PhaseTimer()
     idx = next(self.iterator)
     exs = [self.examples[i] for i in idx]
+    # Each process's log file says which problems it drew (its slice of the global batch).
+    logging.info("step %d prompts: %s", step + 1, json.dumps([ex.id for ex in exs]))
     with timer("sampling"):
       ep = self._sample(state, algorithm, [self.prompt_ids[i] for i in idx], step)
     with timer("rewards"):
@@ -295,7 +297,7 @@ class Trainer:
     rc = self.rollout_cfg
     if algorithm.attempts == "first":
       rc = dataclasses.replace(rc, num_attempts=1)
-    params = setup_lib.sampler_params(state.params, self.mesh, self.sampler_mesh)
+    params = setup_lib.sampler_params(state.params, self.mesh, self.sampler_mesh, self.model_cfg)
     row_offset = jax.process_index() * self.local_prompts * rc.samples_per_prompt
     return offline.training_episodes(
       self.sampler,
@@ -308,6 +310,7 @@ class Trainer:
       num_offline=self.num_offline if algorithm.offline_first_attempts else 0,
       row_offset=row_offset,
       decode=self.tok.decode,
+      prompts_per_call=self.config.rollout.prompts_per_call,
     )
 
   def _experience(self, ep, rewards) -> experience.Experience:
@@ -354,7 +357,9 @@ class Trainer:
     every_eval = c.eval.every_steps
     if (every_eval and step % every_eval == 0) or step == self.total:
       with timer("eval"):
-        params = setup_lib.sampler_params(state.params, self.mesh, self.sampler_mesh)
+        params = setup_lib.sampler_params(
+          state.params, self.mesh, self.sampler_mesh, self.model_cfg
+        )
         ev, _ = evaluate_lib.evaluate(
           params,
           self.eval_set,
@@ -375,4 +380,5 @@ class Trainer:
       if self.meta["reward_acc"]:
         best = {"reward": float(np.mean(self.meta["reward_acc"]))}
       self.meta["reward_acc"] = []
+      writer.flush()  # an object store's metrics are uploaded in batches: none missing on resume
       self.ckpt.save(step, state, self._meta(step, phase_step + 1), metrics=best, force=True)

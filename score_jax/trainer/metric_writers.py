@@ -5,6 +5,13 @@ files are cut back to the restored checkpoint step (and TensorBoard's `purge_ste
 events after it), then the run re-logs the steps it redoes. Each JSONL record is written with ONE
 `write(2)` on an O_APPEND descriptor, so a kill leaves at most a torn final line, which the next
 open drops.
+
+A workdir in an object store (`gs://`) works too (score_jax.storage): there a JSONL file is
+rewritten whole at most once a minute (`flush_due`) and at `flush` (the loop flushes before every
+checkpoint, so a resume never finds a gap), and so is each TensorBoard event file (by
+`_EventObject`, which replaces tensorboardX's own `gs://` writer: that one needs a separate
+google-cloud-storage client and uploads again when garbage-collected after `close`, which hangs
+a process at exit for two minutes once the endpoint is gone).
 """
 
 import json
@@ -14,12 +21,12 @@ import os
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any, TextIO
 
 import numpy as np
-from tensorboardX import SummaryWriter
+from tensorboardX import SummaryWriter, record_writer
 
+from score_jax import storage
 from score_jax.trainer import console
 
 METRICS_FILE = "metrics.jsonl"
@@ -36,15 +43,15 @@ def _to_json(x: Any) -> Any:
   raise TypeError(f"not JSON-serialisable: {type(x).__name__}")
 
 
-def truncate_jsonl(path: Path, keep_through_step: int | None) -> int:
+def truncate_jsonl(path: str | os.PathLike, keep_through_step: int | None) -> int:
   """Keeps the records of `path` with step <= keep_through_step (None: none); returns the count.
 
   A torn last line (a kill mid-write) is dropped with a warning; any other malformed line is an
-  error naming the file and line. The file is rewritten atomically (tmp file + rename).
+  error naming the file and line. The file is rewritten atomically.
   """
-  if not path.exists():
+  if not storage.exists(path):
     return 0
-  lines = path.read_text(encoding="utf-8").split("\n")
+  lines = storage.read_text(path).split("\n")
   kept = []
   for i, line in enumerate(lines, start=1):
     if not line.strip():
@@ -59,24 +66,33 @@ def truncate_jsonl(path: Path, keep_through_step: int | None) -> int:
       raise ValueError(f"{path}:{i}: not a JSON record with an integer 'step' ({e})") from e
     if keep_through_step is not None and step <= keep_through_step:
       kept.append(line + "\n")
-  tmp = path.with_name(path.name + ".tmp")
-  tmp.write_text("".join(kept), encoding="utf-8")
-  os.replace(tmp, path)
+  storage.write_atomic(path, "".join(kept))
   return len(kept)
 
 
-class _JsonlAppender:
-  def __init__(self, path: Path):
-    self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-
+class _JsonlAppender(storage.Appender):
   def append(self, record: Mapping[str, Any]) -> None:
     data = (json.dumps(record, default=_to_json, allow_nan=False) + "\n").encode("utf-8")
-    written = os.write(self._fd, data)
-    if written != len(data):
-      raise OSError(f"short write ({written} of {len(data)} bytes): disk full?")
+    super().append(data)
 
-  def close(self) -> None:
-    os.close(self._fd)
+
+class _EventObject(storage.Appender):
+  """An event file in an object store, as tensorboardX's record writer uses a file."""
+
+  write = storage.Appender.append
+
+
+class _EventObjectFactory:
+  """tensorboardX's writer factory for `gs://` log dirs (objects need no directory)."""
+
+  def open(self, path: str) -> _EventObject:
+    return _EventObject(path)
+
+  def directory_check(self, path: str) -> None:
+    del path
+
+
+record_writer.register_writer_factory("gs", _EventObjectFactory())
 
 
 def _scalar(key: str, value: Any) -> float:
@@ -91,7 +107,7 @@ class MetricWriter:
 
   def __init__(
     self,
-    workdir: str | Path,
+    workdir: str | os.PathLike,
     process_index: int = 0,
     *,
     resume_step: int | None = None,
@@ -103,17 +119,17 @@ class MetricWriter:
     write those steps again.
     """
     self.active = process_index == 0
-    self.path = Path(workdir) / METRICS_FILE
+    self.path = os.path.join(workdir, METRICS_FILE)
     self._tb = None
     if not self.active:
       return
-    self.path.parent.mkdir(parents=True, exist_ok=True)
+    storage.makedirs(workdir)
     truncate_jsonl(self.path, resume_step)
     self._jsonl = _JsonlAppender(self.path)
     if tensorboard:
       # purge_step hides events at steps >= it that an earlier, killed run had written.
       purge = None if resume_step is None else resume_step + 1
-      self._tb = SummaryWriter(str(Path(workdir) / TENSORBOARD_DIR), purge_step=purge)
+      self._tb = SummaryWriter(os.path.join(workdir, TENSORBOARD_DIR), purge_step=purge)
 
   def write(self, step: int, scalars: Mapping[str, Any], stage: str | None = None) -> None:
     """Writes one step's scalars (numbers or size-1 arrays). Non-finite values go to JSON as null."""
@@ -131,6 +147,15 @@ class MetricWriter:
     if self._tb is not None:
       for key, value in values.items():
         self._tb.add_scalar(key, value, global_step=int(step), walltime=now)
+    if self._jsonl.flush_due():  # every step locally; remote uploads are rate-limited
+      self.flush()
+
+  def flush(self) -> None:
+    """Makes every step written so far durable (in an object store: uploads both files)."""
+    if not self.active:
+      return
+    self._jsonl.flush()
+    if self._tb is not None:
       self._tb.flush()
 
   def close(self) -> None:
@@ -148,11 +173,11 @@ class MetricWriter:
     self.close()
 
 
-def read_metrics(workdir: str | Path) -> list[dict[str, Any]]:
+def read_metrics(workdir: str | os.PathLike) -> list[dict[str, Any]]:
   """The records of `workdir/metrics.jsonl`, in order (for tables and plots)."""
-  path = Path(workdir) / METRICS_FILE
+  path = os.path.join(workdir, METRICS_FILE)
   out = []
-  for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+  for i, line in enumerate(storage.read_text(path).splitlines(), start=1):
     try:
       out.append(json.loads(line))
     except ValueError as e:
@@ -165,7 +190,7 @@ class EpisodeDumper:
 
   def __init__(
     self,
-    workdir: str | Path,
+    workdir: str | os.PathLike,
     every_steps: int,
     process_index: int = 0,
     *,
@@ -175,9 +200,9 @@ class EpisodeDumper:
       raise ValueError(f"EpisodeDumper: every_steps must be >= 1; got {every_steps}")
     self.every_steps = every_steps
     self.active = process_index == 0
-    self.path = Path(workdir) / EPISODES_FILE
+    self.path = os.path.join(workdir, EPISODES_FILE)
     if self.active:
-      self.path.parent.mkdir(parents=True, exist_ok=True)
+      storage.makedirs(workdir)
       truncate_jsonl(self.path, resume_step)
       self._jsonl = _JsonlAppender(self.path)
 
@@ -199,6 +224,8 @@ class EpisodeDumper:
         raise ValueError(f"episode {i} at step {step}: {bad} need one entry per attempt ({n})")
     for i, ep in enumerate(episodes):
       self._jsonl.append({"step": int(step), "index": i, **ep})
+    if self._jsonl.flush_due():
+      self._jsonl.flush()
     return True
 
   def close(self) -> None:

@@ -3,8 +3,11 @@
 Every evaluation walks its problems the same way: the problem list is padded (repeating early
 problems) to a whole number of batches on every process, so each process calls the sampler
 equally often; each batch's global position is its RNG row offset, so samples do not depend on
-how the problems are split over processes. `map_problems` returns per-problem arrays (each
-problem once, in problem order) and the JSON records of every process, in problem order.
+how the problems are split over processes. Process k takes the k-th contiguous run of
+positions, so the processes' problems are disjoint and, in process order, the one-process
+order (every process holds the whole tokenized set: a few thousand problems at most).
+`map_problems` returns per-problem arrays (each problem once, in problem order) and the JSON
+records of every process, in problem order.
 
 Shape letters: p problems.
 """

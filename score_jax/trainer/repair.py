@@ -20,7 +20,7 @@ import os
 
 import jax
 
-from score_jax import configs, tasks
+from score_jax import configs, storage, tasks
 from score_jax.data import records
 from score_jax.generation import rollout
 from score_jax.rewards import factory
@@ -44,10 +44,10 @@ def load_repair_set(path: str) -> tuple[list[tuple[int, str, str]], dict]:
       "config.eval.repair_set is empty: the repair evaluation needs a repair set (build one "
       "with --config.job=repair_set)."
     )
-  if not os.path.isfile(path):
+  if not storage.isfile(path):
     raise FileNotFoundError(f"{path}: repair set not found (config.eval.repair_set)")
   rows, seen = [], set()
-  with open(path) as f:
+  with storage.open_file(path) as f:
     for line, text in enumerate(f, 1):
       if not text.strip():
         continue
@@ -69,17 +69,9 @@ def load_repair_set(path: str) -> tuple[list[tuple[int, str, str]], dict]:
   if not rows:
     raise records.DataFormatError(f"{path}: no rows (expected JSONL of {{'id', 'program'}})")
   meta = {}
-  if os.path.isfile(meta_path(path)):
-    with open(meta_path(path)) as f:
-      meta = json.load(f)
+  if storage.isfile(meta_path(path)):
+    meta = json.loads(storage.read_text(meta_path(path)))
   return rows, meta
-
-
-def _write(path: str, text: str) -> None:
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  with open(path + ".tmp", "w") as f:
-    f.write(text)
-  os.replace(path + ".tmp", path)  # atomic: a killed run never leaves half a file
 
 
 def build_repair_set(config, out_path: str, *, workdir: str = "", pool=None) -> dict:
@@ -88,7 +80,7 @@ def build_repair_set(config, out_path: str, *, workdir: str = "", pool=None) -> 
   Problems: the first eval.num_examples of data.eval_task / data.eval_split (0 = all). The
   workdir holds a trained tokenizer if the config trains one (default: out_path's folder).
   """
-  workdir = workdir or os.path.dirname(os.path.abspath(out_path))
+  workdir = workdir or os.path.dirname(storage.absolute(out_path))
   with factory.reward_pool(config, pool) as pool:
     ctx = eval_context.build(config, workdir, pool, 0, eval_context.BASE, need_base=False)
     rc = ctx.rollout_config(1, temperature=0.0)  # greedy, whatever eval.greedy says
@@ -118,8 +110,8 @@ def build_repair_set(config, out_path: str, *, workdir: str = "", pool=None) -> 
     "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
   }
   if jax.process_index() == 0:
-    _write(out_path, "".join(json.dumps(r) + "\n" for r in rows))
-    _write(meta_path(out_path), json.dumps(meta, indent=1))
+    storage.write_atomic(out_path, "".join(json.dumps(r) + "\n" for r in rows))
+    storage.write_atomic(meta_path(out_path), json.dumps(meta, indent=1))
   return meta
 
 

@@ -11,6 +11,7 @@ Owns turning a validated config into runnable pieces (no loss math, no loop):
 
 import dataclasses
 import os
+import tempfile
 from typing import Any
 
 import jax
@@ -18,11 +19,11 @@ import ml_collections
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from score_jax import configs, tasks
+from score_jax import configs, storage, tasks
 from score_jax.data import chat
 from score_jax.data import tokenizer as tokenizer_lib
 from score_jax.generation import rollout, sampling
-from score_jax.models import loading, presets
+from score_jax.models import decoder, loading, presets
 from score_jax.models import sharding as model_sharding
 from score_jax.models.config import ModelConfig
 from score_jax.parallel import mesh as mesh_lib
@@ -33,33 +34,56 @@ PyTree = Any
 TOKENIZER_DIR = "tokenizer"
 
 
-def make_meshes(config: ml_collections.ConfigDict) -> tuple[Mesh, Mesh]:
-  """(training mesh over all devices, sampler mesh over this process's devices)."""
-  data, fsdp, tensor = configs.mesh_shape(config, jax.device_count())
-  mesh = mesh_lib.make_mesh((data, fsdp, tensor))
-  if jax.process_count() == 1:
+def make_meshes(config: ml_collections.ConfigDict, devices=None) -> tuple[Mesh, Mesh]:
+  """(training mesh over all devices, sampler mesh over this process's devices).
+
+  `devices` defaults to jax.devices(); the preflight passes a TPU / GPU topology's devices and
+  gets the meshes the run would build there (its "this process" is process 0).
+  """
+  devices = list(jax.devices() if devices is None else devices)
+  data, fsdp, tensor = configs.mesh_shape(config, len(devices))
+  mesh = mesh_lib.make_mesh((data, fsdp, tensor), devices=devices)
+  processes = sorted({d.process_index for d in devices})
+  if len(processes) == 1:
     return mesh, mesh
-  local = jax.local_devices()
+  me = jax.process_index() if jax.process_index() in processes else processes[0]
+  local = [d for d in devices if d.process_index == me]
   t = tensor if len(local) % tensor == 0 else 1
   return mesh, mesh_lib.make_mesh((1, len(local) // t, t), devices=local)
 
 
-def sampler_params(params: PyTree, mesh: Mesh, sampler_mesh: Mesh) -> PyTree:
+def sampler_param_shardings(param_shardings: PyTree, mesh: Mesh, sampler_mesh: Mesh) -> PyTree:
+  """Where the sampler's params live: the training shardings on one process, else a full
+  replica on each process's local devices (see `sampler_params`)."""
+  if sampler_mesh is mesh:
+    return param_shardings
+  return jax.tree.map(lambda _: NamedSharding(sampler_mesh, P()), param_shardings)
+
+
+def sampler_params(
+  params: PyTree, mesh: Mesh, sampler_mesh: Mesh, model_cfg: ModelConfig | None = None
+) -> PyTree:
   """The policy's params placed for the sampler (a per-process replica on several processes).
 
   Several processes: all-gather to a replicated global array, then view each process's local
-  copies as an array on the local mesh. This costs one full parameter copy per device while
-  sampling; fine for the model sizes a process samples alone.
+  copies as an array on the local mesh. That is one parameter copy per device while sampling,
+  so with `model_cfg` the copy is `decoder.cast_for_inference` (the weights in the compute
+  dtype, exactly as every use casts them): half the memory and half the bytes each decoded token
+  reads, for bf16 compute.
   """
   if sampler_mesh is mesh:
     return params
-  repl = jax.jit(lambda p: p, out_shardings=NamedSharding(mesh, P()))(params)
-  local_sh = NamedSharding(sampler_mesh, P())
+  cast = (
+    (lambda p: p) if model_cfg is None else (lambda p: decoder.cast_for_inference(model_cfg, p))
+  )
+  repl = jax.jit(cast, out_shardings=NamedSharding(mesh, P()))(params)
+  local = sampler_param_shardings(params, mesh, sampler_mesh)
   return jax.tree.map(
-    lambda x: jax.make_array_from_single_device_arrays(
-      x.shape, local_sh, [s.data for s in x.addressable_shards]
+    lambda x, sh: jax.make_array_from_single_device_arrays(
+      x.shape, sh, [s.data for s in x.addressable_shards]
     ),
     repl,
+    local,
   )
 
 
@@ -100,17 +124,24 @@ def load_tokenizer(config, workdir: str, checkpoint_tokenizer=None) -> tokenizer
       "config.model.tokenizer, config.model.checkpoint or config.model.tokenizer_train_vocab."
     )
   path = os.path.join(workdir, TOKENIZER_DIR, "spm.model")
-  if jax.process_index() == 0 and not os.path.exists(path):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = os.path.join(os.path.dirname(path), f"tmp{os.getpid()}")
-    tokenizer_lib.train_sentencepiece(_tokenizer_corpus(config), tmp, vocab)
-    os.replace(tmp + ".model", path)  # atomic: a killed run never leaves half a model
-    os.replace(tmp + ".vocab", path[: -len(".model")] + ".vocab")
+  if jax.process_index() == 0 and not storage.exists(path):
+    # SentencePiece trains into local files; they are copied in (the workdir may be gs://),
+    # the .model last: its presence says the cache is whole.
+    with tempfile.TemporaryDirectory() as tmp:
+      prefix = os.path.join(tmp, "spm")
+      tokenizer_lib.train_sentencepiece(_tokenizer_corpus(config), prefix, vocab)
+      vocab_path = path[: -len(".model")] + ".vocab"
+      storage.write_atomic(vocab_path, storage.read_bytes(prefix + ".vocab"))
+      storage.write_atomic(path, storage.read_bytes(prefix + ".model"))
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils  # noqa: PLC0415
 
     multihost_utils.sync_global_devices("score_jax.trainer.setup.tokenizer")
-  return tokenizer_lib.load_tokenizer(path)
+  if not storage.is_remote(path):
+    return tokenizer_lib.load_tokenizer(path)
+  tok = tokenizer_lib.SentencePieceTokenizer(model_proto=storage.read_bytes(path))
+  tok.source = path  # named in errors and repair-set metadata
+  return tok
 
 
 def load_base(config, workdir: str, mesh: Mesh):
@@ -209,9 +240,10 @@ def rollout_config(
   )
 
 
-def check_process_batch(config, sampler_mesh: Mesh) -> None:
+def check_process_batch(config, sampler_mesh: Mesh, num_processes: int | None = None) -> None:
   """Every process gets whole prompts whose episodes (and eval prompts) split over its devices."""
-  n, g = jax.process_count(), config.rollout.num_samples
+  n = jax.process_count() if num_processes is None else num_processes
+  g = config.rollout.num_samples
   prompts_per_step = config.train.global_batch // g
   shards = mesh_lib.batch_shards(sampler_mesh)
   if prompts_per_step % n or (prompts_per_step // n * g) % shards:
@@ -219,6 +251,12 @@ def check_process_batch(config, sampler_mesh: Mesh) -> None:
       f"config.train.global_batch = {config.train.global_batch}: {prompts_per_step} prompts x "
       f"g={g} must split into {n} processes of whole prompts whose episodes divide by the "
       f"sampler's {shards} batch shards."
+    )
+  per_call = config.rollout.prompts_per_call
+  if per_call and (per_call * g) % shards:
+    raise configs.ConfigError(
+      f"config.rollout.prompts_per_call = {per_call}: {per_call} prompts x g={g} episodes must "
+      f"divide by the sampler's {shards} batch shards."
     )
   if config.eval.batch_size % shards:
     raise configs.ConfigError(

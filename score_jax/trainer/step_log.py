@@ -13,6 +13,7 @@ import time
 import jax
 import numpy as np
 
+from score_jax import storage
 from score_jax.parallel import hosts
 from score_jax.rewards.outcome import Outcome
 from score_jax.trainer import metrics
@@ -84,15 +85,14 @@ def episode_records(task, ep, exs, rewards, outcomes, n: int) -> list[dict]:
 def save_nonfinite(workdir: str, step: int, batch, m: dict) -> str:
   """This process's rows of the batch (npz) and the step's metrics (json); returns the npz path."""
   d = os.path.join(workdir, "nonfinite")
-  os.makedirs(d, exist_ok=True)
   me = jax.process_index()
   path = os.path.join(d, f"step_{step}_process_{me}.npz")
   local = {}
   for name in batch.present():
     v = getattr(batch, name)
     local[name] = np.asarray(v.addressable_data(0)) if isinstance(v, jax.Array) else np.asarray(v)
-  np.savez(path, **local)
-  with open(os.path.join(d, f"step_{step}_process_{me}.json"), "w") as f:
-    scalars = {k: float(np.asarray(v)) for k, v in m.items()}
-    json.dump({"step": step, "metrics": scalars}, f, indent=1)
+  storage.write_atomic(path, storage.buffer_of(lambda f: np.savez(f, **local)))
+  scalars = {k: float(np.asarray(v)) for k, v in m.items()}
+  summary = json.dumps({"step": step, "metrics": scalars}, indent=1)
+  storage.write_atomic(os.path.join(d, f"step_{step}_process_{me}.json"), summary)
   return path

@@ -28,6 +28,7 @@ import jax
 import numpy as np
 from absl import logging
 
+from score_jax import storage
 from score_jax.parallel import hosts
 from score_jax.rewards import factory
 from score_jax.trainer import console, correction_evals, eval_context, repair, scaling
@@ -52,10 +53,9 @@ def path_of(workdir: str, name: str) -> str:
 def _done(path: str, step: int) -> dict | None:
   """The payload already written for `step` (process 0's view, shared with every process)."""
   payload = None
-  if jax.process_index() == 0 and os.path.isfile(path):
+  if jax.process_index() == 0 and storage.isfile(path):
     try:
-      with open(path) as f:
-        payload = json.load(f)
+      payload = _read(path)
     except (OSError, json.JSONDecodeError) as e:
       logging.warning("%s is unreadable (%s): evaluating again", path, e)
     if not isinstance(payload, dict) or payload.get("step") != step:
@@ -68,17 +68,13 @@ def _done(path: str, step: int) -> dict | None:
 
 
 def _read(path: str) -> dict:
-  with open(path) as f:
-    return json.load(f)
+  return json.loads(storage.read_text(path))
 
 
 def _write(path: str, payload: dict) -> None:
   if jax.process_index() != 0:
     return
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  with open(path + ".tmp", "w") as f:
-    json.dump(payload, f, indent=1)
-  os.replace(path + ".tmp", path)  # atomic: a killed run never leaves half a file
+  storage.write_atomic(path, json.dumps(payload, indent=1))  # never half a file
 
 
 def summary(payload: dict) -> dict:

@@ -166,3 +166,25 @@ def test_close_is_clean_and_idempotent():
     p.score([])
   with pytest.raises(ValueError, match="num_workers must be >= 1"):
     pool.RewardPool(0)
+
+
+def test_sigterm_to_a_busy_worker_keeps_its_verdict():
+  """A preemption SIGTERMs every process: the item a worker holds still gets its real verdict
+  (the trainer finishes the step and saves it), and the idle worker then exits as usual."""
+  slow_add = "import time\ntime.sleep(1.5)\n" + ADD
+  with pool.RewardPool(1, code_timeout_s=20.0) as p:
+    worker = p.pids()[0]
+
+    def sigterm_when_busy():
+      deadline = time.monotonic() + 10.0
+      while not _children([worker], "") and time.monotonic() < deadline:
+        time.sleep(0.01)
+      time.sleep(0.3)  # the sandbox is running the slow program
+      os.kill(worker, signal.SIGTERM)
+
+    sender = threading.Thread(target=sigterm_when_busy)
+    sender.start()
+    r = p.score([("code", (slow_add, TESTS))])
+    sender.join()
+    assert list(r.outcomes) == [Outcome.CORRECT], r.details
+    assert p.replaced == 0 and p.pids() == [worker]

@@ -22,6 +22,7 @@ from score_jax.rl import optim
 from score_jax.trainer import checkpoint as checkpoint_lib
 from score_jax.trainer import metric_writers
 from score_jax.trainer import setup as setup_lib
+from tests import helpers
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 STEPS = 12  # 6 Stage I + 6 Stage II
@@ -43,13 +44,7 @@ def _cmd(workdir):
 
 
 def _env(cache_dir):
-  # One device keeps compiles short; the shared persistent cache makes restarts cheap.
-  return dict(
-    os.environ,
-    XLA_FLAGS="--xla_force_host_platform_device_count=1",
-    JAX_COMPILATION_CACHE_DIR=str(cache_dir),
-    JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-  )
+  return helpers.one_device_cached_env(cache_dir)
 
 
 def final_params(workdir, steps: int, experiment: str = "score_math"):

@@ -1,0 +1,1 @@
+"""Launchers for Cloud TPU VMs, one GPU node and SLURM (see launch/README.md)."""

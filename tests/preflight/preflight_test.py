@@ -1,0 +1,121 @@
+"""The preflight compiles the run's real programs for TPU chips that are not here (libtpu).
+
+The slow tests run `python -m score_jax.preflight` as a user would: a tiny preset on a v5e-4
+(`v5e:2x2`) compiles the sampler and both SCoRe steps within memory, with donation aliasing the
+state and the collectives of an FSDP mesh; the paper-scale update on the same slice does not fit
+and exits 2 with the compiler's own text in seconds.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from score_jax.parallel import targets
+from score_jax.preflight import analysis, devices, programs, run, suggest
+from tests import helpers
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _preflight(*flags, timeout=300):
+  cmd = [sys.executable, "-m", "score_jax.preflight", *flags]
+  t0 = time.perf_counter()
+  proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+  return proc, time.perf_counter() - t0
+
+
+@pytest.mark.slow
+def test_tiny_run_compiles_for_v5e_and_fits(tmp_path):
+  out = tmp_path / "preflight.json"
+  proc, _ = _preflight(
+    "--config=experiments/score_math.py:tiny", "--topology=v5e-4", f"--json={out}"
+  )
+  assert proc.returncode == 0, proc.stdout + proc.stderr
+  result = json.loads(out.read_text())
+  names = set(result["programs"])
+  assert names == {
+    "sampler:prefill",
+    "sampler:append",
+    "sampler:decode",
+    "update:stage1",
+    "update:stage2",
+  }
+  for name, p in result["programs"].items():
+    assert "error" not in p, (name, p)
+    assert p["argument_bytes"] > 0 and p["output_bytes"] > 0 and p["peak_bytes"] > 0, name
+    assert p["peak_bytes"] <= p["usable_bytes"], name
+    assert p["model_flops"] > 0 and p["estimated_s"] > 0, name
+    # The state is donated: the compiler must reuse it for the outputs, not copy it.
+    if name != "sampler:prefill":
+      assert p["alias_bytes"] > 0, (name, p)
+    # Every program runs on a 4-way FSDP mesh: its weights are all-gathered.
+    assert p["collectives"].get("all-gather", 0) > 0, (name, p["collectives"])
+  for step in ("update:stage1", "update:stage2"):  # gradients are reduced over the mesh
+    assert result["programs"][step]["collectives"].get("all-reduce", 0) > 0
+  assert result["fits"] and result["step_seconds"] > 0
+  assert "peak / usable" in proc.stdout and "estimated step" in proc.stdout
+
+
+@pytest.mark.slow
+def test_paper_scale_update_on_v5e_exits_2_fast():
+  proc, seconds = _preflight(
+    "--config=experiments/score_math.py", "--topology=v5e-4", "--programs=update"
+  )
+  assert proc.returncode == 2, proc.stdout + proc.stderr
+  assert "RESOURCE_EXHAUSTED" in proc.stdout and "does not fit" in proc.stdout
+  assert seconds < 90  # the TPU compiler refuses it in seconds (startup included)
+
+
+def test_bad_target_and_missing_flags_exit_1():
+  proc, _ = _preflight("--config=experiments/score_math.py:tiny", "--topology=v5e-3")
+  assert proc.returncode == 1 and "v5e-3" in proc.stderr and "known: v5e-1, v5e-4" in proc.stderr
+  proc, _ = _preflight("--topology=v5e-4")
+  assert proc.returncode != 0 and "--config" in proc.stderr
+
+
+def test_suggest_finds_the_first_fitting_plan_in_cost_order():
+  config = helpers.experiment_config("score_math", "tiny")
+  target = targets.parse("v5e-4")
+  devs = devices.topology_devices(target)
+  plans, tried = suggest.search(config, target, devs, ("update",), mfu=0.4)
+  plan = plans["update"]
+  # The cheapest candidate fits; the binary search over the other policy's micro-batches is
+  # skipped because none of them can be cheaper.
+  assert plan is not None and tried[-1].result.startswith("fits")
+  assert tried[-1].knobs == plan.knobs
+  assert plan.knobs["train.num_microbatches"] == 1
+  assert plan.knobs["model.remat_policy"] == config.model.remat_policy
+  # Candidates are ranked before anything compiles: less recompute, then fewer micro-batches.
+  ranked = suggest._update_candidates(config, target, devs, 0.4)
+  assert [k for _, k, _ in ranked] == sorted(
+    [k for _, k, _ in ranked],
+    key=lambda k: (run.REMAT_WORK.get(k["model.remat_policy"], 1.0), k["train.num_microbatches"]),
+  )
+
+
+def test_multi_host_target_compiles_the_per_host_sampler_on_one_host():
+  config = helpers.experiment_config("score_math", "tiny")
+  config.train.global_batch = 16  # 4 prompts x g=4: one prompt per host
+  target = targets.parse("v5e-16")
+  devs, host = devices.topology_devices(target), devices.host_devices(target)
+  built = programs.build(config, devs, ("sampler",), host_devices=host)
+  assert built.num_processes == 4 and built.mesh.devices.size == 16
+  assert built.sampler_mesh.devices.size == 4
+  assert built.shapes.sampler_rows == 4  # this host's episodes only
+  report = run.preflight(config, target, devs, ("sampler",), host_devices=host)
+  assert report.fits, [o.oom or o.skipped for o in report.outcomes]
+
+
+def test_collectives_are_counted_from_hlo_text():
+  hlo = """
+  %ag = f32[8,4]{1,0} all-gather(f32[2,4]{1,0} %p), dimensions={0}
+  %ars = f32[4]{0} all-reduce-start(f32[4]{0} %x), to_apply=%add
+  %ard = f32[4]{0} all-reduce-done(f32[4]{0} %ars)
+  %rs = (f32[2]{0}, f32[2]{0}) reduce-scatter(f32[8]{0} %y, f32[8]{0} %z), dimensions={0}
+  %add.1 = f32[4]{0} add(f32[4]{0} %a, f32[4]{0} %b)
+  """
+  assert analysis.count_collectives(hlo) == {"all-gather": 1, "all-reduce": 1, "reduce-scatter": 1}
