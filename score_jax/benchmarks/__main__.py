@@ -13,6 +13,7 @@ BENCHMARKS = {
   "compaction": "score_jax.benchmarks.compaction",
   "packing": "score_jax.benchmarks.packing",
   "rewards": "score_jax.benchmarks.rewards",
+  "rl_step": "score_jax.benchmarks.rl_step",
   "sampler": "score_jax.benchmarks.sampler",
   "train_step": "score_jax.benchmarks.train_step",
 }

@@ -44,12 +44,16 @@ def training_episodes(
   row_offset: int,
   decode: Callable[[Sequence[int]], str],
   prompts_per_call: int = 0,
+  sink: rollout.AttemptSink | None = None,
 ) -> rollout.Episodes:
   """Episodes for these prompts; the last `num_offline` get base-model first attempts.
 
   Each row's RNG id is `row_offset + row`, its index in the GLOBAL batch, so the samples do not
   depend on how the batch is split over processes, nor on `prompts_per_call` (> 0: the online
   prompts are sampled that many at a time, so the KV cache holds one call's rows, not a step's).
+  `sink` (see `rollout.AttemptSink`) gets the online episodes' attempts as they finish, rows
+  numbered as in the result; a call's last attempt is scored while the next call samples.
+  The base-model continuations are not passed to it.
   """
   common = dict(reserve_instruction_len=len(instruction), decode=decode)
   online, offline = prompts[: len(prompts) - num_offline], prompts[len(prompts) - num_offline :]
@@ -61,7 +65,16 @@ def training_episodes(
     first_row = row_offset + start * rc.samples_per_prompt
     parts.append(
       rollout.run_episodes(
-        sampler, params, chunk, instruction, rc, rng_on, row_offset=first_row, **common
+        sampler,
+        params,
+        chunk,
+        instruction,
+        rc,
+        rng_on,
+        row_offset=first_row,
+        sink=sink,
+        sink_row0=start * rc.samples_per_prompt,
+        **common,
       )
     )
   if offline:

@@ -24,6 +24,7 @@ Shape letters: b episodes, s stream slots (= cache slots), a attempts, v vocab.
 
 import dataclasses
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
 import jax
 import numpy as np
@@ -54,6 +55,21 @@ class RolloutConfig:
     return sampling.SamplingParams(
       self.max_new_tokens, self.temperature, self.top_k, self.top_p, tuple(self.stop_ids)
     )
+
+
+class AttemptSink(Protocol):
+  """Takes each attempt as soon as it reaches the host, to score it while the device samples on.
+
+  `run_episodes` calls `attempt_done` when an attempt's tokens are on the host, and `device_busy`
+  right after it dispatched device work (the next turn's decode): host work done then (e.g.
+  reward checking in a process pool) overlaps the sampling instead of following it.
+  """
+
+  def attempt_done(self, rows: np.ndarray, attempt: int, texts: list[str]) -> None:
+    """rows: the episodes' indices in the caller's numbering; attempt: 1-based."""
+
+  def device_busy(self) -> None:
+    """A moment to do queued host work while the device computes."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,6 +146,8 @@ def run_episodes(
   reserve_instruction_len: int | None = None,
   row_offset: int = 0,
   first_attempt: int = 1,
+  sink: AttemptSink | None = None,
+  sink_row0: int = 0,
 ) -> Episodes:
   """Samples `rc.num_attempts` attempts for each of `rc.samples_per_prompt` copies of each prompt.
 
@@ -151,9 +169,10 @@ def run_episodes(
     first_attempt: the attempt number the prompts continue from: 2 continues prompts that
       already hold attempt 1, its close ids if it was cut, and its instruction (offline first
       attempts).
+    sink, sink_row0: `sink` gets each attempt's texts once on the host (needs `decode`),
+      episode i as row `sink_row0 + i`; the last attempt's arrive after the final transfer.
 
-  Returns:
-    Episodes in prompt-major order (episode i answers prompt i // n).
+  Returns Episodes in prompt-major order (episode i answers prompt i // n).
   """
   if rc.num_attempts < 1:
     raise ValueError(f"RolloutConfig.num_attempts must be >= 1, got {rc.num_attempts}.")
@@ -166,26 +185,45 @@ def run_episodes(
     instructions = _instruction_rows(instructions, len(prompts), rc, sampler.config.vocab_size)
   else:
     instructions = [[0]]
-  n = rc.samples_per_prompt
   longest = max(len(x) for x in instructions)
   reserve = longest if reserve_instruction_len is None else reserve_instruction_len
   if reserve < longest:
     raise ValueError(f"reserve_instruction_len={reserve} < longest instruction ({longest}).")
   slots = extra_slots(sampler, dataclasses.replace(rc, num_attempts=remaining), reserve)
-  row_ids = row_offset + np.arange(len(prompts) * n)
+  row_ids = row_offset + np.arange(len(prompts) * rc.samples_per_prompt)
+  n = rc.samples_per_prompt
   state = sampler.start(params, prompts, samples_per_prompt=n, extra_slots=slots, row_ids=row_ids)
   rows = [instructions[i] for i in state.prompt_index] if remaining > 1 else []
   # The append bucket fits the close ids whether or not a row needs them: one shape per call.
   append_len = longest + len(rc.close_ids)
+  if sink is not None and decode is None:
+    raise ValueError("run_episodes: a sink needs `decode` to turn attempts into texts.")
+  sink_rows = sink_row0 + np.arange(len(state.prompt_index))
   outs = []
   for attempt in range(first_attempt, rc.num_attempts + 1):
     if attempt > first_attempt:
       turn_rows = _next_turn_rows(rows, outs[-1], rc.close_ids)
       state = sampler.append(params, state, turn_rows, min_len=append_len)
     state, out = sampler.generate(params, state, sp, rng, turn=attempt)
+    if sink is not None and outs:  # the previous attempt is done: this decode continues it
+      sink.attempt_done(sink_rows, attempt - 1, attempt_texts(jax.device_get(outs[-1]), decode))
+    if sink is not None:  # host work now overlaps the decode just dispatched
+      sink.device_busy()
     outs.append(out)
   arrays, outs = jax.device_get((state.arrays, outs))
+  if sink is not None:
+    sink.attempt_done(sink_rows, rc.num_attempts, attempt_texts(outs[-1], decode))
   return to_episodes(arrays, outs, state.prompt_index, decode)
+
+
+def attempt_texts(out: dict, decode: Callable[[Sequence[int]], str]) -> list[str]:
+  """One attempt's decoded rows (host outputs of `Sampler.generate`), the final stop id dropped."""
+  stop = sampling.StopReason.STOP_ID
+  texts = []
+  for r, n in enumerate(out["length_b"]):
+    n = int(n) - int(out["stop_reason_b"][r] == stop)
+    texts.append(decode(out["tokens_bg"][r, :n].tolist()))
+  return texts
 
 
 def to_episodes(arrays, outs, prompt_index, decode) -> Episodes:
@@ -200,10 +238,7 @@ def to_episodes(arrays, outs, prompt_index, decode) -> Episodes:
   stop = sampling.StopReason.STOP_ID
   texts = None
   if decode is not None:
-    texts = [
-      [decode(toks[:-1] if o["stop_reason_b"][r] == stop else toks) for toks, o in zip(row, outs)]
-      for r, row in enumerate(attempt_tokens)
-    ]
+    texts = [list(row) for row in zip(*(attempt_texts(o, decode) for o in outs))]
   experience = Experience(
     tokens=np.where(valid, arrays["tokens_bs"], 0).astype(np.int32),
     positions=np.asarray(cache["positions"], np.int32),

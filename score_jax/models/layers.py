@@ -129,16 +129,79 @@ class Linear(nn.Module):
     return y
 
 
+def _masked_probs(cfg: ModelConfig, logits_bngts, ctx: AttnContext, window, dtype):
+  """Scaled, soft-capped attention logits -> probabilities over the key slots each query sees."""
+  logits = softcap(logits_bngts * cfg.attn_scale, cfg.attn_logit_softcap)
+  # Query slot i sees key slot j iff j is a real token, j <= i, and (local layers) the
+  # position gap is under the window (HF: W keys including the query itself).
+  seen_ts = ctx.kv_slots_s[None, :] <= ctx.q_slots_t[:, None]
+  causal_bts = ctx.kv_valid_bs[:, None, :] & seen_ts[None]
+  gap_bts = ctx.q_positions_bt[:, :, None] - ctx.kv_positions_bs[:, None, :]
+  mask_bts = causal_bts & (gap_bts < window)
+  if ctx.segments_bt is not None:
+    mask_bts &= ctx.segments_bt[:, :, None] == ctx.segments_bt[:, None, :]
+  logits = jnp.where(mask_bts[:, None, None], logits, MASK_VALUE)
+  return jax.nn.softmax(logits, axis=-1).astype(dtype)
+
+
+def _attend_stacked(cfg, q, key, val, ctx, window, layer, kv):
+  """Attention against a stacked [l, b, s, n, k] cache (or none): batched dots, any t."""
+  b, t, h, k = q.shape
+  n = key.shape[2]
+  if kv is not None:  # write the new keys/values at slots [index, index + t) of this layer
+    cache_k, cache_v = kv
+    start = (layer, 0, ctx.cache_index, 0, 0)
+    cache_k = jax.lax.dynamic_update_slice(cache_k, key[None].astype(cache_k.dtype), start)
+    cache_v = jax.lax.dynamic_update_slice(cache_v, val[None].astype(cache_v.dtype), start)
+    kv = (cache_k, cache_v)
+    key, val = cache_k[layer].astype(q.dtype), cache_v[layer].astype(q.dtype)
+  q_bngtk = q.reshape(b, t, n, h // n, k)
+  logits = jnp.einsum("btngk,bsnk->bngts", q_bngtk, key, preferred_element_type=jnp.float32)
+  probs = _masked_probs(cfg, logits, ctx, window, q.dtype)
+  return jnp.einsum("bngts,bsnk->btngk", probs, val).reshape(b, t, h, k), kv
+
+
+def _attend_one_token(cfg, q, key, val, ctx, window, kv):
+  """One new token per row against this layer's own cache in the decode layout
+  (keys transposed [b, n, k, s], values [b, n, s, k]; `decoder.to_decode_layout`).
+
+  Products and sums instead of dots: each row's query meets only its own keys, and a [g, k] x
+  [k, s] dot per row runs an order of magnitude slower on CPU than one fused multiply-reduce
+  that streams the cache once (products in float32, as the dot's accumulation).
+  """
+  b, t, h, k = q.shape
+  n = key.shape[2]
+  cache_kt, cache_v = kv
+  i = ctx.cache_index
+  cache_kt = jax.lax.dynamic_update_slice(
+    cache_kt, key.transpose(0, 2, 3, 1).astype(cache_kt.dtype), (0, 0, 0, i)
+  )
+  cache_v = jax.lax.dynamic_update_slice(
+    cache_v, val.transpose(0, 2, 1, 3).astype(cache_v.dtype), (0, 0, i, 0)
+  )
+  f32 = jnp.float32
+  q_bngk1 = q.reshape(b, n, h // n, k, 1).astype(f32)
+  logits_bngs = jnp.sum(q_bngk1 * cache_kt[:, :, None].astype(f32), axis=3)
+  probs = _masked_probs(cfg, logits_bngs[:, :, :, None, :], ctx, window, q.dtype)
+  probs_bngs1 = probs[:, :, :, 0, :, None].astype(f32)
+  out_bngk = jnp.sum(probs_bngs1 * cache_v[:, :, None].astype(f32), axis=3)
+  return out_bngk.astype(q.dtype).reshape(b, t, h, k), (cache_kt, cache_v)
+
+
 class Attention(nn.Module):
-  """Multi-head attention with GQA/MQA, RoPE, optional QK-norm, softcap, sliding window."""
+  """Multi-head attention with GQA/MQA, RoPE, optional QK-norm, softcap, sliding window.
+
+  `decode_layout`: `kv` is this layer's own cache in the decode layout and t == 1 (the
+  sampler's decode loop on CPU); otherwise `kv` is the stacked cache of all layers or None.
+  """
 
   config: ModelConfig
+  decode_layout: bool = False
 
   @nn.compact
   def __call__(self, x_btd, ctx: AttnContext, inv_freq_k, window, layer, kv):
     cfg = self.config
     d, h, n, k = cfg.embed_dim, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
-    b, t = x_btd.shape[:2]
     q_axes, kv_axes = ("embed", "q_heads", "head_dim"), ("embed", "kv_heads", "head_dim")
     q = Linear(cfg, (d, h, k), q_axes, use_bias=cfg.qkv_bias, name="q_proj")(x_btd)
     key = Linear(cfg, (d, n, k), kv_axes, use_bias=cfg.qkv_bias, name="k_proj")(x_btd)
@@ -148,56 +211,46 @@ class Attention(nn.Module):
     q = apply_rope(q, ctx.q_positions_bt, inv_freq_k)
     key = apply_rope(key, ctx.q_positions_bt, inv_freq_k)
     q, key, val = constrain(q, BTHK), constrain(key, BTNK), constrain(val, BTNK)
-
-    if kv is not None:  # write the new keys/values at slots [index, index + t) of this layer
-      cache_k, cache_v = kv
-      start = (layer, 0, ctx.cache_index, 0, 0)
-      cache_k = jax.lax.dynamic_update_slice(cache_k, key[None].astype(cache_k.dtype), start)
-      cache_v = jax.lax.dynamic_update_slice(cache_v, val[None].astype(cache_v.dtype), start)
-      kv = (cache_k, cache_v)
-      key, val = cache_k[layer].astype(q.dtype), cache_v[layer].astype(q.dtype)
-
-    q_bngtk = q.reshape(b, t, n, h // n, k)
-    logits = jnp.einsum("btngk,bsnk->bngts", q_bngtk, key, preferred_element_type=jnp.float32)
-    logits = softcap(logits * cfg.attn_scale, cfg.attn_logit_softcap)
-    # Query slot i sees key slot j iff j is a real token, j <= i, and (local layers) the
-    # position gap is under the window (HF: W keys including the query itself).
-    seen_ts = ctx.kv_slots_s[None, :] <= ctx.q_slots_t[:, None]
-    causal_bts = ctx.kv_valid_bs[:, None, :] & seen_ts[None]
-    gap_bts = ctx.q_positions_bt[:, :, None] - ctx.kv_positions_bs[:, None, :]
-    mask_bts = causal_bts & (gap_bts < window)
-    if ctx.segments_bt is not None:
-      mask_bts &= ctx.segments_bt[:, :, None] == ctx.segments_bt[:, None, :]
-    logits = jnp.where(mask_bts[:, None, None], logits, MASK_VALUE)
-    probs = jax.nn.softmax(logits, axis=-1).astype(q.dtype)
-    out = jnp.einsum("bngts,bsnk->btngk", probs, val).reshape(b, t, h, k)
+    if self.decode_layout:
+      out, kv = _attend_one_token(cfg, q, key, val, ctx, window, kv)
+    else:
+      out, kv = _attend_stacked(cfg, q, key, val, ctx, window, layer, kv)
     out = constrain(out, BTHK)
     o_axes = ("q_heads", "head_dim", "embed")
     return Linear(cfg, (h, k, d), o_axes, num_in=2, name="o_proj")(out), kv
 
 
 class MLP(nn.Module):
-  """Gated MLP: down(act(gate(x)) * up(x)); GeGLU (tanh gelu) for Gemma, SwiGLU for Llama."""
+  """Gated MLP: down(act(gate(x)) * up(x)); GeGLU (tanh gelu) for Gemma, SwiGLU for Llama.
+
+  The projections run on the rows flattened to [b * t, d]: the same products, but the weight
+  gradients become plain matmuls; over [b, t, d] the CPU compiler fused the GeGLU backward with
+  a transpose to [f, b * t] that cost more than the layer's matmuls.
+  """
 
   config: ModelConfig
 
   @nn.compact
   def __call__(self, x_btd: jax.Array) -> jax.Array:
     cfg = self.config
-    d, f = cfg.embed_dim, cfg.hidden_dim
-    gate = Linear(cfg, (d, f), ("embed", "mlp"), name="gate_proj")(x_btd)
-    up = Linear(cfg, (d, f), ("embed", "mlp"), name="up_proj")(x_btd)
+    b, t, d = x_btd.shape
+    f = cfg.hidden_dim
+    x_nd = x_btd.reshape(b * t, d)
+    gate = Linear(cfg, (d, f), ("embed", "mlp"), name="gate_proj")(x_nd)
+    up = Linear(cfg, (d, f), ("embed", "mlp"), name="up_proj")(x_nd)
     act = (
       jax.nn.gelu(gate, approximate=True) if cfg.activation == "gelu_tanh" else jax.nn.silu(gate)
     )
-    hidden_btf = constrain(act * up, ("activation_batch", "activation_length", "activation_mlp"))
-    return Linear(cfg, (f, d), ("mlp", "embed"), name="down_proj")(hidden_btf)
+    hidden_btf = constrain((act * up).reshape(b, t, f), BTF)
+    out_nd = Linear(cfg, (f, d), ("mlp", "embed"), name="down_proj")(hidden_btf.reshape(b * t, f))
+    return out_nd.reshape(b, t, d)
 
 
 class Block(nn.Module):
   """One transformer layer; scanned over layers with per-layer (index, inv_freq, window)."""
 
   config: ModelConfig
+  decode_layout: bool = False  # see Attention
 
   @nn.compact
   def __call__(self, carry, layer_in, ctx: AttnContext):
@@ -207,7 +260,7 @@ class Block(nn.Module):
     act_names = ("activation_batch", "activation_length", "activation_embed")
     x = constrain(x, act_names)
     h = RMSNorm(cfg, name="pre_attention_norm")(x)
-    h, kv = Attention(cfg, name="attn")(h, ctx, inv_freq_k, window, layer, kv)
+    h, kv = Attention(cfg, self.decode_layout, name="attn")(h, ctx, inv_freq_k, window, layer, kv)
     if cfg.use_post_attn_norm:
       h = RMSNorm(cfg, name="post_attention_norm")(h)
     x = x + h

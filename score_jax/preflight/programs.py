@@ -249,7 +249,15 @@ def _sampler_programs(config, model_cfg, mesh, sampler_mesh, shapes: Shapes) -> 
     key, turn = _sds((), jax.random.key(0).dtype, repl), _sds((), jnp.int32, repl)
     with mesh_lib.use_rules(sampler_mesh):
       return sampler.decode_fn.lower(
-        s.gen_len, PAD_ID, params, state, key, _sds((b,), jnp.int32, rows), turn, _ops(repl)
+        s.gen_len,
+        PAD_ID,
+        s.cache_len,
+        params,
+        state,
+        key,
+        _sds((b,), jnp.int32, rows),
+        turn,
+        _ops(repl),
       )
 
   per = f"per process: {u} prompts x {s.prompt_len} -> {b} rows, cache {s.cache_len}"

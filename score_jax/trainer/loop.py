@@ -34,7 +34,15 @@ from score_jax.rl import algorithms, experience, kl, losses, optim
 from score_jax.rl import steps as steps_lib
 from score_jax.trainer import checkpoint as checkpoint_lib
 from score_jax.trainer import collect as collect_lib
-from score_jax.trainer import console, metric_writers, metrics, schedule, step_log, suite
+from score_jax.trainer import (
+  console,
+  metric_writers,
+  metrics,
+  overlapped_rewards,
+  schedule,
+  step_log,
+  suite,
+)
 from score_jax.trainer import evaluate as evaluate_lib
 from score_jax.trainer import setup as setup_lib
 
@@ -222,11 +230,17 @@ class Trainer:
     exs = [self.examples[i] for i in idx]
     # Each process's log file says which problems it drew (its slice of the global batch).
     logging.info("step %d prompts: %s", step + 1, json.dumps([ex.id for ex in exs]))
+    g = self.rollout_cfg.samples_per_prompt
+    attempts = 1 if algorithm.attempts == "first" else self.rollout_cfg.num_attempts
+    # Rows are prompt-major (row r answers prompt r // g): the scorer can score them on arrival.
+    scorer = overlapped_rewards.OverlappedScorer(
+      self.pool, self.task, [ex for ex in exs for _ in range(g)], attempts
+    )
     with timer("sampling"):
-      ep = self._sample(state, algorithm, [self.prompt_ids[i] for i in idx], step)
-    with timer("rewards"):
-      ep_examples = [exs[i] for i in ep.prompt_index]
-      rewards, outcomes, counts = tasks.score_attempts(self.pool, self.task, ep_examples, ep.texts)
+      ep = self._sample(state, algorithm, [self.prompt_ids[i] for i in idx], step, scorer)
+    ep_examples = [exs[i] for i in ep.prompt_index]
+    with timer("rewards"):  # what is left on the critical path; the rest overlapped sampling
+      rewards, outcomes, counts = scorer.finish(ep.texts)
     batch = self._experience(ep, rewards)
     coef = setup_lib.coefficients(c, self.meta["beta2"])
     with timer("update"):
@@ -247,6 +261,7 @@ class Trainer:
       self.meta["reward_acc"].append(self._ranking_reward(algorithm, rewards))
     scalars = {f"step/{k}": v for k, v in m.items()}
     scalars.update(step_log.host_metrics(self.task, ep, rewards_g, counts_g, timer))
+    scalars["time/rewards_overlapped_s"] = scorer.overlapped_s  # inside time/sampling_s
     scalars["beta2"] = beta2_used
     scalars["stage_index"] = float(phase == "stage2")
     scalars["nonfinite_skipped"] = float(self.meta["nonfinite_skipped"])
@@ -292,7 +307,7 @@ class Trainer:
     self._after_step(state, step, seg.name, seg.step, scalars, timer, writer)
     return state, step, scalars, seg.step + 1
 
-  def _sample(self, state, algorithm: algorithms.Algorithm, prompt_ids, step: int):
+  def _sample(self, state, algorithm: algorithms.Algorithm, prompt_ids, step: int, sink=None):
     """This process's episodes of the step (its rows start at its global row offset)."""
     rc = self.rollout_cfg
     if algorithm.attempts == "first":
@@ -311,6 +326,7 @@ class Trainer:
       row_offset=row_offset,
       decode=self.tok.decode,
       prompts_per_call=self.config.rollout.prompts_per_call,
+      sink=sink,
     )
 
   def _experience(self, ep, rewards) -> experience.Experience:

@@ -49,9 +49,8 @@ def reference_greedy(config, params, prompts, steps):
 def reference_scores(config, params, prompts, tokens_bg, temperature, rng=None):
   """The scores each generated token was drawn from, by one uncached forward over the stream.
 
-  logits / T of the step's predecessor slot, plus (rng given) the sampler's Gumbel noise:
-  jax.random.categorical(key, z) is argmax(z + gumbel(key, z.shape)), with the sampler's
-  per-row key fold_in(fold_in(fold_in(rng, row), turn=1), step).
+  logits / T of the step's predecessor slot; with `rng`, the sampler's draw in argmax form
+  (`inverse_cdf_scores`) with its per-row key fold_in(fold_in(fold_in(rng, row), turn=1), step).
   """
   b, g = tokens_bg.shape
   length = max(len(p) for p in prompts) + g
@@ -63,11 +62,30 @@ def reference_scores(config, params, prompts, tokens_bg, temperature, rng=None):
   scores = np.asarray(logits)[np.arange(b)[:, None], steps] / max(temperature, 1.0e-30)
   if rng is None:
     return scores
-  vocab = scores.shape[-1]
   keys = [[jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(rng, r), 1), i)
            for i in range(g)] for r in range(b)]  # fmt: skip
-  noise = np.asarray([[jax.random.gumbel(k, (vocab,)) for k in row] for row in keys])
-  return scores + noise
+  u = np.asarray(
+    [[1.0 - float(jax.random.uniform(k, (), jnp.float32)) for k in row] for row in keys]
+  )
+  return inverse_cdf_scores(scores, u)
+
+
+def inverse_cdf_scores(scores_v, u):
+  """The sampler's inverse-CDF draw (first index whose cumulative probability reaches u * total)
+  as an argmax over per-token scores on the logit scale, for the near-tie checks.
+
+  Token k is drawn iff C[k-1] < u < C[k] (C the cumulative softmax, total 1 in float64); its
+  score is half the log-distance of u to the nearer end of its interval: positive for the drawn
+  token, negative for the others. A logit error of d per entry moves each log C by at most
+  2d, so each score by at most d: the logit bound carries over unchanged.
+  """
+  z = np.asarray(scores_v, np.float64)
+  p = np.exp(z - z.max(-1, keepdims=True))
+  cdf = np.cumsum(p / p.sum(-1, keepdims=True), axis=-1)
+  before = np.concatenate([np.zeros_like(cdf[..., :1]), cdf[..., :-1]], axis=-1)
+  log_u = np.log(np.asarray(u, np.float64))[..., None]
+  with np.errstate(divide="ignore"):
+    return np.minimum(log_u - np.log(before), np.log(cdf) - log_u) / 2
 
 
 def sampler_logit_bound(config, sampler, scores):
@@ -112,6 +130,19 @@ def test_greedy_equals_uncached_argmax(preset):
     assert length == end and tokens[:end].tolist() == row[:end]
     assert (tokens[end:] == sampler.pad_id).all()
     assert reason == (sampling.StopReason.STOP_ID if hits else sampling.StopReason.LENGTH)
+
+
+def test_both_decode_layouts_equal_uncached_argmax():
+  """The CPU default (per-layer decode layout) and the accelerators' stacked layout."""
+  config, params, default = _family_sampler("tiny-gemma2")
+  assert default.decode_layout  # these tests run on CPU devices
+  stacked = sampling.Sampler(config, decode_layout=False)
+  want, scores = reference_greedy(config, params, PROMPTS, STEPS)
+  bound = sampler_logit_bound(config, default, scores)
+  sp = sampling.SamplingParams(STEPS, 0.0)
+  for name, sampler in (("decode layout", default), ("stacked layout", stacked)):
+    got = sampler.sample(params, PROMPTS, sp, jax.random.key(0)).tokens[:, :STEPS]
+    numerics.assert_decodes_match(got, want, scores, bound, what=name)
 
 
 # Chi-square critical value, 9 degrees of freedom (10 bins), alpha = 0.001.
@@ -198,7 +229,7 @@ def test_sharded_greedy_equals_single_device(mesh_shape):
   bound = sampler_logit_bound(config, single, scores)
   numerics.assert_decodes_match(got, want, scores, bound, what="sharded greedy")
   # Stochastic sampling too: per-row keys make draws independent of the layout. Near ties are
-  # judged on logits + the sampler's Gumbel noise, whose reproduction the first check confirms.
+  # judged on the draw's inverse-CDF scores, whose reproduction the first check confirms.
   sp = sampling.SamplingParams(STEPS, 1.0)
   want = single.sample(params, prompts, sp, jax.random.key(1)).tokens[:, :STEPS]
   got = sampler.sample(sharded, prompts, sp, jax.random.key(1)).tokens[:, :STEPS]

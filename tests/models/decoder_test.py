@@ -90,6 +90,39 @@ def test_cache_prefill_decode_and_chunk_match_full_forward(name):
   numerics.assert_close(got, full, bound, where=mask, what=f"{name} cached vs full logits")
 
 
+@pytest.mark.parametrize("name", TINY)
+def test_decode_layout_steps_match_full_forward(name):
+  """The sampler's CPU decode path (per-layer params, key-transposed cache, one token per row
+  per step) computes the logits of the stacked forward, and its cache converts back exactly."""
+  cfg = presets.get_preset(name)
+  params = _params(name)
+  t = 26
+  tokens, mask = _batch(np.random.RandomState(1), [20, 26, 9], t, cfg.vocab_size)
+  pos = np.asarray(decoder.default_positions(jnp.asarray(mask)))
+  fwd = _fwd(cfg)
+  full, _ = fwd(params, tokens, pos, mask)
+  out, cache = fwd(params, tokens[:, :8], pos[:, :8], mask[:, :8], decoder.init_cache(cfg, 3, 32))
+  pieces = [out]
+  dcache = decoder.to_decode_layout(cache)
+  back = decoder.from_decode_layout(dcache)
+  for key in cache:  # a pure relayout: bit-exact both ways
+    np.testing.assert_array_equal(np.asarray(back[key]), np.asarray(cache[key]))
+  step = jax.jit(functools.partial(decoder.decode_step, cfg))
+  per_layer = decoder.unstack_layers(params)
+  for i in range(8, 18):
+    logits, dcache = step(per_layer, tokens[:, i], pos[:, i], mask[:, i], dcache)
+    pieces.append(logits[:, None])
+  out, cache = fwd(
+    params, tokens[:, 18:], pos[:, 18:], mask[:, 18:], decoder.from_decode_layout(dcache)
+  )
+  pieces.append(out)
+  assert int(cache["index"]) == t
+  full = np.asarray(full)
+  bound = numerics.logit_bound(cfg, 32, np.abs(full[mask]).max())
+  got = np.concatenate(pieces, axis=1)
+  numerics.assert_close(got, full, bound, where=mask, what=f"{name} decode layout vs full logits")
+
+
 def test_default_positions_continue_after_cache():
   _, mask = _batch(np.random.RandomState(2), [12, 7, 16], 16, 320)
   full = decoder.default_positions(jnp.asarray(mask))

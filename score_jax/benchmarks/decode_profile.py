@@ -1,0 +1,119 @@
+"""Where a decode step's time goes: one profiled decode call, its compiled ops grouped by role.
+
+`breakdown(sampler, params, state, sp, rng)` traces one `Sampler.generate` call with the JAX
+profiler, reads each executed op's duration from the trace and its role from the compiled
+program's `op_name` metadata (the decode loop labels its parts with named scopes: `sample`,
+`stop_check`, `model`), and returns milliseconds per decode step by role, next to the wall time.
+
+Ops that run once per call (layout conversions, the final writes) are reported per call. On CPU
+the ops of one step run one after another, so the roles add up to the step's compute; the rest
+of the wall time is the runtime's own per-op overhead.
+"""
+
+import collections
+import dataclasses
+import gzip
+import json
+import os
+import re
+import tempfile
+import time
+
+import jax
+
+# (role, predicate on an op's joined op_name paths); the first match wins.
+ROLES = (
+  ("sampling", lambda n: "/sample/" in n),
+  ("stop checks", lambda n: "/stop_check/" in n),
+  ("logits head", lambda n: "mbedder.decode" in n or "lm_head" in n),
+  ("cache writes", lambda n: "/attn/" in n and "dynamic_update_slice" in n),
+  ("weight matmuls", lambda n: "dot_general" in n and ("_proj/" in n or "/mlp/" in n)),
+  ("attention", lambda n: "/attn/" in n),
+  ("norms, rope, activations", lambda n: "/model/" in n),
+  ("loop bookkeeping", lambda n: bool(n)),
+  ("unlabelled (copies)", lambda n: True),
+)
+
+_INSTR = re.compile(r"^\s*(?:ROOT )?%([\w.\-]+) = .*?(?:calls=%([\w.\-]+))?.*$")
+_OP_NAME = re.compile(r'op_name="([^"]*)"')
+_COMP = re.compile(r"^(?:ENTRY )?%([\w.\-]+) ")
+
+
+def op_names(hlo_text: str) -> dict[str, str]:
+  """Instruction name -> its op_name paths (a fusion also gets those of its fused ops)."""
+  own, calls, comp_names = {}, {}, collections.defaultdict(list)
+  comp = None
+  for line in hlo_text.splitlines():
+    header = _COMP.match(line)
+    if header and line.rstrip().endswith("{"):
+      comp = header.group(1)
+      continue
+    m = _INSTR.match(line)
+    if not m:
+      continue
+    names = _OP_NAME.findall(line)
+    own[m.group(1)] = names
+    calls[m.group(1)] = m.group(2)
+    if comp is not None:
+      comp_names[comp].extend(names)
+  return {k: " ".join(v + comp_names.get(calls[k] or "", [])) for k, v in own.items()}
+
+
+def role_of(names: str) -> str:
+  return next(role for role, match in ROLES if match(names))
+
+
+def _trace_events(logdir: str) -> list[dict]:
+  for root, _, files in os.walk(logdir):
+    for f in files:
+      if f.endswith(".json.gz"):
+        with gzip.open(os.path.join(root, f)) as fh:
+          data = json.load(fh)
+        return data["traceEvents"] if isinstance(data, dict) else data
+  raise RuntimeError(f"the profiler wrote no perfetto trace under {logdir}")
+
+
+def breakdown(sampler, params, state, sp, rng, *, turn: int = 1) -> dict:
+  """Profiles one decode call from `state` (not consumed). Returns {'steps', 'wall_ms_per_step',
+  'roles_ms_per_step': {role: ms}, 'per_call_ms', 'ops_ms_per_step'}."""
+  steps = sp.max_new_tokens
+
+  def copy():  # generate donates its state's arrays
+    return dataclasses.replace(state, arrays=jax.tree.map(lambda x: x.copy(), state.arrays))
+
+  jax.block_until_ready(sampler.generate(params, copy(), sp, rng, turn=turn)[1])  # compiled
+  run_state = copy()
+  jax.block_until_ready(run_state.arrays)
+  with tempfile.TemporaryDirectory() as logdir:
+    with jax.profiler.trace(logdir, create_perfetto_trace=True):
+      t0 = time.perf_counter()
+      jax.block_until_ready(sampler.generate(params, run_state, sp, rng, turn=turn)[1])
+      wall = time.perf_counter() - t0
+    events = _trace_events(logdir)
+  names = op_names(_compiled_text(sampler, params, state, sp, rng, turn))
+  total, count = collections.Counter(), collections.Counter()
+  for e in events:
+    if e.get("ph") == "X" and e.get("name") in names:
+      total[e["name"]] += e["dur"] / 1e3
+      count[e["name"]] += 1
+  roles, per_call = collections.Counter(), 0.0
+  for name, ms in total.items():
+    if count[name] < steps:  # outside the loop: once per call
+      per_call += ms
+    else:
+      roles[role_of(names[name])] += ms / steps
+  ops = sum(roles.values())
+  return {
+    "steps": steps,
+    "wall_ms_per_step": (wall * 1e3 - per_call) / steps,
+    "roles_ms_per_step": dict(roles.most_common()),
+    "ops_ms_per_step": ops,
+    "per_call_ms": per_call,
+  }
+
+
+def _compiled_text(sampler, params, state, sp, rng, turn) -> str:
+  """The decode program's optimized HLO, as `Sampler.generate` compiles it."""
+  fn, args = sampler.decode_call(params, state, sp, rng, turn=turn)
+  with sampler.context():
+    return fn.lower(*args).compile().as_text()
