@@ -350,14 +350,7 @@ def main(argv) -> None:
   args = parse_args(argv)
   ours = Ours(args)
   print(_header(args, ours.model_cfg), flush=True)
-  tunix = None
-  if not os.path.exists(args.tunix_python):
-    print(
-      f"tunix side SKIPPED: no interpreter at --tunix_python={args.tunix_python} (a venv with "
-      f"google-tunix==0.1.7, jax and flax as ours; or set SCORE_TUNIX_PYTHON)"
-    )
-  else:
-    tunix = TunixProcess(args)
+  tunix = sampler_bench.start_tunix(TunixProcess, args)
   try:
     results = _compare(ours, tunix, args)
   finally:

@@ -198,6 +198,18 @@ class Tunix:
       self.proc.wait(timeout=60)
 
 
+def start_tunix(process_cls, args):
+  """`process_cls(args)` (a tunix-side subprocess), or None with a printed reason when
+  `--tunix_python` does not exist: the benchmark then runs and reports our side alone."""
+  if os.path.exists(args.tunix_python):
+    return process_cls(args)
+  print(
+    f"tunix side SKIPPED: no interpreter at --tunix_python={args.tunix_python} (a venv with "
+    f"google-tunix==0.1.7, jax and flax as ours; or set SCORE_TUNIX_PYTHON)"
+  )
+  return None
+
+
 def _repo_root() -> str:
   return os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -235,14 +247,7 @@ def main(argv) -> None:
     f"batch={args.batch} prompt<={args.prompt_len} gen={args.gen_len}/turn instr={args.instr_len}"
   )
   ours = Ours(config, args)
-  tunix = None
-  if not os.path.exists(args.tunix_python):
-    print(
-      f"tunix side SKIPPED: no interpreter at --tunix_python={args.tunix_python} (a venv with "
-      f"google-tunix==0.1.7, jax and flax as ours; or set SCORE_TUNIX_PYTHON)"
-    )
-  else:
-    tunix = Tunix(args)
+  tunix = start_tunix(Tunix, args)
   try:
     _compare(ours, tunix, args)
   finally:

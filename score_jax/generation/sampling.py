@@ -171,7 +171,8 @@ class Sampler:
     """The jitted functions, e.g. to count compilations via `_cache_size()`."""
     return {"prefill": self.prefill_fn, "append": self.append_fn, "decode": self.decode_fn}
 
-  def _context(self):
+  def context(self):
+    """The sharding-rules context the sampler's programs run under (a no-op without a mesh)."""
     if self.mesh is None:
       return contextlib.nullcontext()
     return mesh_lib.use_rules(self.mesh)
@@ -220,7 +221,7 @@ class Sampler:
     row_ids = np.arange(b) if row_ids is None else np.asarray(row_ids)
     if row_ids.shape != (b,):
       raise ValueError(f"row_ids must have shape ({b},), got {row_ids.shape}.")
-    with self._context():
+    with self.context():
       arrays = self.prefill_fn(
         params,
         self._put_batch(tokens_ut),
@@ -246,7 +247,7 @@ class Sampler:
     t = bucket(max(min_len, *(len(r) for r in rows)), self.append_buckets, "appended tokens")
     self._check_room(state, t)
     tokens_bt, mask_bt = left_pad(rows, t, self.pad_id)
-    with self._context():
+    with self.context():
       arrays = self.append_fn(
         params, state.arrays, self._put_batch(tokens_bt), self._put_batch(mask_bt)
       )
@@ -272,7 +273,7 @@ class Sampler:
     """Samples one attempt per row, continuing the cache; returns (state, device outputs)."""
     fn, args = self.decode_call(params, state, sp, rng, turn=turn)
     self._check_room(state, args[0])
-    with self._context():
+    with self.context():
       arrays, out = fn(*args)
     g = args[0]
     return dataclasses.replace(state, arrays=arrays, max_used=state.max_used + g), out
@@ -296,10 +297,6 @@ class Sampler:
     live = min(state.cache_len, state.max_used + g) if self.decode_layout else state.cache_len
     args = (g, self.pad_id, live, params, state.arrays, rng, state.row_ids, np.int32(turn), ops)
     return self.decode_fn, args
-
-  def context(self):
-    """The sharding-rules context the sampler's programs run under (a no-op without a mesh)."""
-    return self._context()
 
   def sample(
     self,

@@ -240,7 +240,7 @@ class Trainer:
       ep = self._sample(state, algorithm, [self.prompt_ids[i] for i in idx], step, scorer)
     ep_examples = [exs[i] for i in ep.prompt_index]
     with timer("rewards"):  # what is left on the critical path; the rest overlapped sampling
-      rewards, outcomes, counts = scorer.finish(ep.texts)
+      rewards, outcomes, counts = scorer.finish(ep_examples, ep.texts)
     batch = self._experience(ep, rewards)
     coef = setup_lib.coefficients(c, self.meta["beta2"])
     with timer("update"):

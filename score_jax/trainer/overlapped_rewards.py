@@ -49,11 +49,14 @@ class OverlappedScorer:
     _, outcomes, _ = scoring.score_attempts(self.pool, self.task, examples, [[t] for t in texts])
     self.outcomes[rows, col] = outcomes[:, 0]
 
-  def finish(self, texts_ba: Sequence[Sequence[str]]):
+  def finish(self, examples_b: Sequence[records.Example], texts_ba: Sequence[Sequence[str]]):
     """(rewards [b, a] float32, outcomes [b, a] int8, outcome counts) of the whole step.
 
-    texts_ba: every episode's attempts (`Episodes.texts`), for those never passed to the sink.
+    examples_b, texts_ba: every episode's example and attempts as sampled (from
+    `Episodes.prompt_index` and `Episodes.texts`): the rows the sink scored must be these.
     """
+    if [ex.id for ex in examples_b] != [ex.id for ex in self.examples]:
+      raise ValueError("the sampled episodes' rows do not follow the examples the scorer got")
     self._drain()
     for col in range(self.outcomes.shape[1]):
       rows = np.flatnonzero(self.outcomes[:, col] == UNSCORED)

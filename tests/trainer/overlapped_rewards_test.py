@@ -82,7 +82,9 @@ def test_scorer_gives_the_rewards_of_scoring_all_at_once():
     scorer.device_busy()
     scorer.attempt_done(first, 2, [texts[r][1] for r in first])
     assert (scorer.outcomes[:4, 0] >= 0).all() and (scorer.outcomes[:, 1] == -1).all()
-    got = scorer.finish(texts)
+    with pytest.raises(ValueError, match="do not follow"):
+      scorer.finish(rows[::-1], texts)
+    got = scorer.finish(rows, texts)
   np.testing.assert_array_equal(got[0], want[0])
   np.testing.assert_array_equal(got[1], want[1])
   assert got[2] == want[2] and 0 < want[0].sum() < want[0].size
