@@ -23,7 +23,7 @@ from absl import app, flags
 
 from score_jax.data import chat
 from score_jax.data import tokenizer as tokenizer_lib
-from score_jax.models import decoder, fetch
+from score_jax.models import decoder
 from score_jax.models.config import ModelConfig
 from score_jax.models.loading import default_template, load_model
 from score_jax.parallel import platforms
@@ -172,17 +172,12 @@ def complete(
   return out, stopped, tok.decode(out[:-1] if stopped else out)
 
 
-# Checkpoint names that resolve to a file fetched on first use.
-_NAMED_CHECKPOINTS = {"smollm2-gguf": lambda: str(fetch.smollm2_gguf_path())}
-
-
 def run(config, workdir: str) -> list[dict]:
   """The main job 'generate': completes `config.generate.prompts`, prints them and writes
   `workdir/generations.jsonl` (one record per prompt)."""
   checkpoint = config.model.checkpoint
   if not checkpoint:
     raise ValueError("config.model.checkpoint is empty: the generate job needs trained weights.")
-  checkpoint = _NAMED_CHECKPOINTS.get(checkpoint, lambda: checkpoint)()
   model_cfg, params, tok = load_model(
     checkpoint, config.model.preset, config.model.tokenizer or None, config.model.dtype
   )

@@ -10,7 +10,7 @@ import os
 from typing import Any
 
 from score_jax.data import tokenizer as tokenizer_lib
-from score_jax.models import presets
+from score_jax.models import fetch, presets
 from score_jax.models.config import SIZE_FIELDS, ModelConfig
 
 PyTree = Any
@@ -29,14 +29,26 @@ def check_matches_preset(found: ModelConfig, preset: ModelConfig, source: str) -
       )
 
 
+# Checkpoint names that resolve to a file fetched (and cached) on first use.
+NAMED_CHECKPOINTS = {"smollm2-gguf": lambda: fetch.smollm2_gguf_path()}
+
+
+def resolve_named(checkpoint: str) -> str:
+  """The path a NAMED_CHECKPOINTS name stands for (fetched on first use); other paths as given."""
+  return str(NAMED_CHECKPOINTS[checkpoint]()) if checkpoint in NAMED_CHECKPOINTS else checkpoint
+
+
 def load_model(
   checkpoint: str,
   preset: str | None = None,
   tokenizer_path: str | None = None,
   dtype: str = "float32",
 ) -> tuple[ModelConfig, PyTree, tokenizer_lib.Tokenizer]:
-  """Loads (config, params, tokenizer) from a checkpoint path, detecting its kind by path."""
-  path = os.path.expanduser(checkpoint)
+  """Loads (config, params, tokenizer) from a checkpoint path, detecting its kind by path.
+
+  A name of NAMED_CHECKPOINTS (e.g. "smollm2-gguf") stands for the file it fetches on first use.
+  """
+  path = os.path.expanduser(resolve_named(checkpoint))
   want = presets.get_preset(preset, dtype=dtype, param_dtype=dtype) if preset else None
   tok = None
   if path.endswith(".gguf"):

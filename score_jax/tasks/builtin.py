@@ -1,4 +1,4 @@
-"""The built-in tasks: MATH, MBPP, HumanEval and the reasoning-gym family `procedural:<task>`.
+"""The built-in tasks: MATH, MBPP, HumanEval, `chat_arith` and the reasoning-gym `procedural:<task>`.
 
 Registered on import (`score_jax.tasks` imports this module). Prompts follow the paper: zero-shot
 MATH asking for the "Final Answer: ..." line, 3-shot MBPP, zero-shot HumanEval, and the paper's
@@ -12,7 +12,15 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 
-from score_jax.data import humaneval_data, math_data, mbpp_data, procedural, prompts, records
+from score_jax.data import (
+  chat_arith,
+  humaneval_data,
+  math_data,
+  mbpp_data,
+  procedural,
+  prompts,
+  records,
+)
 from score_jax.rewards import math_normalize
 from score_jax.tasks import registry
 
@@ -71,6 +79,19 @@ HUMANEVAL = registry.TaskSpec(
   reward_item=code_reward_item,
 )
 
+# Short arithmetic for small real chat models (SmolLM2-135M-Instruct): fixed train / validation /
+# test splits of one finite space; `size` > 0 keeps a split's first `size` problems.
+CHAT_ARITH = registry.TaskSpec(
+  name="chat_arith",
+  kind="math",
+  load=lambda split, path, size: chat_arith.load_split(split, size),
+  first_turn=lambda example, shots: example.question,
+  correction=chat_arith.CORRECTION,
+  self_refine=chat_arith.SELF_REFINE,
+  final_answer=chat_arith.final_answer,
+  host_check=chat_arith.is_correct,
+)
+
 
 def _load_procedural(task: str, split: str, size: int) -> list[records.Example]:
   seed = PROCEDURAL_SEEDS.get(split)
@@ -97,6 +118,6 @@ def procedural_spec(task: str) -> registry.TaskSpec:
   )
 
 
-for _spec in (MATH, MBPP, HUMANEVAL):
+for _spec in (MATH, MBPP, HUMANEVAL, CHAT_ARITH):
   registry.register(_spec)
 registry.register_family("procedural", procedural_spec, variant="reasoning-gym task")

@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import Any
 
 import jax
 import ml_collections
@@ -40,41 +39,12 @@ from score_jax.rl import algorithms
 from score_jax.testbed import arith, corpus, pretrain, report
 from score_jax.testbed import config as testbed_config  # noqa: F401  (registers the job)
 from score_jax.testbed import task as testbed_task
-from score_jax.trainer import console, loop, metric_writers, schedule, suite
-from score_jax.trainer import evaluate as evaluate_lib
+from score_jax.trainer import console, method_runs, suite
 
 
 def _say(msg: str) -> None:
   if jax.process_index() == 0:
     console.say(msg, tag="testbed")
-
-
-def _headline(m: dict) -> dict[str, float]:
-  """A phase's result line: accuracies at both attempts and their difference, in points."""
-  return {k: round(100 * m[k], 1) for k in ("acc@t1", "acc@t2", "delta(t1,t2)")}
-
-
-def _write_json(path: str, obj: Any) -> None:
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  with open(path + ".tmp", "w") as f:
-    json.dump(obj, f, indent=1)
-  os.replace(path + ".tmp", path)
-
-
-class _Timings:
-  """Wall seconds per phase, persisted so a resumed run still reports every phase."""
-
-  def __init__(self, workdir: str):
-    self.path = os.path.join(workdir, "timings.json")
-    self.seconds: dict[str, float] = {}
-    if os.path.exists(self.path):
-      with open(self.path) as f:
-        self.seconds = json.load(f)
-
-  def add(self, phase: str, seconds: float) -> None:
-    self.seconds[phase] = self.seconds.get(phase, 0.0) + seconds
-    if jax.process_index() == 0:
-      _write_json(self.path, self.seconds)
 
 
 def mixture(config) -> corpus.Mixture:
@@ -109,7 +79,7 @@ def _train_examples(config):
   return arith.load_split("train", config.testbed.train_problems)
 
 
-def _tokenizer(config, workdir: str, timings: _Timings) -> str:
+def _tokenizer(config, workdir: str, timings: method_runs.Timings) -> str:
   path = os.path.join(workdir, "tokenizer", "spm.model")
   if os.path.exists(path):
     _say(f"tokenizer: cached {path}")
@@ -140,7 +110,7 @@ def _tokenizer(config, workdir: str, timings: _Timings) -> str:
   return path
 
 
-def _pretrain(config, workdir: str, spm_path: str, mesh, timings: _Timings) -> str:
+def _pretrain(config, workdir: str, spm_path: str, mesh, timings: method_runs.Timings) -> str:
   base_dir = os.path.join(workdir, "base")
   if os.path.exists(os.path.join(base_dir, "config.json")):
     _say(f"pretraining: cached base model {base_dir}")
@@ -169,7 +139,7 @@ def _pretrain(config, workdir: str, spm_path: str, mesh, timings: _Timings) -> s
     model_cfg, streams, pc, mesh, os.path.join(workdir, "pretrain")
   )
   if jax.process_index() == 0:
-    _write_json(os.path.join(workdir, "pretrain", "history.json"), history)
+    method_runs.write_json(os.path.join(workdir, "pretrain", "history.json"), history)
   pretrain.export_base(model_cfg, params, spm_path, base_dir)
   timings.add("pretrain", time.time() - start)
   if jax.process_index() == 0:
@@ -178,65 +148,14 @@ def _pretrain(config, workdir: str, spm_path: str, mesh, timings: _Timings) -> s
   return base_dir
 
 
-def _curve(rundir: str) -> list[dict]:
-  out = []
-  for row in metric_writers.read_metrics(rundir):
-    scalars = row["scalars"]
-    if "eval/acc@t1" in scalars:
-      out.append(
-        {
-          "step": int(row["step"]),
-          "phase": row.get("stage", ""),
-          "acc@t1": scalars["eval/acc@t1"],
-          "acc@t2": scalars["eval/acc@t2"],
-        }
-      )
-  return out
-
-
 def _run_method(config, workdir, base_dir, method, seed, pool, timings) -> dict:
   """One row's run: train (nothing for base / Self-Refine), then the final greedy evaluation
-  of its selected checkpoint (best training reward of the final phase, as the paper) on
-  `testbed.eval_problems` held-out problems."""
-  name = f"{method}_seed{seed}"
-  path = os.path.join(workdir, "eval", f"{name}.json")
-  rundir = os.path.join(workdir, "runs", name)
-  if os.path.exists(path):
-    _say(f"{name}: cached")
-    with open(path) as f:
-      return json.load(f)
+  of its selected checkpoint on `testbed.eval_problems` held-out problems."""
   c = rl_config(config, method, seed, base_dir)
-  steps = schedule.total_steps(c)
-  plan = " + ".join(f"{n} {s} steps" for s, n in schedule.phases(c)) or "no training"
-  _say(f"{name}: {plan}")
-  start = time.time()
-  if jax.process_index() == 0:
-    configs.save(c, rundir)
-  loop.run(c, rundir, pool)
-  timings.add(f"rl/{name}", time.time() - start)
-  done = metric_writers.read_metrics(rundir)
-  if steps and (not done or int(done[-1]["step"]) != steps):
-    raise RuntimeError(f"{rundir}: stopped before step {steps} (preempted?); rerun to resume")
-  start = time.time()
-  final = ml_collections.ConfigDict(c.to_dict())
-  final.eval.num_examples = config.testbed.eval_problems
-  final.eval.suite = ("final",)
-  suite.run_suite(final, rundir, pool)
-  with open(os.path.join(rundir, "eval", "final.json")) as f:
-    out = json.load(f)
-  result = {
-    "metrics": out["metrics"],
-    "edit_ratios": [e["edit_ratio"] for e in out["episodes"]],
-    "episodes": out["episodes"],
-    "checkpoint_step": out["step"],
-    "curve": _curve(rundir),
-  }
-  if jax.process_index() == 0:
-    _write_json(path, result)
-  timings.add(f"eval/{name}", time.time() - start)
-  if jax.process_index() == 0:
-    console.result(name, _headline(result["metrics"]), time.time() - start, tag="testbed")
-  return result
+  name = f"{method}_seed{seed}"
+  return method_runs.run_method(
+    c, workdir, name, config.testbed.eval_problems, pool, timings, tag="testbed"
+  )
 
 
 def _figure_evals(config, workdir, base_dir, pool, timings) -> None:
@@ -256,19 +175,6 @@ def _figure_evals(config, workdir, base_dir, pool, timings) -> None:
     timings.add(f"figures/{name}", time.time() - start)
 
 
-def _run_record(method: str, seed: int, result: dict) -> dict:
-  same = evaluate_lib.answers_equal("math")
-  changed = [not same(*r["answers"][:2]) for r in result["episodes"]]
-  return {
-    "method": method,
-    "seed": seed,
-    "metrics": result["metrics"],
-    "edit_ratios": result["edit_ratios"],
-    "answer_changed": changed,
-    "curve": result.get("curve", []),
-  }
-
-
 def run(config, workdir: str, pool=None) -> list[dict]:
   """Runs (or resumes) every phase; returns the report's summary rows."""
   with factory.reward_pool(config, pool) as pool:
@@ -281,46 +187,20 @@ RUN_SELECTION = ("rl_seeds", "methods", "figure_methods", "figure_evals")
 
 
 def check_workdir_config(config, workdir: str) -> None:
-  """A workdir belongs to one config: cached phases of another config would be silently reused.
-
-  Only the run selection (`testbed.rl_seeds`, `testbed.methods`) may change between invocations.
-  """
-  path = os.path.join(workdir, "testbed_config.json")
-  mine = json.loads(config.to_json_best_effort(sort_keys=True))
-  if os.path.exists(path):
-    with open(path) as f:
-      theirs = json.load(f)
-    diff = sorted(_diff(_cached_part(theirs), _cached_part(mine)))
-    if diff:
-      raise configs.ConfigError(
-        f"{workdir} holds a testbed run of another config (fields {', '.join(diff[:8])} differ): "
-        "its cached phases would be reused. Use a new --workdir, or delete that one."
-      )
-  if jax.process_index() == 0:
-    _write_json(path, mine)
-
-
-def _cached_part(config_dict: dict) -> dict:
-  """The config without the run selection: what the cached phases depend on."""
-  testbed = {k: v for k, v in config_dict.get("testbed", {}).items() if k not in RUN_SELECTION}
-  return {**config_dict, "testbed": testbed}
-
-
-def _diff(a, b, prefix="config") -> list[str]:
-  if isinstance(a, dict) and isinstance(b, dict):
-    return [d for k in set(a) | set(b) for d in _diff(a.get(k), b.get(k), f"{prefix}.{k}")]
-  return [] if a == b else [prefix]
+  """A workdir belongs to one config; only `testbed.rl_seeds`, `methods` and the figure runs may
+  change between invocations (method_runs.check_workdir_config)."""
+  method_runs.check_workdir_config(config, workdir, "testbed", RUN_SELECTION)
 
 
 def _run(config, workdir: str, pool) -> list[dict]:
   t0 = time.time()
   check_workdir_config(config, workdir)
-  timings = _Timings(workdir)
+  timings = method_runs.Timings(workdir)
   mesh = mesh_lib.make_mesh(configs.mesh_shape(config, jax.device_count()))
   spm_path = _tokenizer(config, workdir, timings)
   base_dir = _pretrain(config, workdir, spm_path, mesh, timings)
   run = lambda method, seed: _run_method(config, workdir, base_dir, method, seed, pool, timings)
-  runs = [_run_record("base", config.seed, run("base", config.seed))]
+  runs = [method_runs.run_record("base", config.seed, run("base", config.seed))]
   first_seed = config.testbed.rl_seeds[0]
   for seed in config.testbed.rl_seeds:
     for method in config.testbed.methods:
@@ -329,7 +209,7 @@ def _run(config, workdir: str, pool) -> list[dict]:
       ).phases
       if untrained and seed != first_seed:
         continue  # greedy and untrained: every seed would give the same numbers
-      runs.append(_run_record(method, seed, run(method, seed)))
+      runs.append(method_runs.run_record(method, seed, run(method, seed)))
   _figure_evals(config, workdir, base_dir, pool, timings)
   rows = report.summarize(runs)
   if jax.process_index() == 0:

@@ -3,14 +3,12 @@
   python -m score_jax.main --config=experiments/score_math.py:tiny --workdir=/tmp/score
 
 One step: this process's slice of the global prompt batch -> K attempts per episode on one
-continuing KV cache (Stage II may take first attempts from the base model,
-generation.offline) -> rewards from the pool -> the Experience (turn ids, loss mask, rewards,
-global normalizer) -> the phase's algorithm's jitted update (rl.steps). No loss math lives here.
+continuing KV cache (Stage II may take first attempts from the base model, generation.offline)
+-> pool rewards -> the Experience -> the phase's jitted update (rl.steps). No loss math here.
 
-Resume is exact: the checkpoint holds params, optimizer state, the loop step, the data
-iterator's state and the adaptive beta2; the step's RNG is fold_in(root, step) and every
-sampled row's key comes from its global row index, so a rerun draws the same samples and ends
-with bitwise-identical params. SIGTERM saves and exits cleanly.
+Resume is exact (SIGTERM saves and exits): the checkpoint holds params, optimizer state, the
+loop step, the data iterator's state and the adaptive beta2; the step's RNG is fold_in(root,
+step) and each row's key comes from its global row index: a rerun ends bitwise-identical.
 """
 
 import dataclasses
@@ -26,6 +24,7 @@ from absl import logging
 from score_jax import configs, tasks
 from score_jax.data import iterators
 from score_jax.generation import offline
+from score_jax.models import flops
 from score_jax.parallel import hosts
 from score_jax.parallel import mesh as mesh_lib
 from score_jax.rewards import factory
@@ -260,7 +259,8 @@ class Trainer:
     if is_last:  # checkpoint selection ranks the final phase only, on its online episodes
       self.meta["reward_acc"].append(self._ranking_reward(algorithm, rewards))
     scalars = {f"step/{k}": v for k, v in m.items()}
-    scalars.update(step_log.host_metrics(self.task, ep, rewards_g, counts_g, timer))
+    flops_ = flops.policy_update(self.model_cfg, batch.num_rows, batch.num_slots)  # global shape
+    scalars.update(step_log.host_metrics(self.task, ep, rewards_g, counts_g, timer, flops_))
     scalars["time/rewards_overlapped_s"] = scorer.overlapped_s  # inside time/sampling_s
     scalars["beta2"] = beta2_used
     scalars["stage_index"] = float(phase == "stage2")

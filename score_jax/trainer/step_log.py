@@ -19,8 +19,13 @@ from score_jax.rewards.outcome import Outcome
 from score_jax.trainer import metrics
 
 
-def host_metrics(task, ep, rewards_g, counts, timer) -> dict[str, float]:
-  """Self-correction metrics, lengths, truncation, text diagnostics, throughput, outcomes."""
+def host_metrics(task, ep, rewards_g, counts, timer, update_flops=0.0) -> dict[str, float]:
+  """Self-correction metrics, lengths, truncation, text diagnostics, throughput, outcomes.
+
+  Throughput: `time/step_s` (wall since the timer started), `time/host_s` (what the timed phases
+  leave: batching, transfers, bookkeeping), `episodes_per_s`, and with `update_flops` (the
+  update's model FLOPs, models.flops.policy_update) the update's achieved `update_gflops_per_s`.
+  """
   out = {f"train/{k}": v for k, v in metrics.self_correction_metrics(rewards_g > 0).items()}
   k = rewards_g.shape[1]
   for a in range(k):
@@ -37,6 +42,12 @@ def host_metrics(task, ep, rewards_g, counts, timer) -> dict[str, float]:
   out.update(timer.summary())
   sampled = float(lengths.sum())
   out["tokens_per_s"] = sampled / max(timer.seconds.get("sampling", 0.0), 1e-9)
+  step_s = timer.elapsed()
+  out["time/step_s"] = step_s
+  out["time/host_s"] = max(step_s - sum(timer.seconds.values()), 0.0)
+  out["episodes_per_s"] = rewards_g.shape[0] / max(step_s, 1e-9)
+  if update_flops and timer.seconds.get("update"):
+    out["update_gflops_per_s"] = update_flops / timer.seconds["update"] / 1e9
   return out
 
 
