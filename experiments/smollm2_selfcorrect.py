@@ -80,11 +80,13 @@ def get_config(arg: str = ""):
   c.log.num_episodes = 4
   if arg == "tiny":
     tiny(c)
+  elif arg == "parity":
+    parity(c)
   elif arg == "gpu":
     gpu(c)
   elif arg:
     raise ValueError(
-      f"experiments/smollm2_selfcorrect.py: unknown argument {arg!r} (expected '', 'tiny', 'gpu')"
+      f"experiments/smollm2_selfcorrect.py: unknown argument {arg!r} (expected '', 'tiny', 'parity', 'gpu')"
     )
   return c
 
@@ -100,6 +102,15 @@ def tiny(c):
   c.eval.every_steps = 0
   c.eval.batch_size = 16
   c.log.episodes_every_steps = 1
+
+
+def parity(c):
+  """Base parity: the base model's greedy evaluation of 200 test problems and nothing else, for
+  `python -m score_jax.trainer.hf_check --workdir=W --run=base --problems=200`."""
+  tiny(c)
+  c.compare.methods, c.compare.export_methods = (), ()
+  c.compare.eval_problems = 200
+  c.eval.batch_size = 100
 
 
 def gpu(c):

@@ -9,7 +9,8 @@ groups runs by (paper table, row) over seeds and writes, into DIR:
   problems (paired bootstrap + McNemar), collapse diagnostics, per-level, Figure 4, code,
   attempts and scaling tables, the runs (method, budget, seeds), figures and what is missing;
 - results.json: every number, per workdir and per row;
-- scaling.png, attempts.png, edit_distance.png, training_curves.png when their data exist.
+- scaling.png, attempts.png, edit_distance.png, training_curves.png, rl_curves.png when their
+  data exist.
 
 Public face (import the modules):
 - `build.write_report(paths, out, num_resamples)` -> `build.Report` (the whole pipeline;

@@ -49,10 +49,11 @@ CODE_TABLES = ("table3",)
 
 
 def tables_of(run: workdirs.Run) -> list[str]:
-  """The tables a run is a row of: the one its config names, and every other paper table that
-  prints its row on the same kind of task (a MATH SCoRe run is a row of Tables 2 and 4)."""
+  """The tables a run is a row of: the one its config names, and, when that is a paper table,
+  every other paper table that prints its row on the same kind of task (a MATH SCoRe run is a
+  row of Tables 2 and 4)."""
   out = [run.table]
-  if run.row in paper.ROWS:
+  if run.row in paper.ROWS and run.table in paper.TABLES:  # a table of its own: that one only
     code = any(run.task.startswith(t) for t in CODE_TASKS)
     for table in paper.ROWS[run.row].paper:
       if table not in out and (table in CODE_TABLES) == code:

@@ -6,7 +6,10 @@
 - `edit_distance.png`: histogram of per-problem attempt-1 vs attempt-2 edit distance ratios,
   one panel per row, seeds pooled (Figure 5a);
 - `training_curves.png`: held-out Acc@t1, Acc@t2 and answer change rate over training steps,
-  thin lines per seed and a thick seed mean per row.
+  thin lines per seed and a thick seed mean per row;
+- `rl_curves.png`: what the learner saw each step: training reward per attempt, the
+  answer change rate of the sampled episodes and the k3 KL to the base per attempt, as a
+  5-step moving average (one step's batch is small and noisy) over the raw points.
 
 `write_figures` returns, per file, whether it was written and, if not, why. matplotlib is
 imported inside the plotting code so importing this module stays cheap.
@@ -25,12 +28,21 @@ FILES = {
   "attempts": "attempts.png",
   "edit_distance": "edit_distance.png",
   "training_curves": "training_curves.png",
+  "rl_curves": "rl_curves.png",
 }
 CURVE_PANELS = (
   ("eval/acc@t1", "held-out Acc@t1 (%)"),
   ("eval/acc@t2", "held-out Acc@t2 (%)"),
   ("eval/answer_change_rate", "answer change rate (%)"),
 )
+RL_PANELS = (
+  ("train/reward_turn1", "training reward, attempt 1"),
+  ("train/reward_turn2", "training reward, attempt 2"),
+  ("train/answer_change_rate", "training answer change rate"),
+  ("step/kl_k3_turn1", "KL to base, attempt 1 (k3)"),
+  ("step/kl_k3_turn2", "KL to base, attempt 2 (k3)"),
+)
+SMOOTH = 5  # steps in the rl_curves moving average
 
 
 def _pyplot():
@@ -117,20 +129,27 @@ def plot_edit_distance(groups: list[stats.Group], path: str) -> None:
   _save(fig, path)
 
 
-def plot_training_curves(groups: list[stats.Group], path: str) -> None:
+def _moving_average(values, width: int) -> np.ndarray:
+  v = np.asarray(values, dtype=float)
+  return np.array([v[max(0, i - width + 1) : i + 1].mean() for i in range(len(v))])
+
+
+def _plot_curves(groups, path: str, panels, scale: float, smooth: int) -> None:
+  """One panel per scalar: thin per-seed lines, a thick seed mean (moving average if smooth)."""
   plt = _pyplot()
   names = labels(groups)
-  fig, axes = plt.subplots(1, len(CURVE_PANELS), figsize=(5 * len(CURVE_PANELS), 3.6),
-                           squeeze=False)  # fmt: skip
-  for ax, (key, ylabel) in zip(axes[0], CURVE_PANELS):
+  fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.6), squeeze=False)
+  for ax, (key, ylabel) in zip(axes[0], panels):
     for i, g in enumerate(groups):
-      curve, color = g.extras["curves"].get(key), f"C{i % 10}"
+      curve, color = (g.extras.get("curves") or {}).get(key), f"C{i % 10}"
       if not curve:
         continue
       for points in curve["per_seed"].values():  # thin per-seed lines behind the mean
         steps, values = zip(*points)
-        ax.plot(steps, [100 * v for v in values], "-", c=color, lw=0.6, alpha=0.35)
-      ax.plot(curve["steps"], [100 * v for v in curve["mean"]], "-", c=color, lw=2, marker=".",
+        ax.plot(steps, [scale * v for v in values], "-", c=color, lw=0.6, alpha=0.35)
+      mean = scale * np.asarray(curve["mean"], dtype=float)
+      line = _moving_average(mean, smooth) if smooth > 1 else mean
+      ax.plot(curve["steps"], line, "-", c=color, lw=2, marker="." if smooth <= 1 else None,
               label=names[id(g)])  # fmt: skip
     ax.set(xlabel="step", ylabel=ylabel)
     ax.grid(alpha=0.3)
@@ -139,8 +158,16 @@ def plot_training_curves(groups: list[stats.Group], path: str) -> None:
   _save(fig, path)
 
 
-def _has_curves(g: stats.Group) -> bool:
-  return any((g.extras.get("curves") or {}).get(k) for k, _ in CURVE_PANELS)
+def plot_training_curves(groups: list[stats.Group], path: str) -> None:
+  _plot_curves(groups, path, CURVE_PANELS, scale=100, smooth=1)
+
+
+def plot_rl_curves(groups: list[stats.Group], path: str) -> None:
+  _plot_curves(groups, path, RL_PANELS, scale=1, smooth=SMOOTH)
+
+
+def _has(panels) -> Callable[[stats.Group], bool]:
+  return lambda g: any((g.extras.get("curves") or {}).get(k) for k, _ in panels)
 
 
 # name -> (which groups have its data, plotter, why it is absent).
@@ -157,9 +184,14 @@ _PLOTS: dict[str, tuple[Callable[[stats.Group], Any], Callable, str]] = {
     "no eval/final.json episode has an edit_ratio",
   ),
   "training_curves": (
-    _has_curves,
+    _has(CURVE_PANELS),
     plot_training_curves,
     "no workdir's metrics.jsonl has eval/acc@t1, eval/acc@t2 or eval/answer_change_rate",
+  ),
+  "rl_curves": (
+    _has(RL_PANELS),
+    plot_rl_curves,
+    "no workdir's metrics.jsonl has training rewards, answer change rates or KLs",
   ),
 }
 

@@ -40,6 +40,9 @@ CURVE_SCALARS = (
   "eval/answer_change_rate",
   "train/reward_turn1",
   "train/reward_turn2",
+  "train/answer_change_rate",
+  "step/kl_k3_turn1",
+  "step/kl_k3_turn2",
 )
 
 
