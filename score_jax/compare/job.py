@@ -7,8 +7,9 @@ One base model (config.model.checkpoint) is evaluated greedy over two attempts; 
 is trained from it for each seed of `compare.rl_seeds` with the same update budget, and its
 selected checkpoint (the highest training reward of its final phase, as in the paper) is
 evaluated the same way on `compare.eval_problems` problems of `compare.final_split` (the
-evaluations during training, the curves, use data.eval_split: keep that the validation split). Then the
-policies of `compare.export_methods` are written as Hugging Face checkpoints, and the
+evaluations during training, the curves, use data.eval_split: keep that the validation split).
+Then the policies of `compare.export_methods` are written as Hugging Face checkpoints
+(compare.export; compare.hf_check checks them, and the base, against transformers), and the
 paper-style report (CIs over problems, paired comparisons with SCoRe) is written:
 
   runs/<method>_seed<s>/      each run (trainer.loop.run) and its eval/final.json
@@ -27,7 +28,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 import time
 from collections.abc import Sequence
 
@@ -36,15 +36,13 @@ import ml_collections
 from absl import logging
 
 from score_jax import configs
+from score_jax.compare import export
 from score_jax.configs import ConfigError, is_int, paper, require
-from score_jax.models import hf_checkpoint, loading
 from score_jax.report import build as paper_report
 from score_jax.rewards import factory
-from score_jax.rl import algorithms, optim
+from score_jax.rl import algorithms
 from score_jax.testbed import report
-from score_jax.trainer import checkpoint as checkpoint_lib
-from score_jax.trainer import console, eval_context, method_runs
-from score_jax.trainer import setup as setup_lib
+from score_jax.trainer import console, method_runs
 
 JOB = "compare"
 TAG = "compare"
@@ -68,47 +66,6 @@ def rl_config(config, method: str, seed: int) -> ml_collections.ConfigDict:
   c.eval.num_examples = config.compare.curve_problems
   configs.validate(c, num_devices=jax.device_count())
   return c
-
-
-def _chat_template_of(checkpoint: str) -> str | None:
-  """The Jinja chat template a GGUF or HF checkpoint carries (None when it has none)."""
-  path = os.path.expanduser(str(loading.resolve_named(checkpoint)))
-  if path.endswith(".gguf"):
-    import gguf
-
-    field = gguf.GGUFReader(path).fields.get("tokenizer.chat_template")
-    return field.contents() if field is not None else None
-  config = os.path.join(
-    path if os.path.isdir(path) else os.path.dirname(path), "tokenizer_config.json"
-  )
-  if os.path.exists(config):
-    with open(config) as f:
-      return json.load(f).get("chat_template")
-  return None
-
-
-def export_policy(rl_cfg, rundir: str, out_dir: str) -> str:
-  """Writes the run's selected policy (eval.checkpoint, 'best' by default) as a HF checkpoint
-  directory that transformers' Auto classes load; returns the directory."""
-  step, label = eval_context.resolve_checkpoint(rl_cfg, rundir)
-  mesh, _ = setup_lib.make_meshes(rl_cfg)
-  model_cfg, params, tok = setup_lib.load_base(rl_cfg, rundir, mesh)
-  if label != eval_context.BASE:
-    optimizer = optim.make_optimizer(setup_lib.optim_config(rl_cfg))
-    abstract = optim.abstract_train_state(model_cfg, optimizer, mesh)
-    with checkpoint_lib.Checkpointer(os.path.join(rundir, "checkpoints"), async_save=False) as ck:
-      params = ck.restore(step, abstract)[0].params
-  tmp = out_dir + ".tmp"
-  shutil.rmtree(tmp, ignore_errors=True)
-  ids = {"bos_token_id": tok.bos_id, "eos_token_id": tok.eos_id, "pad_token_id": tok.pad_id}
-  hf_checkpoint.export_hf(model_cfg, params, tmp, extra_config=ids)
-  if jax.process_index() == 0:
-    tok.save(tmp, chat_template=_chat_template_of(rl_cfg.model.checkpoint))
-    with open(os.path.join(tmp, "score_jax_export.json"), "w") as f:
-      json.dump({"run": rundir, "step": step, "checkpoint": label}, f, indent=1)
-    shutil.rmtree(out_dir, ignore_errors=True)
-    os.replace(tmp, out_dir)  # the phase is done exactly when this directory exists
-  return out_dir
 
 
 def run(config, workdir: str, pool=None) -> list[dict]:
@@ -146,7 +103,9 @@ def _run(config, workdir: str, pool) -> list[dict]:
       out = os.path.join(workdir, "export", name)
       if not os.path.exists(out):
         start = time.time()
-        export_policy(rl_config(config, method, seed), os.path.join(workdir, "runs", name), out)
+        export.export_policy(
+          rl_config(config, method, seed), os.path.join(workdir, "runs", name), out
+        )
         timings.add(f"export/{name}", time.time() - start)
       console.say(f"{name}: exported to {out}", tag=TAG)
   rows = report.summarize(runs)
@@ -171,9 +130,7 @@ def _write_paper_report(rundirs: list[str], out: str) -> None:
   """The paper-style report; runs on a task the paper never reports form one table of their own
   (named after the task), so no row is printed beside the paper's numbers for another task."""
   runs, missing = paper_report.collect(rundirs, out)
-  runs = [
-    r if r.task in PAPER_TASKS else dataclasses.replace(r, table=f"compare: {r.task}") for r in runs
-  ]
+  runs = [r if r.task in PAPER_TASKS else dataclasses.replace(r, table=r.task) for r in runs]
   paper_report.write(runs, missing, out)
 
 
@@ -216,6 +173,6 @@ def _distinct_ints(v) -> bool:
 
 
 configs.register_job(
-  configs.Job(JOB, "score_jax.trainer.compare", uses_reward_pool=True, validate=validate_config),
+  configs.Job(JOB, "score_jax.compare.job", uses_reward_pool=True, validate=validate_config),
   replace=True,
 )

@@ -1,7 +1,7 @@
 """Greedy two-attempt episodes through transformers, compared with the ones our sampler wrote.
 
-  python -m score_jax.trainer.hf_check --workdir=/tmp/smollm2 --run=score_seed0 --problems=50
-  python -m score_jax.trainer.hf_check --workdir=/tmp/smollm2 --run=base --problems=200
+  python -m score_jax.compare.hf_check --workdir=/tmp/smollm2 --run=score_seed0 --problems=50
+  python -m score_jax.compare.hf_check --workdir=/tmp/smollm2 --run=base --problems=200
 
 The check behind two claims of the `compare` job: the base model evaluated through our sampler
 gives transformers' greedy tokens (base parity), and an exported policy
