@@ -27,8 +27,8 @@ What differs from the paper (Table 8), and why:
 - Batch: 16 episodes per update (4 prompts x g=4), not 512: on 2 CPU cores one update of this
   model over 16 two-attempt episodes takes ~17 s (the whole step ~23 s).
 - Steps: 30 per method (SCoRe: 10 Stage I + 20 Stage II; the paper runs Stage II longer), so that
-  each two-attempt method trains in ~14 minutes and the whole job (base, 3 methods x 2 seeds,
-  evaluations, export) fits in about 1.5 hours on 2 CPU cores.
+  each two-attempt method trains in 14-16 minutes and the whole job (base, 3 methods x 2 seeds,
+  evaluations, exports) took 6,190 s (1.7 hours) on 2 CPU cores.
 - Learning rate 1e-5 (paper 5e-6 for 2B models): a smaller model and 100x fewer updates. Not
   tuned (no time on 2 cores for a grid); every method gets the same value.
 - 32 new tokens per attempt (the base model's answers average ~21 tokens; longer ones ramble).
