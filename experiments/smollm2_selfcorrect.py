@@ -99,6 +99,7 @@ def get_config(arg: str = ""):
 def tiny(c):
   """CI size: the same real model and pipeline, SCoRe only, two updates, a few problems."""
   c.compare.methods = ("score",)
+  c.compare.rl_seeds = (0,)
   c.compare.eval_problems = 16
   c.compare.curve_problems = 8
   c.stage1.steps, c.stage2.steps = 1, 1
