@@ -87,6 +87,11 @@ def test_stage1_then_stage2_writes_everything(tmp_path):
               "time/update_s", "outcomes/timeout", "outcomes/error", "eval/acc@t2"):  # fmt: skip
     assert key in s, key
   assert s["step/finite"] == 1.0 and last["eval/num_examples"] == 8
+  # The step's time split adds up to its wall time; throughput follows from it.
+  parts = s["time/sampling_s"] + s["time/rewards_s"] + s["time/update_s"] + s["time/host_s"]
+  assert s["time/host_s"] >= 0 and parts <= s["time/step_s"] + 1e-6
+  assert s["episodes_per_s"] == pytest.approx(config.train.global_batch / s["time/step_s"])
+  assert s["update_gflops_per_s"] > 0
   # The turn-1 KL of Stage I's first step is 0 up to rounding: the policy starts AT the
   # reference, so r = log pi - log ref is two float32 forwards' difference and k3 ~ r^2 / 2.
   assert abs(recs[0]["scalars"]["step/kl_k3_turn1"]) <= _k3_rounding_bound(config, tmp_path)
