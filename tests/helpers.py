@@ -2,6 +2,8 @@
 
 import importlib.util
 import os
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -47,4 +49,15 @@ def one_device_cached_env(cache_dir):
     XLA_FLAGS="--xla_force_host_platform_device_count=1",
     JAX_COMPILATION_CACHE_DIR=str(cache_dir),
     JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+  )
+
+
+def run_main(config: str, workdir, *flags, env=None, timeout: int = 900):
+  """`python -m score_jax.main --config=<config> --workdir=<workdir> <flags>` in the repo, as a
+  user runs it: one CPU device unless `env` says otherwise (the test's XLA_FLAGS dropped)."""
+  if env is None:
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  cmd = [sys.executable, "-m", "score_jax.main", f"--config={config}", f"--workdir={workdir}"]
+  return subprocess.run(
+    [*cmd, *flags], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
   )

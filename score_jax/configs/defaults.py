@@ -145,6 +145,9 @@ def base_config() -> ml_collections.ConfigDict:
   # final (greedy K attempts, CIs) | attempts (Figure 8) | scaling (Figure 1 right) |
   # fixed_first (corrections of the base model's first attempts, Figure 4) | pass_at_k | repair.
   c.eval.suite = ("final",)
+  # forced_check: the opening attempt 2 is made to start with (a check's first words)
+  c.eval.forced_prefix = ""
+  c.eval.file_suffix = ""  # eval/<name><suffix>.json: a second evaluation of the same kind
   c.eval.curve_attempts = 10  # attempts: K of the K-attempt curve (Figure 8)
   c.eval.curve_problems = 0  # attempts / scaling / pass_at_k problems (0 = eval.num_examples)
   c.eval.scaling_budgets = (2, 4, 8, 16, 32)  # scaling: samples per problem (Figure 1 right)

@@ -6,6 +6,7 @@ knows). The checks run in a fixed order, so a config with several bad fields alw
 same one first.
 """
 
+import re
 from collections.abc import Sequence
 
 import ml_collections
@@ -193,7 +194,7 @@ def _validate_checkpoint_eval_log(config) -> None:
     "'best', 'latest' or a step number",
   )
   # The evaluation suite (trainer.suite.EVALUATIONS; named here, configs sit below the trainer).
-  known = ("final", "attempts", "scaling", "fixed_first", "pass_at_k", "repair")
+  known = ("final", "attempts", "scaling", "fixed_first", "forced_check", "pass_at_k", "repair")
   suite = require(
     config,
     "eval.suite",
@@ -203,6 +204,16 @@ def _validate_checkpoint_eval_log(config) -> None:
   for i, name in enumerate(suite):
     if name not in known:
       raise ConfigError(f"config.eval.suite[{i}] = {name!r}: expected one of {known}.")
+  require(
+    config,
+    "eval.file_suffix",
+    lambda v: isinstance(v, str) and re.fullmatch(r"[A-Za-z0-9_@.-]*", v) is not None,
+    "a string of letters, digits, '_', '@', '.' or '-' (part of a file name)",
+  )
+  prefix_ok = lambda v: isinstance(v, str) and (bool(v) or "forced_check" not in suite)
+  require(
+    config, "eval.forced_prefix", prefix_ok, "a non-empty string when eval.suite has forced_check"
+  )
   require(config, "eval.curve_attempts", lambda v: is_int(v) and v >= 2, "an int >= 2")
   require(config, "eval.curve_problems", _nonneg_int, "an int >= 0")
   require(

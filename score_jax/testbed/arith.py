@@ -25,6 +25,7 @@ problem equal to a test problem (same terms in the same order) is dropped.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Sequence
 
@@ -32,42 +33,75 @@ from score_jax.data import records
 
 ANSWER_LINE = "Final Answer: The final answer is {answer}. I hope it is correct."
 CHECK_OPENING = "Let me add them one at a time"
-TERM_COUNTS = (10,)
-TERM_RANGE = (1, 9)
-SPLIT_SEEDS = {"train": 0, "test": 1}
+VERIFY_OPENING = "Let me check"
+SPLIT_SEEDS = {"train": 0, "test": 1, "validation": 2}
+# Problems of the other splits a train split of any size leaves out (max(n, this) of each).
+HELD_OUT_SPLIT_SIZE = 5000
+
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+  """A family of sum problems: how many terms, each drawn uniformly from `term_range`."""
+
+  name: str
+  term_counts: tuple[int, ...]
+  term_range: tuple[int, int] = (1, 9)
+  seed_offset: int = 0  # keeps each family's draws its own
+
+
+FAMILIES = {
+  # The v1 testbed (experiments/testbed.py): ten one-digit terms.
+  "sum10": Family("sum10", (10,)),
+  # Testbed v2 (experiments/testbed_v2.py): 10-12 one-digit terms, the pre-registered task.
+  "sum10to12": Family("sum10to12", (10, 11, 12), seed_offset=100),
+  # Its held-out variant: 9 terms, a length no pretraining transcript has; never used in design.
+  "sum9": Family("sum9", (9,), seed_offset=200),
+}
+TERM_COUNTS = FAMILIES["sum10"].term_counts
+TERM_RANGE = FAMILIES["sum10"].term_range
 
 
 def question(terms: Sequence[int]) -> str:
   return f"What is {expression(terms)}?"
 
 
-def _problems(n: int, seed: int) -> list[tuple[int, ...]]:
-  rng = random.Random(seed)
-  return [tuple(rng.randint(*TERM_RANGE) for _ in range(rng.choice(TERM_COUNTS))) for _ in range(n)]
+def _problems(n: int, seed: int, family: Family) -> list[tuple[int, ...]]:
+  rng = random.Random(seed + family.seed_offset)
+  counts, lo_hi = family.term_counts, family.term_range
+  return [tuple(rng.randint(*lo_hi) for _ in range(rng.choice(counts))) for _ in range(n)]
 
 
-def load_split(split: str, n: int) -> list[records.Example]:
-  """`n` problems of a split, deterministic; a larger `n` extends the same list.
+def load_split(split: str, n: int, family: str = "sum10") -> list[records.Example]:
+  """`n` problems of a split of `family`, deterministic; a larger `n` extends the same list.
 
-  The train split excludes the first max(n, 5000) test problems, so any test split of up to
-  that size (every config's `procedural_size` covers both) is disjoint from training.
+  The train split excludes the first max(n, HELD_OUT_SPLIT_SIZE) problems of the test and
+  validation splits, so any evaluation split of up to that size (every config's
+  `procedural_size` covers it) is disjoint from training. Validation and test may share a
+  problem (each is an independent draw), as two draws from one distribution do.
   """
   if split not in SPLIT_SEEDS:
-    raise ValueError(f"testbed: split must be 'train' or 'test', got {split!r}")
+    raise ValueError(f"testbed: split must be one of {sorted(SPLIT_SEEDS)}, got {split!r}")
+  if family not in FAMILIES:
+    raise ValueError(f"testbed: family must be one of {sorted(FAMILIES)}, got {family!r}")
   if n <= 0:
     raise ValueError(f"testbed: n must be positive, got {n}")
-  if split == "test":
-    terms = _problems(n, SPLIT_SEEDS["test"])
+  fam = FAMILIES[family]
+  if split != "train":
+    terms = _problems(n, SPLIT_SEEDS[split], fam)
   else:
-    held_out = set(_problems(max(n, 5000), SPLIT_SEEDS["test"]))
+    size = max(n, HELD_OUT_SPLIT_SIZE)
+    # sum10 (v1) excluded only the test split; keeping that keeps its train problems unchanged.
+    others = ("test",) if family == "sum10" else ("test", "validation")
+    held_out = {t for s in others for t in _problems(size, SPLIT_SEEDS[s], fam)}
     terms, extra = [], 0
-    while len(terms) < n:  # top up past the (rare) collisions with the test split
-      cand = _problems(n + extra, SPLIT_SEEDS["train"])
+    while len(terms) < n:  # top up past the (rare) collisions with the held-out splits
+      cand = _problems(n + extra, SPLIT_SEEDS["train"], fam)
       terms = [t for t in cand if t not in held_out][:n]
       extra += max(16, n // 100)
+  prefix = "testbed" if family == "sum10" else f"testbed/{family}"
   return [
     records.Example(
-      id=f"testbed/{split}/{i}",
+      id=f"{prefix}/{split}/{i}",
       question=question(t),
       answer=str(sum(t)),
       metadata={"terms": t},
@@ -110,6 +144,28 @@ def check_solution(terms: Sequence[int]) -> str:
     steps.append(f"{acc}+{t}={acc + t}.")
     acc += t
   return f"{CHECK_OPENING}: " + " ".join(steps) + " " + ANSWER_LINE.format(answer=acc)
+
+
+def verify_solution(terms: Sequence[int], stated: int) -> str:
+  """A check of a stated answer that reads it: count down from it, then repair by what is left.
+
+    Let me check 55: 55-7=48. 48-8=40. ... 10-8=2. 55-2=53. Final Answer: ... 53. ...
+
+  Each step subtracts the next term from the running remainder; a right answer leaves 0 and is
+  restated, a wrong one leaves its error, which the last step takes off. The check cannot start
+  without attempt 1's answer, and it changes that answer exactly when it is wrong (if its own
+  steps are right): verify, locate, repair in one written procedure.
+  """
+  steps, left = [], stated
+  for t in terms:
+    steps.append(f"{left}-{t}={left - t}.")
+    left -= t
+  if left > 0:
+    steps.append(f"{stated}-{left}={stated - left}.")
+  elif left < 0:
+    steps.append(f"{stated}+{-left}={stated - left}.")
+  body = " ".join(steps)
+  return f"{VERIFY_OPENING} {stated}: {body} " + ANSWER_LINE.format(answer=stated - left)
 
 
 DRILL_QUESTION = "Practise sums."

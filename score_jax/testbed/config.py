@@ -62,10 +62,12 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     lambda v: isinstance(v, Sequence) and len(v) > 0 and all(e in figs for e in v),
     f"a non-empty tuple of names from {figs}",
   )
-  if config.data.task != testbed_task.NAME:
-    raise ConfigError(
-      f"config.data.task = {config.data.task!r}: the testbed job trains on 'testbed'."
-    )
+  for field in ("task", "eval_task"):
+    if config.data[field] not in testbed_task.FAMILY_OF:
+      raise ConfigError(
+        f"config.data.{field} = {config.data[field]!r}: the testbed job runs one of the "
+        f"testbed tasks {sorted(testbed_task.FAMILY_OF)}."
+      )
   if config.testbed.eval_problems > config.data.procedural_size:
     raise ConfigError(
       f"config.testbed.eval_problems = {config.testbed.eval_problems}: more than the "
@@ -91,14 +93,63 @@ def _validate_mixture(config: ml_collections.ConfigDict) -> None:
   forms = arith.FAST_FORMS
   require(config, "testbed.mixture.fast_form", lambda v: v in forms, f"one of {forms}")
   m = config.testbed.mixture
-  if abs(m.copy + m.resolve + m.check - 1) > 1e-6:
+  total = sum(m.get(k, 0.0) for k in corpus.SECOND_ATTEMPT_KINDS)
+  if abs(total - 1) > 1e-6:
     raise ConfigError(
-      f"config.testbed.mixture: copy + resolve + check = {m.copy + m.resolve + m.check}, "
-      "expected 1."
+      f"config.testbed.mixture: {' + '.join(corpus.SECOND_ATTEMPT_KINDS)} = {total}, expected 1."
     )
+
+
+GRID_JOB = "testbed_grid"
+STOP_AFTER = ("", "tuning")
+
+
+def validate_grid_config(config: ml_collections.ConfigDict) -> None:
+  """The testbed job's checks, then the grid's own fields (score_jax.testbed.grid)."""
+  validate_config(config)
+  tb = config.testbed
+  require(config, "testbed.pretrain_seeds", _distinct_ints, "a non-empty tuple of distinct ints")
+  require(config, "testbed.validation_problems", lambda v: is_int(v) and v >= 1, "an int >= 1")
+  require(config, "testbed.forced_prefix", lambda v: isinstance(v, str) and v, "a non-empty string")
+  require(config, "testbed.stop_after", lambda v: v in STOP_AFTER, f"one of {STOP_AFTER}")
+  require(
+    config,
+    "testbed.held_out_task",
+    lambda v: v in testbed_task.FAMILY_OF and v != config.data.task,
+    f"a testbed task other than data.task ({sorted(testbed_task.FAMILY_OF)})",
+  )
+  grid = require(
+    config,
+    "testbed.tune_grid",
+    lambda v: isinstance(v, ml_collections.ConfigDict),
+    "a ConfigDict of {'section:field': tuple of values}",
+  )
+  for field, values in grid.items():
+    if not isinstance(values, Sequence) or isinstance(values, str) or not values:
+      raise ConfigError(
+        f"config.testbed.tune_grid.{field} = {values!r}: expected a tuple of values"
+      )
+  for field in grid:  # each field must exist in the RL config the point is applied to
+    node, path = config, field.split(":")
+    for part in path:
+      if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+        raise ConfigError(f"config.testbed.tune_grid: {field!r} is not a config field")
+      node = node[part]
+  if config.data.eval_split != "validation":
+    raise ConfigError(
+      f"config.data.eval_split = {config.data.eval_split!r}: the grid's evaluations during "
+      "training must use 'validation' (the test split is scored once, at the end)."
+    )
+  del tb
 
 
 configs.register_job(
   configs.Job(JOB, "score_jax.testbed.pipeline", uses_reward_pool=True, validate=validate_config),
   replace=True,  # a re-import (importlib.reload) registers it again
+)
+configs.register_job(
+  configs.Job(
+    GRID_JOB, "score_jax.testbed.grid", uses_reward_pool=True, validate=validate_grid_config
+  ),
+  replace=True,
 )

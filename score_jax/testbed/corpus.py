@@ -42,7 +42,10 @@ FRACTIONS = (
   "copy",
   "resolve",
   "check",
+  "verify",
+  "first_verify",
 )
+SECOND_ATTEMPT_KINDS = ("copy", "resolve", "check", "verify")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +64,12 @@ class Mixture:
   copy: float = 0.45  # second attempts: copy attempt 1
   resolve: float = 0.15  # second attempts: a fresh one-pass answer (slips at first_error_rate)
   check: float = 0.4  # second attempts: redo the sum in written steps
+  # second attempts: check attempt 1's answer by counting down from it, repair by what is left
+  # (arith.verify_solution; testbed v2). Drawn after the others, so 0 leaves v1 unchanged.
+  verify: float = 0.0
+  # first attempts that state a one-pass answer, then verify it themselves (testbed v2): the
+  # accurate path within one attempt; their second attempt restates the checked answer.
+  first_verify: float = 0.0
   fast_form: str = "expression"  # how one-pass answers are written (arith.FAST_FORMS)
 
   def __post_init__(self):
@@ -68,9 +77,9 @@ class Mixture:
       raise ValueError(
         f"Mixture.fast_form = {self.fast_form!r}: expected one of {arith.FAST_FORMS}"
       )
-    total = self.copy + self.resolve + self.check
+    total = sum(getattr(self, k) for k in SECOND_ATTEMPT_KINDS)
     if abs(total - 1.0) > 1e-6:
-      raise ValueError(f"Mixture: copy + resolve + check must be 1, got {total}")
+      raise ValueError(f"Mixture: copy + resolve + check + verify must be 1, got {total}")
     for f in FRACTIONS:
       v = getattr(self, f)
       if not 0.0 <= v <= 1.0:
@@ -88,41 +97,64 @@ def transcript(
   first = arith.fast_solution(terms, answer, mix.fast_form)
   # Drawn only when set, so that a mixture without it writes the same transcripts as before.
   if mix.first_check and rng.random() < mix.first_check:
-    first = arith.check_solution(terms)
-    if rng.random() < mix.single_attempt:
-      return example.question, first, None
-    # Work already done in steps is not redone: the second attempt restates its answer.
-    return example.question, first, arith.fast_solution(terms, sum(terms), mix.fast_form)
+    return _checked_first(example, arith.check_solution(terms), sum(terms), mix, rng)
+  if mix.first_verify and rng.random() < mix.first_verify:
+    first = arith.verify_solution(terms, answer)
+    return _checked_first(example, first, sum(terms), mix, rng)
   if rng.random() < mix.single_attempt:
     return example.question, first, None
+  # The kind of second attempt is drawn without looking at attempt 1: nothing here ties a wrong
+  # first attempt to a changed answer more often than a right one.
   u = rng.random()
   if u < mix.copy:
     second = first
   elif u < mix.copy + mix.resolve:
     resolved = arith.noisy_answer(terms, mix.first_error_rate, rng)
     second = arith.fast_solution(terms, resolved, mix.fast_form)
-  else:
+  elif u < mix.copy + mix.resolve + mix.check:
     second = arith.check_solution(terms)
+  else:
+    second = arith.verify_solution(terms, answer)
   return example.question, first, second
 
 
+def _checked_first(example, first: str, total: int, mix: Mixture, rng: random.Random):
+  """A first attempt that did its own written work: the second restates its answer, not redo."""
+  if rng.random() < mix.single_attempt:
+    return example.question, first, None
+  return example.question, first, arith.fast_solution(arith.terms_of(example), total, mix.fast_form)
+
+
 def tokenizer_texts(
-  examples: Sequence[records.Example], template, instruction: str, seed: int = 0
+  examples: Sequence[records.Example],
+  template,
+  instruction: str,
+  seed: int = 0,
+  with_verify: bool = False,
 ) -> list[str]:
-  """Text to train the SentencePiece on: whole chat transcripts, each with both styles."""
+  """Text to train the SentencePiece on: whole chat transcripts, each with both styles.
+
+  `with_verify` (testbed v2) adds a transcript whose second attempt verifies the first
+  (arith.verify_solution), so the countdown's pieces are in the vocabulary; without it the text
+  is v1's, token for token.
+  """
   rng = random.Random(seed)
   texts = []
   for ex in examples:
     _, first, _ = transcript(ex, Mixture(single_attempt=0.0), rng)
-    check = arith.check_solution(arith.terms_of(ex))
-    texts.append(
-      template.first_turn(ex.question)
-      + first
-      + template.end_of_turn
-      + template.next_turn(instruction)
-      + check
-      + template.end_of_turn
-    )
+    terms = arith.terms_of(ex)
+    seconds = [arith.check_solution(terms)]
+    if with_verify:
+      seconds.append(arith.verify_solution(terms, sum(terms) + rng.choice((-2, -1, 0, 1, 2))))
+    for second in seconds:
+      texts.append(
+        template.first_turn(ex.question)
+        + first
+        + template.end_of_turn
+        + template.next_turn(instruction)
+        + second
+        + template.end_of_turn
+      )
   return texts
 
 

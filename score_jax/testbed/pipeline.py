@@ -69,14 +69,14 @@ def rl_config(config, method: str, seed: int, base_dir: str) -> ml_collections.C
   c.model.tokenizer = ""
   c.model.vocab_size = 0
   c.model.tokenizer_train_vocab = 0
-  c.data.task = c.data.eval_task = testbed_task.NAME
   c.eval.num_examples = config.testbed.curve_problems
   configs.validate(c, num_devices=jax.device_count())
   return c
 
 
 def _train_examples(config):
-  return arith.load_split("train", config.testbed.train_problems)
+  family = testbed_task.FAMILY_OF[config.data.task]
+  return arith.load_split("train", config.testbed.train_problems, family)
 
 
 def _tokenizer(config, workdir: str, timings: method_runs.Timings) -> str:
@@ -92,6 +92,7 @@ def _tokenizer(config, workdir: str, timings: method_runs.Timings) -> str:
       chat.get_template("gemma"),
       instruction(config),
       config.seed,
+      with_verify=bool(config.testbed.mixture.verify or config.testbed.mixture.first_verify),
     )
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = os.path.join(os.path.dirname(path), f"tmp{os.getpid()}")

@@ -18,6 +18,12 @@ from score_jax.tasks import builtin
 from score_jax.testbed import arith
 
 NAME = "testbed"
+# The registered testbed tasks and the problem family (arith.FAMILIES) each one draws from.
+FAMILY_OF = {
+  NAME: "sum10",  # v1 (experiments/testbed.py)
+  "testbed_v2": "sum10to12",  # v2 (experiments/testbed_v2.py)
+  "testbed_v2_heldout": "sum9",  # v2's held-out variant: scored once, never used in design
+}
 
 
 def first_turn(example: records.Example, shots: Sequence[records.Example]) -> str:
@@ -25,15 +31,22 @@ def first_turn(example: records.Example, shots: Sequence[records.Example]) -> st
   return example.question
 
 
-SPEC = tasks.TaskSpec(
-  name=NAME,
-  kind="math",
-  load=lambda split, path, size: arith.load_split(split, size),  # generated: no data file
-  first_turn=first_turn,
-  correction=prompts.correction_instruction("math_short"),
-  self_refine=prompts.self_refine_instruction("math_short"),
-  final_answer=math_normalize.extract_answer,
-  reward_item=builtin.math_reward_item,
-)
+def _spec(name: str) -> tasks.TaskSpec:
+  family = FAMILY_OF[name]
+  return tasks.TaskSpec(
+    name=name,
+    kind="math",
+    # generated: no data file
+    load=lambda split, path, size: arith.load_split(split, size, family),
+    first_turn=first_turn,
+    correction=prompts.correction_instruction("math_short"),
+    self_refine=prompts.self_refine_instruction("math_short"),
+    final_answer=math_normalize.extract_answer,
+    reward_item=builtin.math_reward_item,
+  )
 
-tasks.register(SPEC, replace=True)  # replace: a re-import (importlib.reload) registers it again
+
+SPECS = {name: _spec(name) for name in FAMILY_OF}
+SPEC = SPECS[NAME]
+for _spec_of_name in SPECS.values():
+  tasks.register(_spec_of_name, replace=True)  # replace: a re-import registers it again

@@ -6,15 +6,20 @@
 - `attempts`: eval.curve_attempts attempts on eval.curve_problems problems: Acc@t1..tK.
 - `fixed_first`: attempt 1 from the BASE model, attempt 2 from the evaluated model: how well it
   corrects first attempts it did not write (the distribution shift of Figure 4).
+- `forced_check`: the evaluated model's own attempt 1, then an attempt 2 made to open with
+  eval.forced_prefix (a check's opening): the upper bounds of correction, how often a forced
+  check fixes a wrong first attempt and keeps a right one.
 
 Each returns the JSON payload trainer.suite writes (without "step", which the suite adds).
 """
 
+import dataclasses
 import functools
 
 import numpy as np
 
-from score_jax.generation import offline
+from score_jax import configs
+from score_jax.generation import offline, rollout
 from score_jax.trainer import eval_context, metrics
 from score_jax.trainer import evaluate as evaluate_lib
 
@@ -94,6 +99,57 @@ def fixed_first(ctx: eval_context.Context) -> dict:
   m["correction_rate"] = metrics.correction_rate(_correct(recs))
   m["num_examples"] = out["num_examples"]
   return {"metrics": m, "episodes": recs}
+
+
+def forced_check(ctx: eval_context.Context) -> dict:
+  """Greedy attempt 1, then a greedy attempt 2 that opens with eval.forced_prefix."""
+  c, eval_set = ctx.config, ctx.eval_set
+  if not c.eval.forced_prefix:
+    raise configs.ConfigError("config.eval.forced_prefix: empty; forced_check needs the opening.")
+  rc = ctx.rollout_config(2)
+  prefix = list(ctx.tok.encode(c.eval.forced_prefix))
+  close = ctx.template.close_turn_ids(ctx.tok)
+  extra = rc.max_new_tokens + len(close) + len(eval_set.instruction) + len(prefix)
+  ctx.check_continued_prompts([len(p) + extra for p in eval_set.prompt_ids], "forced_check")
+  common = dict(reserve_instruction_len=len(eval_set.instruction), decode=ctx.tok.decode)
+  run = functools.partial(rollout.run_episodes, ctx.sampler, ctx.params, **common)
+  stops = set(rc.stop_ids)
+
+  def sample(prompts, row):
+    first = run(
+      prompts,
+      eval_set.instruction,
+      dataclasses.replace(rc, num_attempts=1),
+      ctx.rng(3),
+      row_offset=row,
+    )
+    continued = [
+      list(prompts[first.prompt_index[r]])
+      + first.attempt_tokens[r][0]
+      + (list(close) if first.truncated[r, 0] else [])
+      + list(eval_set.instruction)
+      + prefix
+      for r in range(len(first.prompt_index))
+    ]
+    second = run(continued, eval_set.instruction, rc, ctx.rng(4), row_offset=row, first_attempt=2)
+    texts = [
+      [a[0], ctx.tok.decode(prefix + [t for t in toks[0] if t not in stops])]
+      for a, toks in zip(first.texts, second.attempt_tokens)
+    ]
+    return dataclasses.replace(first, texts=texts)
+
+  out, recs = evaluate_lib.evaluate_episodes(
+    eval_set, ctx.pool, sample, batch_size=c.eval.batch_size
+  )
+  correct = _correct(recs)
+  wrong, right = ~correct[:, 0], correct[:, 0]
+  m = {k: out[k] for k in FIXED_FIRST_KEYS}
+  # None (JSON null) where no first attempt is wrong (or right): the rate is undefined there.
+  m["forced_fix_rate"] = float(correct[wrong, 1].mean()) if wrong.any() else None
+  m["forced_keep_rate"] = float(correct[right, 1].mean()) if right.any() else None
+  m["num_wrong_first"], m["num_right_first"] = int(wrong.sum()), int(right.sum())
+  m["num_examples"] = out["num_examples"]
+  return {"prefix": c.eval.forced_prefix, "metrics": m, "episodes": recs}
 
 
 def _correct(recs) -> np.ndarray:

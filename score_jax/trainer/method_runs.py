@@ -137,6 +137,9 @@ def run_record(method: str, seed: int, result: dict, kind: str = "math") -> dict
     "method": method,
     "seed": seed,
     "metrics": result["metrics"],
+    # Per problem, for paired comparisons (testbed.findings): which problem, which attempts right.
+    "ids": [r["id"] for r in result["episodes"]],
+    "correct": [[x > 0 for x in r["rewards"]] for r in result["episodes"]],
     "edit_ratios": result["edit_ratios"],
     "answer_changed": changed,
     "curve": result.get("curve", []),

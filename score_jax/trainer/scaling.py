@@ -89,6 +89,12 @@ def scaling(ctx: eval_context.Context) -> dict:
     out[name] = [float(v) for v in x_pj.mean(axis=0)]
     out[f"{name}_ci95"] = column_intervals(x_pj > 0.5)
   out["num_examples"] = len(eval_set.examples)
+  # Per problem, for paired comparisons at a matched budget (testbed.findings' vote2).
+  out["per_problem"] = {
+    "ids": [ex.id for ex in eval_set.examples],
+    "parallel": (par_pj > 0.5).tolist(),
+    "sequential": (seq_pj > 0.5).tolist(),
+  }
   return out
 
 

@@ -15,6 +15,7 @@ and a finished suite costs nothing (the model is not even loaded).
 | attempts | Acc@t1..tK of K = eval.curve_attempts greedy attempts (Figure 8) | correction_evals |
 | scaling | parallel vs sequential majority voting at each budget (Figure 1 right) | scaling |
 | fixed_first | the base model's attempt 1 corrected by the evaluated model (Figure 4) | correction_evals |
+| forced_check | attempt 2 made to open with eval.forced_prefix: fix / keep upper bounds | correction_evals |
 | pass_at_k | unbiased pass@k of attempts 1 and 2 (code) | scaling |
 | repair | greedy repair of a fixed repair set's first attempts (MBPP-R stand-in) | repair |
 """
@@ -38,6 +39,7 @@ EVALUATIONS: dict[str, Callable[[eval_context.Context], dict]] = {
   "attempts": correction_evals.attempts,
   "scaling": scaling.scaling,
   "fixed_first": correction_evals.fixed_first,
+  "forced_check": correction_evals.forced_check,
   "pass_at_k": scaling.pass_at_k,
   "repair": repair.repair,
 }
@@ -96,13 +98,16 @@ def run_suite(config, workdir: str, pool=None) -> dict[str, dict]:
     raise ValueError(f"config.eval.suite names unknown evaluations {unknown}")
   step, label = eval_context.resolve_checkpoint(config, workdir)
   results, todo = {}, []
+  # eval.file_suffix keeps a second evaluation of the same kind (another task, another split)
+  # beside the first: eval/<name><suffix>.json.
+  out_path = lambda name: path_of(workdir, name + config.eval.file_suffix)
   for name in config.eval.suite:
-    done = _done(path_of(workdir, name), step)
+    done = _done(out_path(name), step)
     if done is None:
       todo.append(name)
     else:
       results[name] = summary(done)
-      logging.info("evaluation %s of step %d: already in %s", name, step, path_of(workdir, name))
+      logging.info("evaluation %s of step %d: already in %s", name, step, out_path(name))
   if not todo:
     return results
   with factory.reward_pool(config, pool) as pool:
@@ -111,7 +116,7 @@ def run_suite(config, workdir: str, pool=None) -> dict[str, dict]:
     for name in todo:
       start = time.time()
       payload = {"step": step, **EVALUATIONS[name](ctx)}
-      _write(path_of(workdir, name), payload)
+      _write(out_path(name), payload)
       results[name] = summary(payload)
       _announce(name, step, label, results[name], time.time() - start)
   return {n: results[n] for n in config.eval.suite}

@@ -25,7 +25,9 @@ def test_splits_are_deterministic_prefix_stable_and_disjoint():
 
 def test_bad_split_and_size():
   with pytest.raises(ValueError, match="split must be"):
-    arith.load_split("validation", 10)
+    arith.load_split("dev", 10)
+  with pytest.raises(ValueError, match="family must be"):
+    arith.load_split("test", 10, "sum99")
   with pytest.raises(ValueError, match="n must be positive"):
     arith.load_split("test", 0)
 
@@ -65,3 +67,32 @@ def test_one_pass_answers_slip_at_the_requested_rate():
   wrong = [a for a in answers if a != 25]
   assert abs(len(wrong) / 4000 - 0.2) < 0.02
   assert set(wrong) == {23, 24, 26, 27}
+
+
+def test_v2_splits_are_disjoint_from_training_and_the_held_out_family_is_another_length():
+  train = {arith.terms_of(e) for e in arith.load_split("train", 3000, "sum10to12")}
+  for split in ("validation", "test"):
+    held = arith.load_split(split, 500, "sum10to12")
+    assert not train & {arith.terms_of(e) for e in held}
+    assert {len(arith.terms_of(e)) for e in held} == {10, 11, 12}
+    assert held[0].id == f"testbed/sum10to12/{split}/0"
+  # Validation and test are different draws; the held-out variant has a length training never has.
+  val, test = (arith.load_split(s, 200, "sum10to12") for s in ("validation", "test"))
+  assert [e.question for e in val] != [e.question for e in test]
+  assert {len(arith.terms_of(e)) for e in arith.load_split("test", 100, "sum9")} == {9}
+  # v1's splits are unchanged by the families (its ids and problems).
+  assert arith.load_split("test", 3)[0].id == "testbed/test/0"
+
+
+@pytest.mark.parametrize("stated", [53, 55, 51, 40])
+def test_verify_counts_down_from_the_stated_answer_and_repairs_by_what_is_left(stated):
+  terms = (7, 8, 5, 9, 3, 2, 6, 1, 4, 8)  # sums to 53
+  text = arith.verify_solution(terms, stated)
+  assert text.startswith(f"{arith.VERIFY_OPENING} {stated}: {stated}-7={stated - 7}. ")
+  assert math_reward.reward(text, "53") == 1.0  # a check with right steps always ends right
+  left = stated - 53
+  if left:
+    sign = "-" if left > 0 else "+"
+    assert f" {stated}{sign}{abs(left)}=53. Final Answer" in text
+  else:
+    assert "8-8=0. Final Answer" in text

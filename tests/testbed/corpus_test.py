@@ -12,7 +12,7 @@ from score_jax.testbed import arith, corpus
 
 
 def test_mixture_fractions_are_validated():
-  with pytest.raises(ValueError, match="copy \\+ resolve \\+ check must be 1"):
+  with pytest.raises(ValueError, match="copy \\+ resolve \\+ check \\+ verify must be 1"):
     corpus.Mixture(copy=0.5, resolve=0.3, check=0.1)
   with pytest.raises(ValueError, match="first_error_rate"):
     corpus.Mixture(first_error_rate=1.5)
@@ -66,7 +66,7 @@ def test_first_attempts_in_steps_are_restated_not_redone():
 def test_a_mixture_without_first_checks_draws_the_transcripts_it_always_did(monkeypatch):
   # first_check = 0 must not consume random draws, so the measured designs' corpora are the ones
   # written before the field existed (hash of that code's first 300 transcripts of 9 terms).
-  monkeypatch.setattr(arith, "TERM_COUNTS", (9,))
+  monkeypatch.setitem(arith.FAMILIES, "sum10", arith.Family("sum10", (9,)))
   exs = arith.load_split("train", 300)
   rng = random.Random(0)
   written = [corpus.transcript(e, corpus.Mixture(fast_form="answer"), rng) for e in exs]
@@ -111,3 +111,43 @@ def test_drills_replace_a_share_of_transcripts_with_practice_rows():
       assert question == arith.DRILL_QUESTION and second is None
       assert len(first.split(" ")) == arith.DRILL_FACTS
   assert abs(drills / 2000 - 0.3) < 0.03
+
+
+def test_v2_the_kind_of_second_attempt_does_not_depend_on_attempt_1():
+  """No transcript kind follows a wrong first attempt more often than a right one: the corpus
+  teaches how to verify, never when (the decision RL has to learn)."""
+  mix = corpus.Mixture(
+    first_error_rate=0.4,
+    single_attempt=0.0,
+    copy=0.5,
+    resolve=0.2,
+    check=0.0,
+    verify=0.3,
+    fast_form="answer",
+  )
+  rng = random.Random(0)
+  verify_after = {True: [], False: []}
+  for ex in arith.load_split("train", 4000, "sum10to12"):
+    _, first, second = corpus.transcript(ex, mix, rng)
+    right = first == arith.ANSWER_LINE.format(answer=ex.answer)
+    is_verify = second.startswith(arith.VERIFY_OPENING)
+    verify_after[right].append(is_verify)
+    if is_verify:  # the check reads attempt 1's answer and ends at the right one
+      stated = first.split("is ")[1].split(".")[0]
+      assert second == arith.verify_solution(arith.terms_of(ex), int(stated))
+      assert second.endswith(f"The final answer is {ex.answer}. I hope it is correct.")
+  rates = {k: np.mean(v) for k, v in verify_after.items()}
+  assert abs(rates[True] - 0.3) < 0.03 and abs(rates[False] - 0.3) < 0.03, rates
+
+
+def test_v2_first_attempts_that_verify_themselves_are_restated():
+  mix = corpus.Mixture(single_attempt=0.0, first_verify=0.5, copy=1.0, resolve=0.0, check=0.0)
+  rng = random.Random(0)
+  seen = 0
+  for ex in arith.load_split("train", 400, "sum10to12"):
+    _, first, second = corpus.transcript(ex, mix, rng)
+    if first.startswith(arith.VERIFY_OPENING):
+      seen += 1
+      assert first.endswith(f"The final answer is {ex.answer}. I hope it is correct.")
+      assert second.endswith(f"The final answer is {ex.answer}. I hope it is correct.")
+  assert 150 < seen < 250

@@ -2,23 +2,17 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
 from experiments import testbed as testbed_exp
 from score_jax import configs
 from score_jax.testbed import pipeline
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests import helpers
 
 
 def _main(workdir, *flags):
-  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # one CPU device, as a user
-  cmd = [sys.executable, "-m", "score_jax.main", "--config=experiments/testbed.py:quick",
-         f"--workdir={workdir}", *flags]  # fmt: skip
-  return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+  return helpers.run_main("experiments/testbed.py:quick", workdir, *flags, timeout=900)
 
 
 def test_config_is_validated_up_front():

@@ -16,6 +16,9 @@ from score_jax.testbed import task as testbed_task
 
 def test_the_testbed_task_is_registered_by_its_module():
   assert tasks.get_spec("testbed") is testbed_task.SPEC
+  for name, family in testbed_task.FAMILY_OF.items():  # v2 and its held-out variant too
+    task = tasks.load_task(name, "validation", procedural_size=3)
+    assert task.examples == arith.load_split("validation", 3, family)
   assert configs.get_job("testbed").module == "score_jax.testbed.pipeline"
   assert configs.get_job("testbed").uses_reward_pool
 
@@ -49,7 +52,11 @@ def test_validate_config_checks_the_testbed_section():
   c = testbed_exp.get_config("quick")
   testbed_config.validate_config(c)
   c.data.task = "math"
-  with pytest.raises(configs.ConfigError, match="the testbed job trains on 'testbed'"):
+  with pytest.raises(configs.ConfigError, match="data.task = 'math': the testbed job runs one of"):
+    configs.validate(c)
+  c = testbed_exp.get_config("quick")
+  c.testbed.mixture.verify = 0.2  # the second-attempt kinds no longer sum to 1
+  with pytest.raises(configs.ConfigError, match="copy \\+ resolve \\+ check \\+ verify = 1.2"):
     configs.validate(c)
   c = testbed_exp.get_config("quick")
   c.testbed.eval_problems = c.data.procedural_size + 1

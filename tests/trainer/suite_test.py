@@ -23,7 +23,7 @@ from tests import helpers
 from tests.helpers import diverse_params
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-ALL = ("final", "attempts", "scaling", "fixed_first", "pass_at_k")
+ALL = ("final", "attempts", "scaling", "fixed_first", "forced_check", "pass_at_k")
 
 
 def _config():
@@ -35,6 +35,7 @@ def _config():
   c.eval.curve_attempts, c.eval.curve_problems = 3, 4
   c.eval.scaling_budgets = (2, 4)
   c.eval.pass_k, c.eval.pass_samples = (1, 2), 2
+  c.eval.forced_prefix = "Let me check"
   return c
 
 
@@ -103,7 +104,11 @@ def test_every_evaluation_writes_its_documented_keys(trained):
   want = {f"acc@t{j}{x}" for j in (1, 2, 3) for x in ("", "_ci95_low", "_ci95_high")}
   assert set(att["metrics"]) == want | {"num_examples"} and att["metrics"]["num_examples"] == 4
   sc = s["scaling"]
-  assert set(sc) == {"step", "temperature", "budgets", "parallel", "sequential", "parallel_ci95", "sequential_ci95", "num_examples"}  # fmt: skip
+  assert set(sc) == {"step", "temperature", "budgets", "parallel", "sequential", "parallel_ci95", "sequential_ci95", "num_examples", "per_problem"}  # fmt: skip
+  pp = sc["per_problem"]
+  assert len(pp["ids"]) == len(pp["parallel"]) == 4 and all(len(v) == 2 for v in pp["parallel"])
+  # The per-problem votes are what the means are made of.
+  assert sc["parallel"] == pytest.approx([sum(v[j] for v in pp["parallel"]) / 4 for j in (0, 1)])
   assert sc["budgets"] == [2, 4] and sc["temperature"] == c.eval.scaling_temperature
   for name in ("parallel", "sequential"):
     assert len(sc[name]) == 2 and all(lo <= v <= hi for v, (lo, hi) in zip(sc[name], sc[f"{name}_ci95"]))  # fmt: skip
@@ -135,6 +140,25 @@ def test_fixed_first_continues_the_base_models_first_attempts(trained, pool):
   own = [ep["attempts"][0] for ep in trained["saved"]["final"]["episodes"]]
   assert fixed == base_first
   assert own != base_first  # the checkpoint writes other attempts: the check above has teeth
+
+
+def test_forced_check_opens_attempt_2_with_the_prefix_after_the_models_own_attempt_1(trained):
+  s = trained["saved"]
+  forced, own = s["forced_check"], s["final"]["episodes"]
+  assert forced["prefix"] == "Let me check"
+  assert [e["attempts"][0] for e in forced["episodes"]] == [e["attempts"][0] for e in own]
+  assert all(e["attempts"][1].startswith("Let me check") for e in forced["episodes"])
+  m = forced["metrics"]
+  first = [e["rewards"][0] > 0 for e in forced["episodes"]]
+  assert (m["num_wrong_first"], m["num_right_first"]) == (first.count(False), first.count(True))
+  assert {"forced_fix_rate", "forced_keep_rate", "acc@t1", "acc@t2"} <= set(m)
+
+
+def test_forced_check_needs_a_prefix():
+  c = _config()
+  c.eval.suite, c.eval.forced_prefix = ("forced_check",), ""
+  with pytest.raises(configs.ConfigError, match="eval.forced_prefix = ''"):
+    configs.validate(c)
 
 
 def test_an_untrained_method_without_checkpoints_is_its_base_model(tmp_path, pool):
@@ -250,6 +274,7 @@ def test_the_validated_names_are_the_suites_evaluations():
   c = configs.base_config()
   c.job = "evaluate"
   c.eval.suite = tuple(suite.EVALUATIONS) + ("repair",) * ("repair" not in suite.EVALUATIONS)
+  c.eval.forced_prefix = "Let me check"  # forced_check needs its opening (its own test above)
   with pytest.raises(configs.ConfigError, match=r"config\.eval\.repair_set = ''"):
     configs.validate(c)  # the repair evaluation needs its repair set
   c.job = "repair_set"  # the job that builds the repair set runs without one

@@ -1,0 +1,97 @@
+"""Testbed v2: a pre-registered test of SCoRe's claims where correcting needs attempt 1.
+
+  python -m score_jax.main --config=experiments/testbed_v2.py --workdir=/tmp/testbed_v2
+
+The task (score_jax.testbed.arith, family `sum10to12`, registered as `testbed_v2`): "What is
+7+8+5+9+3+2+6+1+4+8+2?", 10-12 one-digit terms. First attempts answer in one pass (the answer
+line alone): a 0.28M model adds 10-12 digits in one pass on only part of the problems. The skill
+a second attempt can use is a check that reads attempt 1's answer (arith.verify_solution):
+
+  Let me check 55: 55-7=48. 48-8=40. ... 10-8=2. 55-2=53. Final Answer: ... 53. ...
+
+It counts down from the stated answer one term at a time; what is left is attempt 1's error,
+and the last step repairs it. It cannot be written without attempt 1, and it changes the answer
+exactly when the answer is wrong (if its own steps are right). The corpus has no written way to
+solve afresh: a second attempt that ignores attempt 1 can only answer again in one pass.
+
+In the pretraining transcripts the kind of second attempt (copy, answer again in one pass,
+verify) is drawn without looking at attempt 1, so no transcript teaches WHEN to check; greedy
+second attempts copy. A share of first attempts verify their own one-pass answer, so attempt 1
+has the accurate path too (what naive multi-turn RL can move onto).
+
+The protocol (task, base recipe, each method's tuning grid, metrics, the primary comparison and
+its test) is experiments/testbed_protocol.md; it was committed before any confirmatory run.
+"""
+
+import ml_collections
+
+from experiments import testbed as testbed_v1
+from score_jax.testbed import config as testbed_config  # registers the testbed jobs
+
+# Every method of the comparison (issue 19): SCoRe, naive multi-turn RL in both readings,
+# single-turn RL, SCoRe without Stage I and without the shaping bonus, STaR and Pair-SFT.
+METHODS = (
+  "score",
+  "naive",
+  "naive_multiturn_eq1",
+  "single_turn",
+  "no_stage1",
+  "no_shaping",
+  "star_plus",
+  "pair_sft",
+)
+
+
+def get_config(arg: str = ""):
+  c = testbed_v1.get_config()
+  c.job = testbed_config.GRID_JOB
+  tb = c.testbed
+  c.data.task = c.data.eval_task = "testbed_v2"
+  tb.seq_len = 224  # a 12-term verify transcript is up to ~200 tokens
+  tb.mixture = m = ml_collections.ConfigDict()
+  m.first_error_rate = 0.2  # the first-attempt writer's planted one-pass slips (off by 1-2)
+  m.drill = 0.0
+  m.single_attempt = 0.1
+  m.first_check = 0.0  # no running-sum redo anywhere: there is no written way to solve afresh
+  m.first_verify = 0.1  # first attempts that verify their own one-pass answer
+  m.copy = 0.5
+  m.resolve = 0.2
+  m.check = 0.0
+  m.verify = 0.3
+  m.fast_form = "answer"
+  c.rollout.max_prompt_len = 48
+  c.rollout.prompt_buckets = (48,)
+  c.rollout.max_new_tokens = 128
+  c.rollout.gen_buckets = (128,)
+  c.data.eval_split = "validation"  # design and tuning; the confirmatory runs score test once
+  tb.methods = METHODS
+  tb.figure_methods = ()
+  tb.pretrain_seeds = (0, 1, 2)
+  tb.rl_seeds = (0, 1, 2)
+  # One grid for every method, searched on validation (pretraining seed 0, RL seed 0).
+  tb.tune_grid = ml_collections.ConfigDict({"optim:lr": (5e-5, 1e-4, 2e-4)})
+  tb.validation_problems = 300
+  tb.eval_problems = 500  # test problems per run, scored once
+  tb.held_out_task = "testbed_v2_heldout"
+  tb.forced_prefix = "Let me check"  # forced_check's opening: the verify transcripts' first words
+  tb.stop_after = ""
+  if arg in ("quick", "tiny"):
+    quick(c)
+  elif arg:
+    raise ValueError(
+      f"experiments/testbed_v2.py: unknown argument {arg!r} (expected '' or 'quick')"
+    )
+  return c
+
+
+def quick(c):
+  """The grid at CI size: two bases, SCoRe alone, a two-point grid, tiny budgets."""
+  testbed_v1.quick(c)
+  tb = c.testbed
+  tb.pretrain_seeds, tb.rl_seeds = (0, 1), (0,)
+  tb.methods = ("score",)
+  tb.tune_grid = ml_collections.ConfigDict({"optim:lr": (1e-4, 3e-4)})
+  tb.validation_problems = tb.eval_problems = 16
+  tb.curve_problems = 16
+  c.rollout.max_new_tokens, c.rollout.gen_buckets = 48, (48,)
+  c.eval.batch_size = 16

@@ -1,0 +1,183 @@
+"""Testbed v2's pre-registered grid: bases, tuning on validation, one confirmatory test per run.
+
+  python -m score_jax.main --config=experiments/testbed_v2.py --workdir=DIR
+
+The protocol (experiments/testbed_protocol.md) fixes what this job runs, in this order:
+
+  1. one base model per pretraining seed (testbed.pretrain_seeds): tokenizer and pretraining
+     with config.seed set to that seed, under DIR/bases/pretrain_seed<p>/ (the v1 pipeline's
+     phases), and its evaluations on the test split (final, forced_check, the majority vote of
+     2 samples) and on the held-out variant;
+  2. tuning: every trained method at every point of the one grid `testbed.tune_grid` (the same
+     grid for every method), on the first pretraining seed and the first RL seed, scored by
+     Acc@t2 on `testbed.validation_problems` problems of the VALIDATION split; the best point of
+     each method (ties: the earlier point) is written to DIR/tuning.json;
+  3. confirmation: each method at its selected point for every pretraining seed x RL seed,
+     evaluated once on the test split (final, the base model's fixed first attempts, the
+     majority vote of 2 samples) and on the held-out variant's test split;
+  4. DIR/report/: the tables with sample standard deviations and 95% CIs, and the findings
+     (score_jax.testbed.findings) for the main task and the held-out variant.
+
+Every phase is cached under DIR and skipped on rerun (training resumes mid-run), so a killed
+grid continues where it stopped; `testbed.stop_after = "tuning"` stops after phase 2.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import time
+
+import jax
+import ml_collections
+
+from score_jax import configs
+from score_jax.configs import paper
+from score_jax.parallel import mesh as mesh_lib
+from score_jax.rewards import factory
+from score_jax.rl import algorithms
+from score_jax.testbed import config as testbed_config
+from score_jax.testbed import grid_report, pipeline
+from score_jax.trainer import console, method_runs, suite
+
+TAG = "grid"
+
+
+def _say(msg: str) -> None:
+  if jax.process_index() == 0:
+    console.say(msg, tag=TAG)
+
+
+def grid_points(config) -> list[dict]:
+  """The tuning grid's points, in a fixed order: the product of testbed.tune_grid's values."""
+  grid = config.testbed.tune_grid.to_dict()
+  fields = sorted(grid)
+  return [dict(zip(fields, values)) for values in itertools.product(*(grid[f] for f in fields))]
+
+
+def point_name(point: dict) -> str:
+  """A point as a directory name: 'optim.lr=0.0001,stage2.alpha=10'."""
+  return ",".join(f"{k.replace(':', '.')}={v}" for k, v in sorted(point.items())) or "default"
+
+
+def apply_point(c: ml_collections.ConfigDict, point: dict) -> ml_collections.ConfigDict:
+  """Sets each field of `point` ('section:field' keys: ConfigDict keys cannot hold dots)."""
+  for field, value in point.items():
+    node = c
+    *path, last = field.split(":")
+    for p in path:
+      node = node[p]
+    node[last] = value
+  return c
+
+
+def trained(method: str) -> bool:
+  return bool(algorithms.method(paper.get_row(testbed_config.row_name(method)).method).phases)
+
+
+def _base(config, workdir: str, pseed: int, mesh, timings) -> str:
+  """The base model of one pretraining seed (the v1 pipeline's tokenizer and pretraining)."""
+  c = ml_collections.ConfigDict(config.to_dict())
+  c.seed = pseed
+  sub = os.path.join(workdir, "bases", f"pretrain_seed{pseed}")
+  spm = pipeline._tokenizer(c, sub, timings)
+  return pipeline._pretrain(c, sub, spm, mesh, timings)
+
+
+def _rl(config, method, pseed, seed, base_dir, point=None):
+  c = pipeline.rl_config(config, method, seed, base_dir)
+  c.seed = seed if trained(method) else pseed
+  return apply_point(c, point or {})
+
+
+def _tune(config, workdir, bases, pool, timings) -> dict:
+  """Phase 2: every trained method at every grid point on validation; the selection."""
+  path = os.path.join(workdir, "tuning.json")
+  if os.path.exists(path):
+    with open(path) as f:
+      return json.load(f)
+  tb, points = config.testbed, grid_points(config)
+  pseed, seed = tb.pretrain_seeds[0], tb.rl_seeds[0]
+  scores = {}
+  for method in [m for m in tb.methods if trained(m)]:
+    for point in points:
+      c = _rl(config, method, pseed, seed, bases[pseed], point)
+      name = f"tune/{method}/{point_name(point)}"
+      res = method_runs.run_method(
+        c, workdir, name, tb.validation_problems, pool, timings, TAG, final_split="validation"
+      )
+      scores.setdefault(method, []).append({"point": point, **method_runs.headline(res["metrics"])})
+  selected = {m: max(rows, key=lambda r: r["acc@t2"])["point"] for m, rows in scores.items()}
+  out = {"selected": selected, "validation": scores, "pretrain_seed": pseed, "rl_seed": seed}
+  if jax.process_index() == 0:
+    method_runs.write_json(path, out)
+  return out
+
+
+def _extra_evals(c, rundir, pool, config, method) -> dict:
+  """The test-split evaluations beyond `final`, each in its own eval file of the run."""
+  tb = config.testbed
+  out = {}
+  vote = ml_collections.ConfigDict(c.to_dict())
+  vote.data.eval_split = "test"
+  vote.eval.suite, vote.eval.scaling_budgets = ("scaling",), (2,)
+  vote.eval.num_examples = vote.eval.curve_problems = tb.eval_problems
+  vote.eval.file_suffix = "_vote2"
+  out["vote2"] = suite.run_suite(vote, rundir, pool)["scaling"]["per_problem"]
+  held = ml_collections.ConfigDict(c.to_dict())
+  held.data.eval_task, held.data.eval_split = tb.held_out_task, "test"
+  held.eval.suite, held.eval.num_examples = ("final",), tb.eval_problems
+  held.eval.file_suffix = "_heldout"
+  suite.run_suite(held, rundir, pool)
+  extra = ml_collections.ConfigDict(c.to_dict())
+  extra.data.eval_split = "test"
+  extra.eval.num_examples = tb.eval_problems
+  extra.eval.suite = ("forced_check",) if method == "base" else ("fixed_first",)
+  extra.eval.forced_prefix = tb.forced_prefix
+  paper.add_continued_prompt_bucket(extra)  # prompts that hold attempt 1
+  suite.run_suite(extra, rundir, pool)
+  return out
+
+
+def _confirm(config, workdir, bases, selected, pool, timings) -> list[str]:
+  """Phase 3: every (method, pretraining seed, RL seed) at its selected point, tested once."""
+  tb, names = config.testbed, []
+  for pseed in tb.pretrain_seeds:
+    jobs = [("base", 0)] + [(m, s) for s in tb.rl_seeds for m in tb.methods]
+    for method, seed in jobs:
+      c = _rl(config, method, pseed, seed, bases[pseed], selected.get(method))
+      name = f"{method}/p{pseed}_s{seed}"
+      method_runs.run_method(
+        c, workdir, name, tb.eval_problems, pool, timings, TAG, final_split="test"
+      )
+      start = time.time()
+      _extra_evals(c, os.path.join(workdir, "runs", name), pool, config, method)
+      timings.add(f"extra/{name}", time.time() - start)
+      names.append(name)
+  return names
+
+
+RUN_SELECTION = ("stop_after",)
+
+
+def run(config, workdir: str, pool=None):
+  """Runs (or resumes) the grid's phases; returns the findings (or the tuning, if stopped)."""
+  t0 = time.time()
+  method_runs.check_workdir_config(config, workdir, "testbed", RUN_SELECTION)
+  timings = method_runs.Timings(workdir)
+  mesh = mesh_lib.make_mesh(configs.mesh_shape(config, jax.device_count()))
+  with factory.reward_pool(config, pool) as pool:
+    bases = {p: _base(config, workdir, p, mesh, timings) for p in config.testbed.pretrain_seeds}
+    tuning = _tune(config, workdir, bases, pool, timings)
+    _say(f"tuning done: selected {json.dumps(tuning['selected'])}")
+    if config.testbed.stop_after == "tuning":
+      return tuning
+    names = _confirm(config, workdir, bases, tuning["selected"], pool, timings)
+  found = None
+  if jax.process_index() == 0:
+    found, md = grid_report.write(workdir, names, tuning, config)
+    console.say(grid_report.console_text(md))
+    console.say(f"this invocation: {time.time() - t0:.0f} s; log: {console.current_log()}")
+    console.report(os.path.join(workdir, "report", "results.md"))
+  return found

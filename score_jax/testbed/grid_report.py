@@ -1,0 +1,161 @@
+"""Testbed v2's report: the grid's evaluated rows -> tables with spread and CIs, and findings.
+
+Reads what score_jax.testbed.grid wrote under DIR (each run's final evaluation in
+DIR/eval/<method>/p<p>_s<s>.json, its other evaluations in DIR/runs/<...>/eval/) and writes
+DIR/report/results.md and results.json: the main task's table, the held-out variant's table
+beside it, the tuning on validation, and the pre-registered findings, every number computed
+from the per-problem rows.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Any
+
+from score_jax.testbed import findings
+from score_jax.testbed import report as v1_report
+from score_jax.trainer import evaluate as evaluate_lib
+
+# (header, statistic): the table's columns, each a findings.Stat over a run's problems.
+COLUMNS = (
+  ("Acc@t1", findings.acc(1)),
+  ("Acc@t2", findings.acc(2)),
+  ("Δ(t1,t2)", findings.delta),
+  ("P(change | wrong)", findings.change_given_wrong),
+  ("P(change | right)", findings.change_given_right),
+)
+EXTRA_COLUMNS = (
+  ("Vote of 2 samples", findings.vote2, "vote2"),
+  ("Fixes base's wrong t1", findings.fixed_first_fix, "fixed_first"),
+)
+
+
+def _read(path: str) -> dict:
+  with open(path) as f:
+    return json.load(f)
+
+
+def _episode_rows(episodes: list[dict]) -> dict[str, Any]:
+  same = evaluate_lib.answers_equal("math")
+  return {
+    "ids": [e["id"] for e in episodes],
+    "correct": [[r > 0 for r in e["rewards"]] for e in episodes],
+    "changed": [not same(*e["answers"][:2]) for e in episodes],
+  }
+
+
+def _aligned(ids: list[str], other_ids: list[str], values: list) -> list:
+  where = dict(zip(other_ids, values))
+  missing = [i for i in ids if i not in where]
+  if missing:
+    raise ValueError(f"evaluation rows missing for {len(missing)} problems, e.g. {missing[0]}")
+  return [where[i] for i in ids]
+
+
+def load_runs(workdir: str, names: list[str]) -> tuple[list[dict], list[dict]]:
+  """(main-task runs, held-out runs) in findings' format, from the grid's evaluation files."""
+  main, held = [], []
+  for name in names:
+    method, tail = name.split("/")
+    pseed, seed = (int(x[1:]) for x in tail.split("_"))
+    head = {"method": method, "pretrain_seed": pseed, "seed": seed}
+    run = {
+      **head,
+      **_episode_rows(_read(os.path.join(workdir, "eval", f"{name}.json"))["episodes"]),
+    }
+    evals = os.path.join(workdir, "runs", name, "eval")
+    vote = _read(os.path.join(evals, "scaling_vote2.json"))["per_problem"]
+    run["vote2"] = _aligned(run["ids"], vote["ids"], [v[0] for v in vote["parallel"]])
+    ff_path = os.path.join(evals, "fixed_first.json")
+    if os.path.exists(ff_path):
+      ff = _read(ff_path)["episodes"]
+      rows = [[r > 0 for r in e["rewards"][:2]] for e in ff]
+      run["fixed_first"] = _aligned(run["ids"], [e["id"] for e in ff], rows)
+    main.append(run)
+    held_eps = _read(os.path.join(evals, "final_heldout.json"))["episodes"]
+    held.append({**head, **_episode_rows(held_eps)})
+  return main, held
+
+
+def _cell(s: dict) -> str:
+  if not s["n"] or math.isnan(s["mean"]):
+    return "-"
+  lo, hi = s["ci"]
+  sd = f" ± {100 * s['std']:.1f}" if not math.isnan(s.get("std", math.nan)) else ""
+  return f"{100 * s['mean']:.1f}{sd} [{100 * lo:.1f}, {100 * hi:.1f}]"
+
+
+def table(runs: list[dict]) -> str:
+  """Markdown: one row per method, mean ± sample std [95% CI] over its runs, in points."""
+  methods = list(dict.fromkeys(r["method"] for r in runs))
+  # An extra column shows where its evaluation ran (fixed_first: not on the base model itself).
+  extra = [(h, s, key) for h, s, key in EXTRA_COLUMNS if any(key in r for r in runs)]
+  cols = [(h, s, None) for h, s in COLUMNS] + extra
+  lines = [
+    "| method | runs | " + " | ".join(h for h, _, _ in cols) + " |",
+    "| --- | --- |" + " --- |" * len(cols),
+  ]
+  for m in methods:
+    mine = [r for r in runs if r["method"] == m]
+    cells = [
+      _cell(findings.summary(mine, m, stat)) if key is None or all(key in r for r in mine) else "-"
+      for _, stat, key in cols
+    ]
+    n = sum(r["method"] == m for r in runs)
+    lines.append(f"| {v1_report.display_name(m)} | {n} | " + " | ".join(cells) + " |")
+  return "\n".join(lines) + "\n"
+
+
+def _tuning_table(tuning: dict) -> str:
+  lines = ["| method | point | Acc@t1 | Acc@t2 | Δ |", "| --- | --- | --- | --- | --- |"]
+  for m, rows in tuning["validation"].items():
+    for r in rows:
+      mark = " (selected)" if r["point"] == tuning["selected"][m] else ""
+      point = ", ".join(f"{k.replace(':', '.')}={v}" for k, v in r["point"].items()) or "default"
+      lines.append(
+        f"| {m} | {point}{mark} | {r['acc@t1']} | {r['acc@t2']} | {r['delta(t1,t2)']:+} |"
+      )
+  return "\n".join(lines) + "\n"
+
+
+def markdown(runs, held, tuning, found) -> str:
+  return "\n".join(
+    [
+      "# Testbed v2: the pre-registered grid (test split, scored once per run)\n",
+      "Mean ± sample standard deviation over runs [95% CI: runs, then problems, resampled], "
+      "in percentage points.\n",
+      "## Main task\n",
+      table(runs),
+      "## Held-out variant (never used in design)\n",
+      table(held),
+      "## Tuning (validation split; pretraining seed "
+      f"{tuning['pretrain_seed']}, RL seed {tuning['rl_seed']})\n",
+      _tuning_table(tuning),
+      "## " + findings.findings_text(found),
+    ]
+  )
+
+
+def write(workdir: str, names: list[str], tuning: dict, config) -> tuple[list[dict], str]:
+  """Writes DIR/report/results.md and results.json; returns (findings, markdown)."""
+  del config
+  runs, held = load_runs(workdir, names)
+  found = findings.findings(runs, held_out=held)
+  md = markdown(runs, held, tuning, found)
+  out = os.path.join(workdir, "report")
+  os.makedirs(out, exist_ok=True)
+  with open(os.path.join(out, "results.md"), "w") as f:
+    f.write(md)
+  summary = {
+    m: {h: findings.summary(runs, m, s) for h, s in COLUMNS}
+    for m in dict.fromkeys(r["method"] for r in runs)
+  }
+  with open(os.path.join(out, "results.json"), "w") as f:
+    json.dump({"findings": found, "summary": summary, "tuning": tuning}, f, indent=1, default=float)
+  return found, md
+
+
+def console_text(md: str) -> str:
+  return md

@@ -1,0 +1,79 @@
+"""Testbed v2's grid job (`experiments/testbed_v2.py:quick`): bases per pretraining seed, tuning
+on validation, one test per run, the report with its findings; a rerun redoes nothing."""
+
+import json
+import os
+
+import pytest
+
+from experiments import testbed_v2
+from score_jax import configs
+from score_jax.testbed import grid
+from tests import helpers
+
+
+def _main(workdir, *flags):
+  # One device and a compilation cache shared by the grid's many runs (and the rerun).
+  env = helpers.one_device_cached_env(os.path.join(os.path.dirname(workdir), "xla_cache"))
+  return helpers.run_main("experiments/testbed_v2.py:quick", workdir, *flags, env=env, timeout=1500)
+
+
+def test_grid_config_is_validated_up_front():
+  c = testbed_v2.get_config()
+  configs.validate(c)
+  c.testbed.tune_grid["optim:lrr"] = (1e-4,)
+  with pytest.raises(configs.ConfigError, match="'optim:lrr' is not a config field"):
+    configs.validate(c)
+  c = testbed_v2.get_config()
+  c.data.eval_split = "test"  # tuning must never see the test split
+  with pytest.raises(configs.ConfigError, match="data.eval_split = 'test'"):
+    configs.validate(c)
+  c = testbed_v2.get_config()
+  c.testbed.held_out_task = c.data.task
+  with pytest.raises(configs.ConfigError, match="testbed.held_out_task"):
+    configs.validate(c)
+
+
+def test_grid_points_are_the_product_in_a_fixed_order():
+  c = testbed_v2.get_config()
+  c.testbed.tune_grid["stage2:alpha"] = (1.0, 10.0)
+  points = grid.grid_points(c)
+  assert len(points) == 6 and points[0] == {"optim:lr": 5e-5, "stage2:alpha": 1.0}
+  assert grid.point_name(points[1]) == "optim.lr=5e-05,stage2.alpha=10.0"
+  rl = grid.apply_point(testbed_v2.get_config(), points[1])
+  assert (rl.optim.lr, rl.stage2.alpha) == (5e-5, 10.0)
+
+
+@pytest.mark.slow
+def test_quick_grid_end_to_end_and_rerun(tmp_path):
+  workdir = str(tmp_path / "grid")
+  done = _main(workdir)
+  assert done.returncode == 0, done.stderr[-3000:]
+  tuning = json.load(open(os.path.join(workdir, "tuning.json")))
+  assert set(tuning["selected"]) == {"score"}
+  for method, rows in tuning["validation"].items():
+    assert len(rows) == 2  # every method searched the same two-point grid
+    assert tuning["selected"][method] == max(rows, key=lambda r: r["acc@t2"])["point"]
+  # Tuning evaluated on validation only; the confirmatory runs on test, once each.
+  tune_eval = json.load(
+    open(os.path.join(workdir, "eval", "tune", "score", "optim.lr=0.0001.json"))
+  )
+  assert all("/validation/" in e["id"] for e in tune_eval["episodes"])
+  names = [f"{m}/p{p}_s0" for p in (0, 1) for m in ("base", "score")]
+  for name in names:
+    final = json.load(open(os.path.join(workdir, "eval", f"{name}.json")))
+    assert all("/test/" in e["id"] for e in final["episodes"]) and len(final["episodes"]) == 16
+    held = json.load(open(os.path.join(workdir, "runs", name, "eval", "final_heldout.json")))
+    assert all(e["id"].startswith("testbed/sum9/test/") for e in held["episodes"])
+  assert os.path.exists(os.path.join(workdir, "runs", "base/p0_s0", "eval", "forced_check.json"))
+  assert os.path.exists(os.path.join(workdir, "runs", "score/p1_s0", "eval", "fixed_first.json"))
+  report = open(os.path.join(workdir, "report", "results.md")).read()
+  assert "## Held-out variant" in report and "SCoRe Acc@t2 > naive multi-turn RL" in report
+  results = json.load(open(os.path.join(workdir, "report", "results.json")))
+  assert len(results["findings"]) >= 10
+  # A rerun finds every phase cached: no training, no evaluation.
+  stamp = os.path.getmtime(os.path.join(workdir, "eval", "score", "p1_s0.json"))
+  again = _main(workdir)
+  assert again.returncode == 0, again.stderr[-3000:]
+  assert os.path.getmtime(os.path.join(workdir, "eval", "score", "p1_s0.json")) == stamp
+  assert "steps" not in again.stdout.split("tuning done")[-1].split("Testbed v2")[0]
