@@ -48,11 +48,12 @@ def get_config(arg: str = ""):
   tb = c.testbed
   c.data.task = c.data.eval_task = "testbed_v2"
   tb.seq_len = 224  # a 12-term verify transcript is up to ~200 tokens
-  # Design v2-D (validation; not frozen): one pass 82.8% (above the 20-70% band), a forced
-  # check fixes 76.7% of wrong first attempts and keeps 96.6% of right ones, and SCoRe and
-  # naive RL both learn to check. At 850 steps (v2-I) one pass is in the band (64.8%) but
-  # neither RL method found the check in 40 steps (BUILD_NOTES.md, testbed v2 designs).
-  tb.pretrain_steps = 1000
+  # Design v2-J (validation, 500 problems, greedy; NOT frozen, see the protocol): one pass 49.0%,
+  # a forced check fixes 92.2% of wrong first attempts and keeps 96.7% of right ones; greedy
+  # second attempts copy. Always checking would reach 94.4% (the draft's target: < 90%). At 775
+  # and 810 steps (v2-K, v2-L) every base target holds but RL does not find the check in 40
+  # steps; here SCoRe and naive RL both do (BUILD_NOTES.md, "Testbed v2").
+  tb.pretrain_steps = 850
   tb.mixture = m = ml_collections.ConfigDict()
   # The first-attempt writer's planted one-pass slips (off by 1-2): at 0.5 half the verify
   # transcripts repair an error; at 0.2 the check learned to confirm (BUILD_NOTES.md, v2-A/D).
@@ -60,11 +61,13 @@ def get_config(arg: str = ""):
   m.drill = 0.0
   m.single_attempt = 0.1
   m.first_check = 0.0  # no running-sum redo anywhere: there is no written way to solve afresh
-  m.first_verify = 0.1  # first attempts that verify their own one-pass answer
-  m.copy = 0.5
+  # First attempts that verify their own one-pass answer: attempt 1 has the check too (what
+  # single-turn and naive RL can move onto); 0.3 teaches the check in fewer steps (v2-J, v2-K).
+  m.first_verify = 0.3
+  m.copy = 0.45
   m.resolve = 0.2
   m.check = 0.0
-  m.verify = 0.3
+  m.verify = 0.35
   m.fast_form = "answer"
   c.rollout.max_prompt_len = 48
   c.rollout.prompt_buckets = (48,)
@@ -84,19 +87,33 @@ def get_config(arg: str = ""):
   tb.stop_after = ""
   if arg in ("quick", "tiny"):
     quick(c)
+  elif arg == "one_seed":
+    one_seed(c)
   elif arg:
     raise ValueError(
-      f"experiments/testbed_v2.py: unknown argument {arg!r} (expected '' or 'quick')"
+      f"experiments/testbed_v2.py: unknown argument {arg!r} (expected '', 'one_seed' or 'quick')"
     )
   return c
 
 
+def one_seed(c):
+  """README command 1: one base, SCoRe and naive multi-turn RL at one seed, on the test split.
+
+  The grid's first cell at the grid's first learning rate, with no tuning: a first look that
+  takes one sitting, not the pre-registered result (that is the default, the full grid)."""
+  tb = c.testbed
+  tb.pretrain_seeds, tb.rl_seeds = (0,), (0,)
+  tb.methods = ("score", "naive")
+  first = min(tb.tune_grid["optim:lr"])
+  tb.tune_grid = ml_collections.ConfigDict({"optim:lr": (first,)})
+
+
 def quick(c):
-  """The grid at CI size: two bases, SCoRe alone, a two-point grid, tiny budgets."""
+  """The grid at CI size: two bases, SCoRe and single-turn RL, a two-point grid, tiny budgets."""
   testbed_v1.quick(c)
   tb = c.testbed
   tb.pretrain_seeds, tb.rl_seeds = (0, 1), (0,)
-  tb.methods = ("score",)
+  tb.methods = ("score", "single_turn")
   tb.tune_grid = ml_collections.ConfigDict({"optim:lr": (1e-4, 3e-4)})
   tb.validation_problems = tb.eval_problems = 16
   tb.curve_problems = 16

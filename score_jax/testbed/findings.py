@@ -7,6 +7,7 @@ A run is one (method, pretraining seed, RL seed) evaluated on a fixed list of pr
    "correct": [[attempt 1 right, attempt 2 right], ...],   # one pair per problem
    "changed": [attempt 2's answer differs from attempt 1's, ...],
    "vote2": [majority vote of 2 samples right, ...]        (optional: matched token budget)
+   "long1": [one attempt with two attempts' tokens right, ...]   (optional: the same)
    "fixed_first": [[base attempt 1 right, this model's attempt 2 right], ...]   (optional)}
 
 The unit of replication is the training run: two methods are compared on the runs they share a
@@ -93,6 +94,8 @@ change_dependence = Stat(
   _change_cols, lambda m: _ratio(m[..., 0], m[..., 1]) - _ratio(m[..., 2], m[..., 3])
 )
 vote2 = Stat(lambda r: _cols(_arr(r, "vote2")), lambda m: m[..., 0])
+# One attempt given two attempts' tokens (single-turn RL): the other matched-budget baseline.
+long1 = Stat(lambda r: _cols(_arr(r, "long1")), lambda m: m[..., 0])
 
 
 def _fixed_cols(r: Run) -> np.ndarray:
@@ -220,6 +223,13 @@ PAIRED_CLAIMS: tuple[tuple, ...] = (
     "single_turn",
     acc(2),
     vote2,
+  ),
+  (
+    "SCoRe Acc@t2 > single-turn RL's one attempt with two attempts' tokens (matched budget)",
+    "score",
+    "single_turn",
+    acc(2),
+    long1,
   ),
   ("SCoRe Acc@t2 > SCoRe w/o Stage I Acc@t2", "score", "no_stage1", acc(2)),
   ("SCoRe Acc@t2 > SCoRe w/o reward shaping Acc@t2", "score", "no_shaping", acc(2)),

@@ -100,7 +100,8 @@ def _tune(config, workdir, bases, pool, timings) -> dict:
   tb, points = config.testbed, grid_points(config)
   pseed, seed = tb.pretrain_seeds[0], tb.rl_seeds[0]
   scores = {}
-  for method in [m for m in tb.methods if trained(m)]:
+  # A one-point grid has nothing to choose: no validation runs (README command 1 uses this).
+  for method in [m for m in tb.methods if trained(m)] if len(points) > 1 else []:
     for point in points:
       c = _rl(config, method, pseed, seed, bases[pseed], point)
       name = f"tune/{method}/{point_name(point)}"
@@ -109,6 +110,8 @@ def _tune(config, workdir, bases, pool, timings) -> dict:
       )
       scores.setdefault(method, []).append({"point": point, **method_runs.headline(res["metrics"])})
   selected = {m: max(rows, key=lambda r: r["acc@t2"])["point"] for m, rows in scores.items()}
+  if len(points) == 1:
+    selected = {m: points[0] for m in tb.methods if trained(m)}
   out = {"selected": selected, "validation": scores, "pretrain_seed": pseed, "rl_seed": seed}
   if jax.process_index() == 0:
     method_runs.write_json(path, out)
@@ -130,6 +133,13 @@ def _extra_evals(c, rundir, pool, config, method) -> dict:
   held.eval.suite, held.eval.num_examples = ("final",), tb.eval_problems
   held.eval.file_suffix = "_heldout"
   suite.run_suite(held, rundir, pool)
+  if method == "single_turn":  # the matched token budget: one attempt with two attempts' tokens
+    long = ml_collections.ConfigDict(c.to_dict())
+    long.data.eval_split, long.eval.suite = "test", ("final",)
+    long.eval.num_examples, long.eval.file_suffix = tb.eval_problems, "_long1"
+    long.rollout.max_new_tokens *= 2
+    long.rollout.gen_buckets = (long.rollout.max_new_tokens,)
+    suite.run_suite(long, rundir, pool)
   extra = ml_collections.ConfigDict(c.to_dict())
   extra.data.eval_split = "test"
   extra.eval.num_examples = tb.eval_problems
@@ -161,10 +171,20 @@ def _confirm(config, workdir, bases, selected, pool, timings) -> list[str]:
 RUN_SELECTION = ("stop_after",)
 
 
+def _persistent_compilation_cache(workdir: str) -> None:
+  """The grid's ~90 runs compile the same programs (sampler, update per stream shape): ~30 s
+  per run without a cache (BUILD_NOTES.md). One on-disk cache in the workdir compiles each
+  once; a cache the user set (JAX_COMPILATION_CACHE_DIR) is kept."""
+  if not jax.config.jax_compilation_cache_dir:
+    jax.config.update("jax_compilation_cache_dir", os.path.join(workdir, "xla_cache"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+
+
 def run(config, workdir: str, pool=None):
   """Runs (or resumes) the grid's phases; returns the findings (or the tuning, if stopped)."""
   t0 = time.time()
   method_runs.check_workdir_config(config, workdir, "testbed", RUN_SELECTION)
+  _persistent_compilation_cache(workdir)
   timings = method_runs.Timings(workdir)
   mesh = mesh_lib.make_mesh(configs.mesh_shape(config, jax.device_count()))
   with factory.reward_pool(config, pool) as pool:

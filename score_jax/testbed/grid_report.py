@@ -28,6 +28,7 @@ COLUMNS = (
 )
 EXTRA_COLUMNS = (
   ("Vote of 2 samples", findings.vote2, "vote2"),
+  ("One attempt, 2x tokens", findings.long1, "long1"),
   ("Fixes base's wrong t1", findings.fixed_first_fix, "fixed_first"),
 )
 
@@ -68,6 +69,11 @@ def load_runs(workdir: str, names: list[str]) -> tuple[list[dict], list[dict]]:
     evals = os.path.join(workdir, "runs", name, "eval")
     vote = _read(os.path.join(evals, "scaling_vote2.json"))["per_problem"]
     run["vote2"] = _aligned(run["ids"], vote["ids"], [v[0] for v in vote["parallel"]])
+    long_path = os.path.join(evals, "final_long1.json")
+    if os.path.exists(long_path):
+      long1 = _read(long_path)["episodes"]
+      first = [e["rewards"][0] > 0 for e in long1]
+      run["long1"] = _aligned(run["ids"], [e["id"] for e in long1], first)
     ff_path = os.path.join(evals, "fixed_first.json")
     if os.path.exists(ff_path):
       ff = _read(ff_path)["episodes"]
@@ -108,12 +114,19 @@ def table(runs: list[dict]) -> str:
   return "\n".join(lines) + "\n"
 
 
+def point_text(point: dict) -> str:
+  return ", ".join(f"{k.replace(':', '.')}={v}" for k, v in point.items()) or "default"
+
+
 def _tuning_table(tuning: dict) -> str:
+  if not tuning["validation"]:
+    points = {point_text(p) for p in tuning["selected"].values()}
+    return f"A one-point grid ({', '.join(sorted(points))}): nothing was tuned.\n"
   lines = ["| method | point | Acc@t1 | Acc@t2 | Δ |", "| --- | --- | --- | --- | --- |"]
   for m, rows in tuning["validation"].items():
     for r in rows:
       mark = " (selected)" if r["point"] == tuning["selected"][m] else ""
-      point = ", ".join(f"{k.replace(':', '.')}={v}" for k, v in r["point"].items()) or "default"
+      point = point_text(r["point"])
       lines.append(
         f"| {m} | {point}{mark} | {r['acc@t1']} | {r['acc@t2']} | {r['delta(t1,t2)']:+} |"
       )

@@ -12,7 +12,7 @@ from score_jax.testbed import findings
 SEEDS = [(p, s) for p in range(3) for s in range(3)]
 N = 300
 
-# method -> (P(attempt 1 right), P(fix | wrong), P(break | right), P(vote2 right),
+# method -> (P(attempt 1 right), P(fix | wrong), P(break | right), P(vote2 / long1 right),
 #            P(fixed-first fix), P(change | right) without breaking)
 GOOD = {
   "base": (0.45, 0.02, 0.02, 0.46, 0.02, 0.0),
@@ -44,6 +44,7 @@ def _run(method, pseed, seed, spec, ids_prefix="p"):
     "correct": np.stack([first, second], 1).tolist(),
     "changed": changed.tolist(),
     "vote2": (rng.random(N) < v2).tolist(),
+    "long1": (rng.random(N) < v2).tolist(),  # one attempt with two attempts' tokens
     "fixed_first": fixed.tolist(),
   }
 
@@ -94,6 +95,9 @@ AGAINST = {
   "SCoRe Acc@t2 > single-turn RL Acc@t2": _flipped("single_turn", p1=0.95),
   "SCoRe Acc@t2 > single-turn RL's majority vote of 2 samples (matched token budget)": _flipped(
     "single_turn", v2=0.95
+  ),
+  "SCoRe Acc@t2 > single-turn RL's one attempt with two attempts' tokens (matched budget)": (
+    _flipped("single_turn", v2=0.95)
   ),
   "SCoRe Acc@t2 > SCoRe w/o Stage I Acc@t2": _flipped("no_stage1", fix=0.9),
   "SCoRe Acc@t2 > STaR Acc@t2": _flipped("star_plus", fix=0.9),

@@ -44,13 +44,24 @@ def test_grid_points_are_the_product_in_a_fixed_order():
   assert (rl.optim.lr, rl.stage2.alpha) == (5e-5, 10.0)
 
 
+def test_one_point_grid_selects_it_without_tuning_runs(tmp_path):
+  c = testbed_v2.get_config("one_seed")
+  assert c.testbed.methods == ("score", "naive") and grid.grid_points(c) == [{"optim:lr": 5e-5}]
+  # No base exists and no pool is given: a tuning run would fail here.
+  timings = grid.method_runs.Timings(str(tmp_path))
+  out = grid._tune(c, str(tmp_path), {}, None, timings)
+  assert out["selected"] == {"score": {"optim:lr": 5e-5}, "naive": {"optim:lr": 5e-5}}
+  assert out["validation"] == {}
+  assert "nothing was tuned" in grid.grid_report._tuning_table(out)
+
+
 @pytest.mark.slow
 def test_quick_grid_end_to_end_and_rerun(tmp_path):
   workdir = str(tmp_path / "grid")
   done = _main(workdir)
   assert done.returncode == 0, done.stderr[-3000:]
   tuning = json.load(open(os.path.join(workdir, "tuning.json")))
-  assert set(tuning["selected"]) == {"score"}
+  assert set(tuning["selected"]) == {"score", "single_turn"}
   for method, rows in tuning["validation"].items():
     assert len(rows) == 2  # every method searched the same two-point grid
     assert tuning["selected"][method] == max(rows, key=lambda r: r["acc@t2"])["point"]
@@ -67,8 +78,14 @@ def test_quick_grid_end_to_end_and_rerun(tmp_path):
     assert all(e["id"].startswith("testbed/sum9/test/") for e in held["episodes"])
   assert os.path.exists(os.path.join(workdir, "runs", "base/p0_s0", "eval", "forced_check.json"))
   assert os.path.exists(os.path.join(workdir, "runs", "score/p1_s0", "eval", "fixed_first.json"))
+  # Single-turn RL's matched token budget: one attempt given two attempts' tokens.
+  long1 = json.load(
+    open(os.path.join(workdir, "runs", "single_turn/p0_s0", "eval", "final_long1.json"))
+  )
+  assert len(long1["episodes"]) == 16 and all("/test/" in e["id"] for e in long1["episodes"])
   report = open(os.path.join(workdir, "report", "results.md")).read()
   assert "## Held-out variant" in report and "SCoRe Acc@t2 > naive multi-turn RL" in report
+  assert "One attempt, 2x tokens" in report
   results = json.load(open(os.path.join(workdir, "report", "results.json")))
   assert len(results["findings"]) >= 10
   # A rerun finds every phase cached: no training, no evaluation.
