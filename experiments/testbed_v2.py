@@ -52,7 +52,8 @@ def get_config(arg: str = ""):
   # see the protocol): one pass 54.4%; a forced check fixes 69.7% of wrong first attempts and
   # keeps 96.3% of right ones (always checking: 84.2%); greedy second attempts copy. At
   # temperature 1.0 no RL run moved Acc@t2 on this base; at 0.7 SCoRe reaches 58.7 / 77.3 and
-  # naive RL 44.0 / 69.7 in 20 updates (BUILD_NOTES.md, "Testbed v2", designs J-L).
+  # naive RL 44.0 / 69.7 in 20 updates; on pretraining seed 1 SCoRe learned no correction in 20
+  # updates (59.7 / 59.3), so this is not the frozen recipe (BUILD_NOTES.md, "Testbed v2", J-L).
   tb.pretrain_steps = 810
   tb.mixture = m = ml_collections.ConfigDict()
   # The first-attempt writer's planted one-pass slips (off by 1-2): at 0.5 half the verify
