@@ -99,9 +99,10 @@ def _tune(config, workdir, bases, pool, timings) -> dict:
       return json.load(f)
   tb, points = config.testbed, grid_points(config)
   pseed, seed = tb.pretrain_seeds[0], tb.rl_seeds[0]
+  methods = [m for m in tb.methods if trained(m)]
   scores = {}
-  # A one-point grid has nothing to choose: no validation runs (README command 1 uses this).
-  for method in [m for m in tb.methods if trained(m)] if len(points) > 1 else []:
+  # A one-point grid has nothing to choose: no validation runs (testbed_v2.py:one_seed).
+  for method in methods if len(points) > 1 else []:
     for point in points:
       c = _rl(config, method, pseed, seed, bases[pseed], point)
       name = f"tune/{method}/{point_name(point)}"
@@ -109,13 +110,23 @@ def _tune(config, workdir, bases, pool, timings) -> dict:
         c, workdir, name, tb.validation_problems, pool, timings, TAG, final_split="validation"
       )
       scores.setdefault(method, []).append({"point": point, **method_runs.headline(res["metrics"])})
-  selected = {m: max(rows, key=lambda r: r["acc@t2"])["point"] for m, rows in scores.items()}
-  if len(points) == 1:
-    selected = {m: points[0] for m in tb.methods if trained(m)}
+  best = lambda m: max(scores[m], key=lambda r: r["acc@t2"])["point"] if scores else points[0]
+  selected = {m: best(m) for m in methods}
   out = {"selected": selected, "validation": scores, "pretrain_seed": pseed, "rl_seed": seed}
   if jax.process_index() == 0:
     method_runs.write_json(path, out)
   return out
+
+
+def long_attempt_config(c, problems: int) -> ml_collections.ConfigDict:
+  """The matched token budget's second baseline: the `final` evaluation on test with attempt 1
+  given two attempts' tokens (eval/final_long1.json; its Acc@t1 is what the report reads)."""
+  long = ml_collections.ConfigDict(c.to_dict())
+  long.data.eval_split, long.eval.suite = "test", ("final",)
+  long.eval.num_examples, long.eval.file_suffix = problems, "_long1"
+  long.rollout.max_new_tokens = 2 * c.rollout.max_new_tokens
+  long.rollout.gen_buckets = (long.rollout.max_new_tokens,)
+  return long
 
 
 def _extra_evals(c, rundir, pool, config, method) -> dict:
@@ -133,13 +144,8 @@ def _extra_evals(c, rundir, pool, config, method) -> dict:
   held.eval.suite, held.eval.num_examples = ("final",), tb.eval_problems
   held.eval.file_suffix = "_heldout"
   suite.run_suite(held, rundir, pool)
-  if method == "single_turn":  # the matched token budget: one attempt with two attempts' tokens
-    long = ml_collections.ConfigDict(c.to_dict())
-    long.data.eval_split, long.eval.suite = "test", ("final",)
-    long.eval.num_examples, long.eval.file_suffix = tb.eval_problems, "_long1"
-    long.rollout.max_new_tokens *= 2
-    long.rollout.gen_buckets = (long.rollout.max_new_tokens,)
-    suite.run_suite(long, rundir, pool)
+  if method == "single_turn":
+    suite.run_suite(long_attempt_config(c, tb.eval_problems), rundir, pool)
   extra = ml_collections.ConfigDict(c.to_dict())
   extra.data.eval_split = "test"
   extra.eval.num_examples = tb.eval_problems
@@ -172,9 +178,9 @@ RUN_SELECTION = ("stop_after",)
 
 
 def _persistent_compilation_cache(workdir: str) -> None:
-  """The grid's ~90 runs compile the same programs (sampler, update per stream shape): ~30 s
-  per run without a cache (BUILD_NOTES.md). One on-disk cache in the workdir compiles each
-  once; a cache the user set (JAX_COMPILATION_CACHE_DIR) is kept."""
+  """The grid's ~90 runs compile the same programs (sampler, update per stream shape). An
+  on-disk cache in the workdir saved ~10 s of a 153 s run (BUILD_NOTES.md, testbed v2 sizing);
+  a cache the user set (JAX_COMPILATION_CACHE_DIR) is kept."""
   if not jax.config.jax_compilation_cache_dir:
     jax.config.update("jax_compilation_cache_dir", os.path.join(workdir, "xla_cache"))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)

@@ -122,6 +122,20 @@ def test_each_claim_can_fail(claim):
   assert found[claim] is False
 
 
+def test_matched_budget_claims_read_their_own_rows():
+  # Single-turn RL's long attempt alone beats SCoRe: that claim fails, the vote-of-2 one holds.
+  runs = _runs(GOOD)
+  for r in runs:
+    if r["method"] == "single_turn":
+      r["long1"] = [True] * N
+  found = _by_claim(findings.findings(runs))
+  long_claim = (
+    "SCoRe Acc@t2 > single-turn RL's one attempt with two attempts' tokens (matched budget)"
+  )
+  assert found[long_claim] is False
+  assert found["SCoRe Acc@t2 > single-turn RL's majority vote of 2 samples (matched token budget)"]
+
+
 def test_claims_of_methods_not_run_do_not_hold():
   runs = _runs({m: GOOD[m] for m in ("base", "score")})
   found = _by_claim(findings.findings(runs))

@@ -55,6 +55,19 @@ def test_one_point_grid_selects_it_without_tuning_runs(tmp_path):
   assert "nothing was tuned" in grid.grid_report._tuning_table(out)
 
 
+def test_long_attempt_config_doubles_attempt_tokens_on_test():
+  c = testbed_v2.get_config()
+  long = grid.long_attempt_config(c, 300)
+  assert long.rollout.max_new_tokens == 2 * c.rollout.max_new_tokens == 256
+  assert long.rollout.gen_buckets == (256,) and long.data.eval_split == "test"
+  assert (long.eval.suite, long.eval.num_examples, long.eval.file_suffix) == (
+    ("final",),
+    300,
+    "_long1",
+  )
+  assert c.rollout.max_new_tokens == 128  # the run's own config is left as it was
+
+
 @pytest.mark.slow
 def test_quick_grid_end_to_end_and_rerun(tmp_path):
   workdir = str(tmp_path / "grid")
