@@ -30,6 +30,9 @@ EXTRAS_REQUIRE = {
   # The numerics tests compare against the PyTorch reference implementations.
   "test": [
     "pytest==9.2.0",
+    # CI runs the slow and numerics suites on two workers (.ci/run); README's `pytest` does not.
+    "pytest-xdist==3.8.0",
+    "execnet==2.1.2",
     "hypothesis==6.155.2",  # property tests of the MATH grader
     "torch==2.13.0",
     "transformers==5.24.0",

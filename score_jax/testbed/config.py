@@ -109,6 +109,17 @@ def validate_grid_config(config: ml_collections.ConfigDict) -> None:
   validate_config(config)
   tb = config.testbed
   require(config, "testbed.pretrain_seeds", _distinct_ints, "a non-empty tuple of distinct ints")
+  seeds = len(tb.pretrain_seeds)
+  require(
+    config, "testbed.num_bases", lambda v: is_int(v) and 1 <= v <= seeds, f"an int in [1, {seeds}]"
+  )
+  require(
+    config,
+    "testbed.base_gate.min_forced_fix",
+    lambda v: is_number(v) and 0 <= v <= 1,
+    "a rate in [0, 1]",
+  )
+  require(config, "testbed.base_gate.problems", lambda v: is_int(v) and v >= 1, "an int >= 1")
   require(config, "testbed.validation_problems", lambda v: is_int(v) and v >= 1, "an int >= 1")
   require(config, "testbed.forced_prefix", lambda v: isinstance(v, str) and v, "a non-empty string")
   require(config, "testbed.stop_after", lambda v: v in STOP_AFTER, f"one of {STOP_AFTER}")
@@ -140,7 +151,6 @@ def validate_grid_config(config: ml_collections.ConfigDict) -> None:
       f"config.data.eval_split = {config.data.eval_split!r}: the grid's evaluations during "
       "training must use 'validation' (the test split is scored once, at the end)."
     )
-  del tb
 
 
 configs.register_job(

@@ -4,10 +4,13 @@
 
 The protocol (experiments/testbed_protocol.md) fixes what this job runs, in this order:
 
-  1. one base model per pretraining seed (testbed.pretrain_seeds): tokenizer and pretraining
-     with config.seed set to that seed, under DIR/bases/pretrain_seed<p>/ (the v1 pipeline's
-     phases), and its evaluations on the test split (final, forced_check, the majority vote of
-     2 samples) and on the held-out variant;
+  1. bases: one per pretraining seed, drawn in testbed.pretrain_seeds' order: tokenizer and
+     pretraining with config.seed set to that seed, under DIR/bases/pretrain_seed<p>/ (the v1
+     pipeline's phases), then the gate on the validation split (its forced check must fix
+     >= testbed.base_gate.min_forced_fix of its wrong first attempts) until testbed.num_bases
+     bases pass; every draw is in DIR/bases.json and the report. Each accepted base is
+     evaluated on the test split (final, forced_check, the majority vote of 2 samples) and on
+     the held-out variant in phase 3;
   2. tuning: every trained method at every point of the one grid `testbed.tune_grid` (the same
      grid for every method), on the first pretraining seed and the first RL seed, scored by
      Acc@t2 on `testbed.validation_problems` problems of the VALIDATION split; the best point of
@@ -85,6 +88,57 @@ def _base(config, workdir: str, pseed: int, mesh, timings) -> str:
   return pipeline._pretrain(c, sub, spm, mesh, timings)
 
 
+def _gate(config, base_dir: str, pool) -> dict:
+  """The base's skills on the VALIDATION split (testbed.base_gate.problems problems): one pass,
+  and the forced check's fix / keep rates (what RL can find), cached in the base's eval/."""
+  b = _rl(config, "base", 0, 0, base_dir)
+  b.data.eval_split, b.eval.suite = "validation", ("forced_check",)
+  b.eval.num_examples = config.testbed.base_gate.problems
+  b.eval.forced_prefix, b.eval.file_suffix = config.testbed.forced_prefix, "_gate"
+  paper.add_continued_prompt_bucket(b)
+  res = suite.run_suite(b, os.path.join(os.path.dirname(base_dir), "gate"), pool)["forced_check"]
+  keys = ("acc@t1", "acc@t2", "forced_fix_rate", "forced_keep_rate")
+  return {k: None if res[k] is None else float(res[k]) for k in keys}  # None: no such attempts
+
+
+def select_bases(drawn, num_bases: int, min_fix: float) -> tuple[list[int], list[dict]]:
+  """(accepted pretraining seeds, a record of every draw) from `drawn`, an iterable of
+  (seed, gate figures) consumed lazily: it stops at the num_bases-th base whose forced check
+  fixes >= min_fix of its wrong first attempts (a base without the check cannot show what RL
+  does with it: BUILD_NOTES.md, testbed v2, the draws of v2-J)."""
+  accepted, record = [], []
+  for seed, gate in drawn:
+    fix = gate["forced_fix_rate"]  # None: no wrong first attempt, the check is not measured
+    ok = fix is not None and fix >= min_fix
+    record.append({"pretrain_seed": seed, **gate, "accepted": ok})
+    accepted += [seed] if ok else []
+    if len(accepted) == num_bases:
+      return accepted, record
+  raise configs.ConfigError(
+    f"config.testbed.pretrain_seeds: {len(accepted)} of {len(record)} bases passed the gate "
+    f"(forced fix >= {min_fix}), {num_bases} needed (testbed.num_bases): draw more seeds. "
+    f"Draws: {json.dumps(record)}"
+  )
+
+
+def _bases(config, workdir: str, mesh, pool, timings) -> tuple[dict[int, str], list[dict]]:
+  """Phase 1: bases drawn in testbed.pretrain_seeds' order until testbed.num_bases pass the
+  gate; the draws are written to DIR/bases.json (the report lists them, rejected ones too)."""
+  tb, dirs = config.testbed, {}
+
+  def drawn():
+    for p in tb.pretrain_seeds:
+      dirs[p] = _base(config, workdir, p, mesh, timings)
+      gate = _gate(config, dirs[p], pool)
+      _say(f"base of pretraining seed {p} on validation: {json.dumps(gate)}")
+      yield p, gate
+
+  accepted, record = select_bases(drawn(), tb.num_bases, tb.base_gate.min_forced_fix)
+  if jax.process_index() == 0:
+    method_runs.write_json(os.path.join(workdir, "bases.json"), record)
+  return {p: dirs[p] for p in accepted}, record
+
+
 def _rl(config, method, pseed, seed, base_dir, point=None):
   c = pipeline.rl_config(config, method, seed, base_dir)
   c.seed = seed if trained(method) else pseed
@@ -98,7 +152,7 @@ def _tune(config, workdir, bases, pool, timings) -> dict:
     with open(path) as f:
       return json.load(f)
   tb, points = config.testbed, grid_points(config)
-  pseed, seed = tb.pretrain_seeds[0], tb.rl_seeds[0]
+  pseed, seed = next(iter(bases), None), tb.rl_seeds[0]  # the first accepted base
   methods = [m for m in tb.methods if trained(m)]
   scores = {}
   # A one-point grid has nothing to choose: no validation runs (testbed_v2.py:one_seed).
@@ -159,7 +213,7 @@ def _extra_evals(c, rundir, pool, config, method) -> dict:
 def _confirm(config, workdir, bases, selected, pool, timings) -> list[str]:
   """Phase 3: every (method, pretraining seed, RL seed) at its selected point, tested once."""
   tb, names = config.testbed, []
-  for pseed in tb.pretrain_seeds:
+  for pseed in bases:
     jobs = [("base", 0)] + [(m, s) for s in tb.rl_seeds for m in tb.methods]
     for method, seed in jobs:
       c = _rl(config, method, pseed, seed, bases[pseed], selected.get(method))
@@ -194,7 +248,7 @@ def run(config, workdir: str, pool=None):
   timings = method_runs.Timings(workdir)
   mesh = mesh_lib.make_mesh(configs.mesh_shape(config, jax.device_count()))
   with factory.reward_pool(config, pool) as pool:
-    bases = {p: _base(config, workdir, p, mesh, timings) for p in config.testbed.pretrain_seeds}
+    bases, drawn = _bases(config, workdir, mesh, pool, timings)
     tuning = _tune(config, workdir, bases, pool, timings)
     _say(f"tuning done: selected {json.dumps(tuning['selected'])}")
     if config.testbed.stop_after == "tuning":
@@ -202,7 +256,7 @@ def run(config, workdir: str, pool=None):
     names = _confirm(config, workdir, bases, tuning["selected"], pool, timings)
   found = None
   if jax.process_index() == 0:
-    found, md = grid_report.write(workdir, names, tuning, config)
+    found, md = grid_report.write(workdir, names, tuning, config, drawn)
     console.say(grid_report.console_text(md))
     console.say(f"this invocation: {time.time() - t0:.0f} s; log: {console.current_log()}")
     console.report(os.path.join(workdir, "report", "results.md"))

@@ -133,12 +133,31 @@ def _tuning_table(tuning: dict) -> str:
   return "\n".join(lines) + "\n"
 
 
-def markdown(runs, held, tuning, found) -> str:
+def bases_table(drawn: list[dict], min_fix: float) -> str:
+  """Every base drawn, the rejected ones too: its validation figures and the gate's verdict."""
+  head = (
+    f"## Bases drawn (validation split; the gate: forced fix >= {100 * min_fix:.0f}%)\n\n"
+    "| pretraining seed | one pass | forced fix | forced keep | always check | verdict |\n"
+    "| --- | --- | --- | --- | --- | --- |"
+  )
+  pct = lambda x: "-" if x is None else f"{100 * x:.1f}"
+  rate = lambda x: "-" if x is None else pct(x) + "%"
+  lines = [
+    f"| {d['pretrain_seed']} | {pct(d['acc@t1'])} | {rate(d['forced_fix_rate'])} | "
+    f"{rate(d['forced_keep_rate'])} | {pct(d['acc@t2'])} | "
+    f"{'accepted' if d['accepted'] else 'rejected'} |"
+    for d in drawn
+  ]
+  return "\n".join([head, *lines, ""])
+
+
+def markdown(runs, held, tuning, found, bases: str = "") -> str:
   return "\n".join(
     [
       "# Testbed v2: the pre-registered grid (test split, scored once per run)\n",
       "Mean ± sample standard deviation over runs [95% CI: runs, then problems, resampled], "
       "in percentage points.\n",
+      bases,
       "## Main task\n",
       table(runs),
       "## Held-out variant (never used in design)\n",
@@ -151,12 +170,14 @@ def markdown(runs, held, tuning, found) -> str:
   )
 
 
-def write(workdir: str, names: list[str], tuning: dict, config) -> tuple[list[dict], str]:
+def write(
+  workdir: str, names: list[str], tuning: dict, config, drawn: list[dict]
+) -> tuple[list[dict], str]:
   """Writes DIR/report/results.md and results.json; returns (findings, markdown)."""
-  del config
   runs, held = load_runs(workdir, names)
   found = findings.findings(runs, held_out=held)
-  md = markdown(runs, held, tuning, found)
+  bases = bases_table(drawn, config.testbed.base_gate.min_forced_fix)
+  md = markdown(runs, held, tuning, found, bases)
   out = os.path.join(workdir, "report")
   os.makedirs(out, exist_ok=True)
   with open(os.path.join(out, "results.md"), "w") as f:
@@ -165,8 +186,9 @@ def write(workdir: str, names: list[str], tuning: dict, config) -> tuple[list[di
     m: {h: findings.summary(runs, m, s) for h, s in COLUMNS}
     for m in dict.fromkeys(r["method"] for r in runs)
   }
+  payload = {"findings": found, "summary": summary, "tuning": tuning, "bases": drawn}
   with open(os.path.join(out, "results.json"), "w") as f:
-    json.dump({"findings": found, "summary": summary, "tuning": tuning}, f, indent=1, default=float)
+    json.dump(payload, f, indent=1, default=float)
   return found, md
 
 

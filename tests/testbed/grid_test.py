@@ -34,6 +34,50 @@ def test_grid_config_is_validated_up_front():
     configs.validate(c)
 
 
+def test_base_gate_fields_are_validated():
+  for field, value, match in (
+    ("num_bases", 11, r"testbed.num_bases = 11: expected an int in \[1, 10\]"),
+    ("num_bases", 0, "testbed.num_bases"),
+  ):
+    c = testbed_v2.get_config()
+    c.testbed[field] = value
+    with pytest.raises(configs.ConfigError, match=match):
+      configs.validate(c)
+  c = testbed_v2.get_config()
+  c.testbed.base_gate.min_forced_fix = 70  # a percentage where a rate is expected
+  with pytest.raises(configs.ConfigError, match="base_gate.min_forced_fix = 70"):
+    configs.validate(c)
+
+
+def _gate(fix: float) -> dict:
+  return {"acc@t1": 0.5, "acc@t2": 0.8, "forced_fix_rate": fix, "forced_keep_rate": 0.97}
+
+
+def test_select_bases_draws_lazily_until_enough_pass_the_gate():
+  pretrained = []
+
+  def drawn():  # pretraining happens only when the selection asks for the next base
+    for seed, fix in ((0, 0.92), (1, 0.41), (2, 0.70), (3, 0.95)):
+      pretrained.append(seed)
+      yield seed, _gate(fix)
+
+  accepted, record = grid.select_bases(drawn(), 2, 0.7)
+  assert accepted == [0, 2] and pretrained == [0, 1, 2]  # seed 3 is never pretrained
+  # A base with no wrong first attempt has no measurable check: rejected, shown as "-".
+  assert grid.select_bases([(5, _gate(None)), (6, _gate(0.0))], 1, 0.0)[0] == [6]
+  assert "| 5 | 50.0 | - |" in grid.grid_report.bases_table([{"pretrain_seed": 5, **_gate(None),
+                                                               "accepted": False}], 0.0)  # fmt: skip
+  assert [r["accepted"] for r in record] == [True, False, True]
+  assert record[1] == {"pretrain_seed": 1, **_gate(0.41), "accepted": False}
+  table = grid.grid_report.bases_table(record, 0.7)
+  assert "forced fix >= 70%" in table and "| 1 | 50.0 | 41.0% | 97.0% | 80.0 | rejected |" in table
+
+
+def test_select_bases_fails_clearly_when_the_seeds_run_out():
+  with pytest.raises(configs.ConfigError, match=r"1 of 3 bases passed the gate.*2 needed"):
+    grid.select_bases(((s, _gate(f)) for s, f in ((0, 0.2), (1, 0.8), (2, 0.6))), 2, 0.7)
+
+
 def test_grid_points_are_the_product_in_a_fixed_order():
   c = testbed_v2.get_config()
   c.testbed.tune_grid["stage2:alpha"] = (1.0, 10.0)
@@ -101,6 +145,14 @@ def test_quick_grid_end_to_end_and_rerun(tmp_path):
   assert "One attempt, 2x tokens" in report
   results = json.load(open(os.path.join(workdir, "report", "results.json")))
   assert len(results["findings"]) >= 10
+  # Every drawn base was gated on validation (16 problems) and listed, with its verdict.
+  drawn = json.load(open(os.path.join(workdir, "bases.json")))
+  assert [d["pretrain_seed"] for d in drawn] == [0, 1] and all(d["accepted"] for d in drawn)
+  assert results["bases"] == drawn and "## Bases drawn" in report
+  gate = json.load(open(os.path.join(workdir, "bases", "pretrain_seed1", "gate", "eval",
+                                     "forced_check_gate.json")))  # fmt: skip
+  assert gate["metrics"]["num_examples"] == 16
+  assert all("/validation/" in e["id"] for e in gate["episodes"])
   # A rerun finds every phase cached: no training, no evaluation.
   stamp = os.path.getmtime(os.path.join(workdir, "eval", "score", "p1_s0.json"))
   again = _main(workdir)
