@@ -39,9 +39,9 @@ from score_jax import configs
 from score_jax.compare import export
 from score_jax.configs import ConfigError, is_int, paper, require
 from score_jax.report import build as paper_report
+from score_jax.report import seeds as report
 from score_jax.rewards import factory
 from score_jax.rl import algorithms
-from score_jax.testbed import report
 from score_jax.trainer import console, method_runs
 
 JOB = "compare"

@@ -17,5 +17,7 @@ Public face (import the modules):
   `build.collect` + `build.write` are its two halves);
 - `workdirs.load_all(paths)` -> (`workdirs.Run`s, `workdirs.Missing`s): reading;
 - `stats.summarize` / `stats.compare` / `stats.bootstrap_means`: rows over seeds, comparisons;
-- `extras.*`: the sections beyond the paper's columns; `tables.*`: markdown; `figures.*`: PNGs.
+- `extras.*`: the sections beyond the paper's columns; `tables.*`: markdown; `figures.*`: PNGs;
+- `seeds.write_report(runs, out)`: the lighter report over seeds of in-memory run dicts (one
+  table, the paper's qualitative findings, three plots) that the testbed and compare jobs print.
 """

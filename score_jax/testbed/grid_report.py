@@ -14,8 +14,8 @@ import math
 import os
 from typing import Any
 
+from score_jax.report import seeds as seed_report
 from score_jax.testbed import findings
-from score_jax.testbed import report as v1_report
 from score_jax.trainer import evaluate as evaluate_lib
 
 # (header, statistic): the table's columns, each a findings.Stat over a run's problems.
@@ -110,7 +110,7 @@ def table(runs: list[dict]) -> str:
       for _, stat, key in cols
     ]
     n = sum(r["method"] == m for r in runs)
-    lines.append(f"| {v1_report.display_name(m)} | {n} | " + " | ".join(cells) + " |")
+    lines.append(f"| {seed_report.display_name(m)} | {n} | " + " | ".join(cells) + " |")
   return "\n".join(lines) + "\n"
 
 

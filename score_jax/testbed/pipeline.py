@@ -34,9 +34,10 @@ from score_jax.data import tokenizer as tokenizer_lib
 from score_jax.models import decoder, presets
 from score_jax.parallel import mesh as mesh_lib
 from score_jax.report import build as paper_report
+from score_jax.report import seeds as report
 from score_jax.rewards import factory
 from score_jax.rl import algorithms
-from score_jax.testbed import arith, corpus, pretrain, report
+from score_jax.testbed import arith, corpus, pretrain
 from score_jax.testbed import config as testbed_config  # noqa: F401  (registers the job)
 from score_jax.testbed import task as testbed_task
 from score_jax.trainer import console, method_runs, suite

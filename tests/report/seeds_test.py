@@ -1,4 +1,4 @@
-"""Tests for score_jax.testbed.report: seed statistics, the table, input errors, real PNG files."""
+"""Tests for score_jax.report.seeds: seed statistics, the table, input errors, real PNG files."""
 
 import copy
 import json
@@ -9,7 +9,7 @@ import matplotlib.image
 import numpy as np
 import pytest
 
-from score_jax.testbed import report
+from score_jax.report import seeds as report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -1,4 +1,5 @@
-"""The testbed's results: per-seed evaluations -> the paper-style table and three diagnostic plots.
+"""Results over seeds: per-seed evaluations -> the paper-style table and three diagnostic plots
+(the laptop testbed's report and the compare job's, score_jax.testbed and score_jax.compare).
 
 Input is plain (JSON-serialisable) data, one dict per (method, seed) run:
   {"method": "base" | "score" | "naive" | ..., "seed": int,
