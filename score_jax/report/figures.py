@@ -45,7 +45,9 @@ RL_PANELS = (
 SMOOTH = 5  # steps in the rl_curves moving average
 
 
-def _pyplot():
+def pyplot():
+  """matplotlib.pyplot on the Agg backend, imported on first use (importing a report module
+  stays cheap). Shared with score_jax.report.seeds."""
   import matplotlib
 
   matplotlib.use("Agg")  # headless: reports are made on clusters and CI as well as laptops
@@ -54,11 +56,13 @@ def _pyplot():
   return plt
 
 
-def _save(fig, path: str) -> None:
+def save_png(fig, path: str) -> str:
+  """Writes `fig` to `path` as PNG, closes it, returns `path`."""
   tmp = path + ".tmp"
   fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
-  _pyplot().close(fig)
+  pyplot().close(fig)
   os.replace(tmp, path)  # atomic: a killed report never leaves half an image
+  return path
 
 
 def labels(groups: list[stats.Group]) -> dict[int, str]:
@@ -75,7 +79,7 @@ def _band(ax, x, low, high, color) -> None:
 
 
 def plot_scaling(groups: list[stats.Group], path: str) -> None:
-  plt = _pyplot()
+  plt = pyplot()
   fig, ax = plt.subplots(figsize=(6, 4))
   names = labels(groups)
   for i, g in enumerate(groups):
@@ -88,11 +92,11 @@ def plot_scaling(groups: list[stats.Group], path: str) -> None:
   ax.set_title("Parallel (dashed) vs sequential self-correction (solid)", fontsize=10)
   ax.grid(alpha=0.3)
   ax.legend(fontsize=7)
-  _save(fig, path)
+  save_png(fig, path)
 
 
 def plot_attempts(groups: list[stats.Group], path: str) -> None:
-  plt = _pyplot()
+  plt = pyplot()
   fig, ax = plt.subplots(figsize=(6, 4))
   names = labels(groups)
   for i, g in enumerate(groups):
@@ -103,11 +107,11 @@ def plot_attempts(groups: list[stats.Group], path: str) -> None:
   ax.xaxis.get_major_locator().set_params(integer=True)
   ax.grid(alpha=0.3)
   ax.legend(fontsize=7)
-  _save(fig, path)
+  save_png(fig, path)
 
 
 def plot_edit_distance(groups: list[stats.Group], path: str) -> None:
-  plt = _pyplot()
+  plt = pyplot()
   names = labels(groups)
   cols = min(len(groups), 4)  # wrap: a dozen rows side by side would be unreadable
   nrows = -(-len(groups) // cols)
@@ -126,7 +130,7 @@ def plot_edit_distance(groups: list[stats.Group], path: str) -> None:
     ax.grid(alpha=0.3)
   for ax in axes[:, 0]:
     ax.set_ylabel("fraction of problems")
-  _save(fig, path)
+  save_png(fig, path)
 
 
 def _moving_average(values, width: int) -> np.ndarray:
@@ -136,7 +140,7 @@ def _moving_average(values, width: int) -> np.ndarray:
 
 def _plot_curves(groups, path: str, panels, scale: float, smooth: int) -> None:
   """One panel per scalar: thin per-seed lines, a thick seed mean (moving average if smooth)."""
-  plt = _pyplot()
+  plt = pyplot()
   names = labels(groups)
   fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.6), squeeze=False)
   for ax, (key, ylabel) in zip(axes[0], panels):
@@ -155,7 +159,7 @@ def _plot_curves(groups, path: str, panels, scale: float, smooth: int) -> None:
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
       ax.legend(fontsize=7)
-  _save(fig, path)
+  save_png(fig, path)
 
 
 def plot_training_curves(groups: list[stats.Group], path: str) -> None:

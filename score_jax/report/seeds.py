@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from score_jax.configs import paper
+from score_jax.report import figures
 
 Run = dict[str, Any]
 Row = dict[str, Any]
@@ -203,23 +204,6 @@ def format_table_for_console(rows: Sequence[Row]) -> str:
   return "\n".join([line(header), rule] + [line(c) for c in body]) + "\n"
 
 
-def _pyplot():
-  import matplotlib
-
-  matplotlib.use("Agg")  # headless: the testbed runs on laptops, CI and TPU VMs alike
-  import matplotlib.pyplot as plt
-
-  return plt
-
-
-def _save(fig, path: str) -> str:
-  tmp = path + ".tmp"
-  fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
-  _pyplot().close(fig)
-  os.replace(tmp, path)  # atomic: a killed run never leaves half an image
-  return path
-
-
 def _mean_curve(group: Sequence[Run], key: str) -> tuple[np.ndarray, np.ndarray]:
   """Mean over the seeds that evaluated at each step (seeds may log different steps)."""
   per_step: dict[float, list[float]] = {}
@@ -248,7 +232,7 @@ def _phase_spans(group: Sequence[Run]) -> list[tuple[str, float, float]]:
 def plot_curves(runs: Sequence[Run], path: str) -> str:
   """Acc@t1 (solid) and Acc@t2 (dashed) over training, one subplot per non-base method."""
   _check_runs(runs)
-  plt = _pyplot()
+  plt = figures.pyplot()
   groups = {m: g for m, g in _by_method(runs).items() if m != "base"}
   base = _by_method(runs).get("base", [])
   n = max(1, len(groups))
@@ -288,12 +272,12 @@ def plot_curves(runs: Sequence[Run], path: str) -> str:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")
   axes[0, 0].set_ylabel("accuracy (%)")
-  return _save(fig, path)
+  return figures.save_png(fig, path)
 
 
 def plot_flips(rows: Sequence[Row], path: str) -> str:
   """Grouped bars per method: Δ i→c and Δ c→i in % with std error bars and value labels."""
-  plt = _pyplot()
+  plt = figures.pyplot()
   fig, ax = plt.subplots(figsize=(max(4.0, 2.2 * len(rows)), 3.8))
   x = np.arange(len(rows))
   width = 0.38
@@ -312,7 +296,7 @@ def plot_flips(rows: Sequence[Row], path: str) -> str:
   ax.margins(y=0.15)
   ax.legend(fontsize=8)
   ax.grid(axis="y", alpha=0.3)
-  return _save(fig, path)
+  return figures.save_png(fig, path)
 
 
 def plot_edit_ratios(runs: Sequence[Run], path: str) -> str:
@@ -335,7 +319,7 @@ def plot_edit_ratios(runs: Sequence[Run], path: str) -> str:
       raise ValueError(
         f"runs[{i}]['answer_changed']: {len(changed)} flags for {len(ratios)} edit ratios"
       )
-  plt = _pyplot()
+  plt = figures.pyplot()
   groups = _by_method(runs)
   fig, axes = plt.subplots(1, len(groups), figsize=(4 * len(groups), 3.2), squeeze=False,
                            sharey=True)  # fmt: skip
@@ -359,7 +343,7 @@ def plot_edit_ratios(runs: Sequence[Run], path: str) -> str:
     ax.set_xlim(0.0, 1.0)
     ax.grid(alpha=0.3)
   axes[0, 0].set_ylabel("fraction of problems")
-  return _save(fig, path)
+  return figures.save_png(fig, path)
 
 
 def _write_text(path: str, text: str) -> None:

@@ -9,6 +9,7 @@ import matplotlib.image
 import numpy as np
 import pytest
 
+from score_jax.report import figures
 from score_jax.report import seeds as report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -163,13 +164,13 @@ def test_bad_input_names_run_and_key(mutate, match):
 
 def test_edit_ratios_stack_changed_answers_apart_from_kept_ones(tmp_path, monkeypatch):
   drawn = []
-  save = report._save
+  save = figures.save_png
 
   def capture(fig, path):
     drawn.append([(ax.get_title(), [t.get_text() for t in ax.get_legend().get_texts()] if ax.get_legend() else []) for ax in fig.axes])  # fmt: skip
     return save(fig, path)
 
-  monkeypatch.setattr(report, "_save", capture)
+  monkeypatch.setattr(figures, "save_png", capture)
   runs = _runs()
   for run in runs:  # the same ratio, answer kept on half the problems
     run["answer_changed"] = [i % 2 == 0 for i in range(len(run["edit_ratios"]))]
@@ -224,13 +225,13 @@ def test_write_report_files(tmp_path):
 
 def test_plot_curves_draws_one_base_line_when_both_attempts_score_the_same(tmp_path, monkeypatch):
   legends = []
-  save = report._save
+  save = figures.save_png
 
   def capture(fig, path):
     legends.append([t.get_text() for t in fig.axes[0].get_legend().get_texts()])
     return save(fig, path)
 
-  monkeypatch.setattr(report, "_save", capture)
+  monkeypatch.setattr(figures, "save_png", capture)
   runs = _runs()
   report.plot_curves(runs, str(tmp_path / "two.png"))
   runs[0]["metrics"] = _metrics(0.40, 0.40, 0.0, 0.0, 0.0)
