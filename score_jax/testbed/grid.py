@@ -90,7 +90,8 @@ def _base(config, workdir: str, pseed: int, mesh, timings) -> str:
 
 def _gate(config, base_dir: str, pool) -> dict:
   """The base's skills on the VALIDATION split (testbed.base_gate.problems problems): one pass,
-  and the forced check's fix / keep rates (what RL can find); cached in bases/pretrain_seed<p>/gate/."""
+  and the forced check's fix / keep rates (what RL can find); cached in
+  DIR/bases/pretrain_seed<p>/gate/."""
   b = _rl(config, "base", 0, 0, base_dir)
   b.data.eval_split, b.eval.suite = "validation", ("forced_check",)
   b.eval.num_examples = config.testbed.base_gate.problems

@@ -151,7 +151,7 @@ def bases_table(drawn: list[dict], min_fix: float) -> str:
   return "\n".join([head, *lines, ""])
 
 
-def markdown(runs, held, tuning, found, bases: str = "") -> str:
+def markdown(runs, held, tuning, found, bases: str) -> str:
   return "\n".join(
     [
       "# Testbed v2: the pre-registered grid (test split, scored once per run)\n",
