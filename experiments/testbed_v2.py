@@ -94,6 +94,16 @@ def get_config(arg: str = ""):
   # One grid for every method, searched on validation (the first accepted base, RL seed 0).
   tb.tune_grid = ml_collections.ConfigDict({"optim:lr": (5e-5, 1e-4, 2e-4)})
   tb.validation_problems = 300
+  # The matched token budget's majority vote of 2 samples: the claim compares SCoRe with
+  # single-turn RL's vote; SCoRe's own and the base's are shown beside them.
+  tb.vote_methods = ("base", "score", "single_turn")
+  # Two processes share the grid (score_jax/testbed/workers.py): on 2 cores they finish ~1.5x
+  # the runs per hour of one; the results do not depend on the number.
+  tb.workers = 2
+  # The curve is evaluated once, after the last update (the checkpoint is chosen by training
+  # reward, not by it): every 10 steps cost ~12 s of a ~100 s run.
+  c.eval.every_steps = 0
+  tb.curve_problems = 100
   tb.eval_problems = 500  # test problems per run, scored once
   tb.held_out_task = "testbed_v2_heldout"
   tb.forced_prefix = "Let me check"  # forced_check's opening: the verify transcripts' first words

@@ -7,6 +7,7 @@ arrays, so any local/global pattern scans. Parameter tree and cache layout are a
 the checkpoint importers and the sampler (see `init_cache`).
 """
 
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -179,13 +180,31 @@ def init_params(config: ModelConfig, rng: jax.Array) -> PyTree:
 
 def abstract_params(config: ModelConfig) -> PyTree:
   """Parameter tree of jax.ShapeDtypeStruct (no memory, no compute)."""
-  return jax.eval_shape(lambda: init_params(config, jax.random.key(0)))
+  return jax.tree.unflatten(*_abstract_params(config))
 
 
 def param_logical_axes(config: ModelConfig) -> PyTree:
   """Parameter tree of PartitionSpec with logical axis names (see sharding.LOGICAL_RULES)."""
+  return jax.tree.unflatten(*_param_logical_axes(config))
+
+
+# Both trace the model's init (~0.2 s for a 4-layer model, more for large ones), and the loop asks
+# for them every step (flops) and run (shardings). Cached per config as (treedef, leaves): each
+# caller gets a new tree, so none can change another's.
+@functools.lru_cache(maxsize=32)
+def _abstract_params(config: ModelConfig):
+  tree = jax.eval_shape(lambda: init_params(config, jax.random.key(0)))
+  leaves, treedef = jax.tree.flatten(tree)
+  return treedef, leaves
+
+
+@functools.lru_cache(maxsize=32)
+def _param_logical_axes(config: ModelConfig):
   boxed = jax.eval_shape(lambda: Decoder(config).init(jax.random.key(0), *_dummy_inputs()))
-  return nn.get_partition_spec(boxed["params"])
+  specs = nn.get_partition_spec(boxed["params"])
+  is_leaf = lambda x: isinstance(x, jax.sharding.PartitionSpec)
+  leaves, treedef = jax.tree.flatten(specs, is_leaf=is_leaf)
+  return treedef, leaves
 
 
 def count_params(config: ModelConfig) -> int:

@@ -218,6 +218,10 @@ class Steps:
     self._options = compiler_options
     self._built: dict[str, JitStep] = {}
 
+  @property
+  def optimizer(self) -> optax.GradientTransformation:
+    return self._setup.optimizer
+
   def update(self, name: str) -> JitStep:
     """The update step of algorithm `name`: RL (state, ref, Experience, Coefficients) or SFT
     (state, Experience) -> (state, metrics). The state is donated."""

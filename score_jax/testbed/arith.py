@@ -26,6 +26,7 @@ problem equal to a test problem (same terms in the same order) is dropped.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import random
 from collections.abc import Sequence
 
@@ -85,6 +86,24 @@ def load_split(split: str, n: int, family: str = "sum10") -> list[records.Exampl
     raise ValueError(f"testbed: family must be one of {sorted(FAMILIES)}, got {family!r}")
   if n <= 0:
     raise ValueError(f"testbed: n must be positive, got {n}")
+  terms = _split_terms(split, n, family)
+  prefix = "testbed" if family == "sum10" else f"testbed/{family}"
+  return [
+    records.Example(
+      id=f"{prefix}/{split}/{i}",
+      question=question(t),
+      answer=str(sum(t)),
+      metadata={"terms": t},
+    )
+    for i, t in enumerate(terms)
+  ]
+
+
+# A run loads its splits several times (training, evaluation, the held-out sets) and a grid runs
+# ~90 runs in one process: the train split (drawn, then the held-out problems removed) took ~3 s
+# each time. The terms are tuples, so every caller builds its own records from shared values.
+@functools.lru_cache(maxsize=16)
+def _split_terms(split: str, n: int, family: str) -> tuple[tuple[int, ...], ...]:
   fam = FAMILIES[family]
   if split != "train":
     terms = _problems(n, SPLIT_SEEDS[split], fam)
@@ -98,16 +117,7 @@ def load_split(split: str, n: int, family: str = "sum10") -> list[records.Exampl
       cand = _problems(n + extra, SPLIT_SEEDS["train"], fam)
       terms = [t for t in cand if t not in held_out][:n]
       extra += max(16, n // 100)
-  prefix = "testbed" if family == "sum10" else f"testbed/{family}"
-  return [
-    records.Example(
-      id=f"{prefix}/{split}/{i}",
-      question=question(t),
-      answer=str(sum(t)),
-      metadata={"terms": t},
-    )
-    for i, t in enumerate(terms)
-  ]
+  return tuple(terms)
 
 
 def terms_of(example: records.Example) -> tuple[int, ...]:

@@ -121,6 +121,14 @@ def validate_grid_config(config: ml_collections.ConfigDict) -> None:
   )
   require(config, "testbed.base_gate.problems", lambda v: is_int(v) and v >= 1, "an int >= 1")
   require(config, "testbed.validation_problems", lambda v: is_int(v) and v >= 1, "an int >= 1")
+  require(config, "testbed.workers", lambda v: is_int(v) and v >= 1, "an int >= 1 (processes)")
+  runs = ("base", *tb.methods)
+  require(
+    config,
+    "testbed.vote_methods",
+    lambda v: isinstance(v, Sequence) and not isinstance(v, str) and all(m in runs for m in v),
+    f"a tuple of names from {runs} (the runs whose majority vote of 2 samples is evaluated)",
+  )
   require(config, "testbed.forced_prefix", lambda v: isinstance(v, str) and v, "a non-empty string")
   require(config, "testbed.stop_after", lambda v: v in STOP_AFTER, f"one of {STOP_AFTER}")
   require(

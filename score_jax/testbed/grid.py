@@ -17,16 +17,20 @@ The protocol (experiments/testbed_protocol.md) fixes what this job runs, in this
      each method (ties: the earlier point) is written to DIR/tuning.json;
   3. confirmation: each method at its selected point for every pretraining seed x RL seed,
      evaluated once on the test split (final, the base model's fixed first attempts, the
-     majority vote of 2 samples) and on the held-out variant's test split;
+     majority vote of 2 samples for testbed.vote_methods) and on the held-out variant's test
+     split;
   4. DIR/report/: the tables with sample standard deviations and 95% CIs, and the findings
      (score_jax.testbed.findings) for the main task and the held-out variant.
 
 Every phase is cached under DIR and skipped on rerun (training resumes mid-run), so a killed
 grid continues where it stopped; `testbed.stop_after = "tuning"` stops after phase 2.
+`testbed.workers` > 1 runs the units of each phase in that many processes
+(score_jax.testbed.workers); the results do not depend on it.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import os
@@ -41,7 +45,7 @@ from score_jax.parallel import mesh as mesh_lib
 from score_jax.rewards import factory
 from score_jax.rl import algorithms
 from score_jax.testbed import config as testbed_config
-from score_jax.testbed import grid_report, pipeline
+from score_jax.testbed import grid_report, pipeline, workers
 from score_jax.trainer import console, method_runs, suite
 
 TAG = "grid"
@@ -122,22 +126,54 @@ def select_bases(drawn, num_bases: int, min_fix: float) -> tuple[list[int], list
   )
 
 
+def _base_unit(p: int) -> str:
+  return f"base/pretrain_seed{p}"
+
+
 def _bases(config, workdir: str, mesh, pool, timings) -> tuple[dict[int, str], list[dict]]:
   """Phase 1: bases drawn in testbed.pretrain_seeds' order until testbed.num_bases pass the
-  gate; the draws are written to DIR/bases.json (the report lists them, rejected ones too)."""
-  tb, dirs = config.testbed, {}
+  gate; the draws are written to DIR/bases.json (the report lists them, rejected ones too).
+  With several workers, seeds are drawn side by side, but only ones the order may still need."""
+  tb = config.testbed
+  base = lambda p: _base(config, workdir, p, mesh, timings)  # cached once drawn
+  gate = lambda p: _gate(config, base(p), pool)  # cached once evaluated
+  _draw_ahead(config, workdir, gate)
 
   def drawn():
     for p in tb.pretrain_seeds:
-      dirs[p] = _base(config, workdir, p, mesh, timings)
-      gate = _gate(config, dirs[p], pool)
-      _say(f"base of pretraining seed {p} on validation: {json.dumps(gate)}")
-      yield p, gate
+      workers.wait_for(workdir, _base_unit(p), functools.partial(gate, p))
+      figures = gate(p)
+      _say(f"base of pretraining seed {p} on validation: {json.dumps(figures)}")
+      yield p, figures
 
   accepted, record = select_bases(drawn(), tb.num_bases, tb.base_gate.min_forced_fix)
   if jax.process_index() == 0:
     method_runs.write_json(os.path.join(workdir, "bases.json"), record)
-  return {p: dirs[p] for p in accepted}, record
+  return {p: base(p) for p in accepted}, record
+
+
+def _draw_ahead(config, workdir: str, gate) -> None:
+  """Draws (pretraining + gate) the first seed nobody has drawn, while the seeds before it,
+  finished (counting those that passed) or being drawn by another worker (counting as if they
+  pass), number fewer than testbed.num_bases: a seed drawn here is one the in-order selection
+  needs unless an earlier draw fails, so no worker pretrains a base the selection cannot use."""
+  tb = config.testbed
+  while True:
+    needed = tb.num_bases
+    for p in tb.pretrain_seeds:
+      unit = _base_unit(p)
+      if needed <= 0:
+        return
+      if workers.done(workdir, unit):
+        fix = gate(p)["forced_fix_rate"]
+        needed -= fix is not None and fix >= tb.base_gate.min_forced_fix
+      elif workers.held_elsewhere(workdir, unit):
+        needed -= 1
+      else:
+        workers.try_run(workdir, unit, functools.partial(gate, p))
+        break  # count again
+    else:
+      return
 
 
 def _rl(config, method, pseed, seed, base_dir, point=None):
@@ -155,16 +191,22 @@ def _tune(config, workdir, bases, pool, timings) -> dict:
   tb, points = config.testbed, grid_points(config)
   pseed, seed = next(iter(bases), None), tb.rl_seeds[0]  # the first accepted base
   methods = [m for m in tb.methods if trained(m)]
-  scores = {}
+  runs = [(m, point) for m in methods for point in points] if len(points) > 1 else []
+
+  def tune(method, point):  # cached once run
+    c = _rl(config, method, pseed, seed, bases[pseed], point)
+    name = f"tune/{method}/{point_name(point)}"
+    return method_runs.run_method(
+      c, workdir, name, tb.validation_problems, pool, timings, TAG, final_split="validation"
+    )
+
   # A one-point grid has nothing to choose: no validation runs (testbed_v2.py:one_seed).
-  for method in methods if len(points) > 1 else []:
-    for point in points:
-      c = _rl(config, method, pseed, seed, bases[pseed], point)
-      name = f"tune/{method}/{point_name(point)}"
-      res = method_runs.run_method(
-        c, workdir, name, tb.validation_problems, pool, timings, TAG, final_split="validation"
-      )
-      scores.setdefault(method, []).append({"point": point, **method_runs.headline(res["metrics"])})
+  units = [(f"tune/{m}/{point_name(pt)}", functools.partial(tune, m, pt)) for m, pt in runs]
+  workers.run_all(workdir, units)
+  scores = {}
+  for method, point in runs:
+    res = tune(method, point)
+    scores.setdefault(method, []).append({"point": point, **method_runs.headline(res["metrics"])})
   best = lambda m: max(scores[m], key=lambda r: r["acc@t2"])["point"] if scores else points[0]
   selected = {m: best(m) for m in methods}
   out = {"selected": selected, "validation": scores, "pretrain_seed": pseed, "rl_seed": seed}
@@ -179,21 +221,22 @@ def long_attempt_config(c, problems: int) -> ml_collections.ConfigDict:
   long = ml_collections.ConfigDict(c.to_dict())
   long.data.eval_split, long.eval.suite = "test", ("final",)
   long.eval.num_examples, long.eval.file_suffix = problems, "_long1"
+  long.eval.num_attempts = 1  # only attempt 1 is read: a second would double the cost
   long.rollout.max_new_tokens = 2 * c.rollout.max_new_tokens
   long.rollout.gen_buckets = (long.rollout.max_new_tokens,)
   return long
 
 
-def _extra_evals(c, rundir, pool, config, method) -> dict:
+def _extra_evals(c, rundir, pool, config, method) -> None:
   """The test-split evaluations beyond `final`, each in its own eval file of the run."""
   tb = config.testbed
-  out = {}
-  vote = ml_collections.ConfigDict(c.to_dict())
-  vote.data.eval_split = "test"
-  vote.eval.suite, vote.eval.scaling_budgets = ("scaling",), (2,)
-  vote.eval.num_examples = vote.eval.curve_problems = tb.eval_problems
-  vote.eval.file_suffix = "_vote2"
-  out["vote2"] = suite.run_suite(vote, rundir, pool)["scaling"]["per_problem"]
+  if method in tb.vote_methods:  # the matched token budget's vote (16 s of a ~110 s run)
+    vote = ml_collections.ConfigDict(c.to_dict())
+    vote.data.eval_split = "test"
+    vote.eval.suite, vote.eval.scaling_budgets = ("scaling",), (2,)
+    vote.eval.num_examples = vote.eval.curve_problems = tb.eval_problems
+    vote.eval.file_suffix = "_vote2"
+    suite.run_suite(vote, rundir, pool)
   held = ml_collections.ConfigDict(c.to_dict())
   held.data.eval_task, held.data.eval_split = tb.held_out_task, "test"
   held.eval.suite, held.eval.num_examples = ("final",), tb.eval_problems
@@ -208,25 +251,25 @@ def _extra_evals(c, rundir, pool, config, method) -> dict:
   extra.eval.forced_prefix = tb.forced_prefix
   paper.add_continued_prompt_bucket(extra)  # prompts that hold attempt 1
   suite.run_suite(extra, rundir, pool)
-  return out
 
 
 def _confirm(config, workdir, bases, selected, pool, timings) -> list[str]:
   """Phase 3: every (method, pretraining seed, RL seed) at its selected point, tested once."""
-  tb, names = config.testbed, []
-  for pseed in bases:
-    jobs = [("base", 0)] + [(m, s) for s in tb.rl_seeds for m in tb.methods]
-    for method, seed in jobs:
-      c = _rl(config, method, pseed, seed, bases[pseed], selected.get(method))
-      name = f"{method}/p{pseed}_s{seed}"
-      method_runs.run_method(
-        c, workdir, name, tb.eval_problems, pool, timings, TAG, final_split="test"
-      )
-      start = time.time()
-      _extra_evals(c, os.path.join(workdir, "runs", name), pool, config, method)
-      timings.add(f"extra/{name}", time.time() - start)
-      names.append(name)
-  return names
+  tb = config.testbed
+
+  def confirm(method, pseed, seed, name):
+    c = _rl(config, method, pseed, seed, bases[pseed], selected.get(method))
+    method_runs.run_method(
+      c, workdir, name, tb.eval_problems, pool, timings, TAG, final_split="test"
+    )
+    start = time.time()
+    _extra_evals(c, os.path.join(workdir, "runs", name), pool, config, method)
+    timings.add(f"extra/{name}", time.time() - start)
+
+  jobs = [("base", 0)] + [(m, s) for s in tb.rl_seeds for m in tb.methods]
+  runs = [(m, p, s, f"{m}/p{p}_s{s}") for p in bases for m, s in jobs]
+  workers.run_all(workdir, [(f"run/{r[3]}", functools.partial(confirm, *r)) for r in runs])
+  return [r[3] for r in runs]
 
 
 RUN_SELECTION = ("stop_after",)
@@ -241,20 +284,39 @@ def _persistent_compilation_cache(workdir: str) -> None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 
-def run(config, workdir: str, pool=None):
-  """Runs (or resumes) the grid's phases; returns the findings (or the tuning, if stopped)."""
+def run(config, workdir: str, pool=None, worker: int = 0):
+  """Runs (or resumes) the grid's phases; returns the findings (or the tuning, if stopped).
+  `worker` > 0: a process score_jax.testbed.workers started; it runs units, not the report."""
   t0 = time.time()
-  method_runs.check_workdir_config(config, workdir, "testbed", RUN_SELECTION)
+  tb = config.testbed
+  if tb.workers > 1 and jax.process_count() > 1:
+    raise configs.ConfigError(
+      f"config.testbed.workers = {tb.workers}: worker processes are for one host; a "
+      f"multi-process JAX run ({jax.process_count()} processes) takes testbed.workers = 1."
+    )
+  if worker == 0:
+    method_runs.check_workdir_config(config, workdir, "testbed", RUN_SELECTION)
   _persistent_compilation_cache(workdir)
-  timings = method_runs.Timings(workdir)
+  timings = method_runs.Timings(
+    workdir, "timings.json" if worker == 0 else f"timings.w{worker}.json"
+  )
   mesh = mesh_lib.make_mesh(configs.mesh_shape(config, jax.device_count()))
-  with factory.reward_pool(config, pool) as pool:
-    bases, drawn = _bases(config, workdir, mesh, pool, timings)
-    tuning = _tune(config, workdir, bases, pool, timings)
-    _say(f"tuning done: selected {json.dumps(tuning['selected'])}")
-    if config.testbed.stop_after == "tuning":
-      return tuning
-    names = _confirm(config, workdir, bases, tuning["selected"], pool, timings)
+  procs = workers.spawn(config, workdir, tb.workers) if worker == 0 and tb.workers > 1 else []
+  for i, p in enumerate(procs, start=1):
+    _say(f"worker {i}: pid {p.pid}, output in {os.path.join(workdir, 'workers', f'w{i}.out')}")
+  try:
+    with factory.reward_pool(config, pool) as pool:
+      bases, drawn = _bases(config, workdir, mesh, pool, timings)
+      tuning = _tune(config, workdir, bases, pool, timings)
+      _say(f"tuning done: selected {json.dumps(tuning['selected'])}")
+      if tb.stop_after != "tuning":
+        names = _confirm(config, workdir, bases, tuning["selected"], pool, timings)
+  except BaseException:
+    workers.stop(procs)
+    raise
+  workers.finish(procs)
+  if tb.stop_after == "tuning" or worker > 0:
+    return tuning
   found = None
   if jax.process_index() == 0:
     found, md = grid_report.write(workdir, names, tuning, config, drawn)

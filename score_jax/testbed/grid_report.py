@@ -67,8 +67,10 @@ def load_runs(workdir: str, names: list[str]) -> tuple[list[dict], list[dict]]:
       **_episode_rows(_read(os.path.join(workdir, "eval", f"{name}.json"))["episodes"]),
     }
     evals = os.path.join(workdir, "runs", name, "eval")
-    vote = _read(os.path.join(evals, "scaling_vote2.json"))["per_problem"]
-    run["vote2"] = _aligned(run["ids"], vote["ids"], [v[0] for v in vote["parallel"]])
+    vote_path = os.path.join(evals, "scaling_vote2.json")  # testbed.vote_methods only
+    if os.path.exists(vote_path):
+      vote = _read(vote_path)["per_problem"]
+      run["vote2"] = _aligned(run["ids"], vote["ids"], [v[0] for v in vote["parallel"]])
     long_path = os.path.join(evals, "final_long1.json")
     if os.path.exists(long_path):
       long1 = _read(long_path)["episodes"]

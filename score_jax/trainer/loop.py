@@ -30,7 +30,6 @@ from score_jax.parallel import mesh as mesh_lib
 from score_jax.rewards import factory
 from score_jax.rewards.outcome import Outcome
 from score_jax.rl import algorithms, experience, kl, losses, optim
-from score_jax.rl import steps as steps_lib
 from score_jax.trainer import checkpoint as checkpoint_lib
 from score_jax.trainer import collect as collect_lib
 from score_jax.trainer import (
@@ -79,17 +78,8 @@ class Trainer:
     self._load_data()
     self.eval_set = evaluate_lib.make_eval_set(config, self.tok, self.template)
     self.total = schedule.total_steps(config)
-    oc = setup_lib.optim_config(config)
-    self.optimizer, lr_schedule = optim.make_optimizer(oc), optim.make_schedule(oc)
-    t = config.train
-    self.steps = steps_lib.Steps(
-      self.model_cfg,
-      setup_lib.loss_config(config),
-      self.optimizer,
-      self.mesh,
-      t.num_microbatches,
-      lr_schedule,
-    )
+    self.steps = setup_lib.make_steps(config, self.model_cfg, self.mesh)
+    self.optimizer = self.steps.optimizer
     self.sampler = setup_lib.make_sampler(
       config, self.model_cfg, self.sampler_mesh, self.tok.pad_id
     )

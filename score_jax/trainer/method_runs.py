@@ -32,9 +32,10 @@ from score_jax.trainer import evaluate as evaluate_lib
 def write_json(path: str, obj: Any) -> None:
   """Writes `obj` as JSON atomically (a reader never sees half a file)."""
   os.makedirs(os.path.dirname(path), exist_ok=True)
-  with open(path + ".tmp", "w") as f:
+  tmp = f"{path}.{os.getpid()}.tmp"  # per process: grid workers may write the same file
+  with open(tmp, "w") as f:
     json.dump(obj, f, indent=1)
-  os.replace(path + ".tmp", path)
+  os.replace(tmp, path)
 
 
 def headline(m: dict) -> dict[str, float]:
@@ -45,8 +46,8 @@ def headline(m: dict) -> dict[str, float]:
 class Timings:
   """Wall seconds per phase, persisted so a resumed run still reports every phase."""
 
-  def __init__(self, workdir: str):
-    self.path = os.path.join(workdir, "timings.json")
+  def __init__(self, workdir: str, name: str = "timings.json"):
+    self.path = os.path.join(workdir, name)
     self.seconds: dict[str, float] = {}
     if os.path.exists(self.path):
       with open(self.path) as f:

@@ -153,6 +153,11 @@ def test_quick_grid_end_to_end_and_rerun(tmp_path):
                                      "forced_check_gate.json")))  # fmt: skip
   assert gate["metrics"]["num_examples"] == 16
   assert all("/validation/" in e["id"] for e in gate["episodes"])
+  # Two processes shared the grid (testbed.workers = 2 in :quick) and both ran units.
+  claims = os.path.join(workdir, "claims")
+  marks = [os.path.join(d, f) for d, _, fs in os.walk(claims) for f in fs if f.endswith(".done")]
+  assert len({open(f).read() for f in marks}) == 2, "one process ran every unit"
+  assert os.path.exists(os.path.join(workdir, "workers", "w1.out"))
   # A rerun finds every phase cached: no training, no evaluation.
   stamp = os.path.getmtime(os.path.join(workdir, "eval", "score", "p1_s0.json"))
   again = _main(workdir)
