@@ -48,8 +48,8 @@ def get_config(arg: str = ""):
   tb = c.testbed
   c.data.task = c.data.eval_task = "testbed_v2"
   tb.seq_len = 224  # a 12-term verify transcript is up to ~200 tokens
-  # Candidate design v2-J + rollout temperature 0.7 + the base gate (validation; NOT frozen, see
-  # the protocol). One recipe, pretraining seeds 0-4: the check's forced fix rate is 92.2%,
+  # Design v2-J + rollout temperature 0.7 + the base gate, frozen in the protocol (chosen on
+  # validation). One recipe, pretraining seeds 0-4: the check's forced fix rate is 92.2%,
   # 70.6%, 41.3%, 51.3%, 69.9% (one pass 49.0, 62.6, 60.8, 62.6, 68.8). In 20 updates SCoRe's
   # Delta was +11.0 to +27.3 on every base fixing >= 69.7% and -2.3 to 0.0 on every base fixing
   # <= 63.8% (v2-J seeds 0-4, v2-L seeds 0-1; BUILD_NOTES.md, "Testbed v2", the draws). More
