@@ -102,7 +102,8 @@ def table(runs: list[dict]) -> str:
   extra = [(h, s, key) for h, s, key in EXTRA_COLUMNS if any(key in r for r in runs)]
   cols = [(h, s, None) for h, s in COLUMNS] + extra
   lines = [
-    "| method | runs | " + " | ".join(h for h, _, _ in cols) + " |",
+    # "\\|": a bare pipe inside a header would split the markdown table's column.
+    "| method | runs | " + " | ".join(h.replace("|", "\\|") for h, _, _ in cols) + " |",
     "| --- | --- |" + " --- |" * len(cols),
   ]
   for m in methods:
@@ -184,8 +185,10 @@ def write(
   os.makedirs(out, exist_ok=True)
   with open(os.path.join(out, "results.md"), "w") as f:
     f.write(md)
-  summary = {
-    m: {h: findings.summary(runs, m, s) for h, s in COLUMNS}
+  cols = [(h, s, None) for h, s in COLUMNS] + list(EXTRA_COLUMNS)
+  has = lambda m, key: key is None or all(key in r for r in runs if r["method"] == m)
+  summary = {  # each method's columns that its runs evaluated
+    m: {h: findings.summary(runs, m, s) for h, s, key in cols if has(m, key)}
     for m in dict.fromkeys(r["method"] for r in runs)
   }
   payload = {"findings": found, "summary": summary, "tuning": tuning, "bases": drawn}

@@ -2,12 +2,13 @@
 on runs built against it (a finding that cannot fail checks nothing)."""
 
 import math
+import re
 import zlib
 
 import numpy as np
 import pytest
 
-from score_jax.testbed import findings
+from score_jax.testbed import findings, grid_report
 
 SEEDS = [(p, s) for p in range(3) for s in range(3)]
 N = 300
@@ -162,3 +163,23 @@ def test_summary_has_sample_std():
   vals = [findings.acc(2)(r, np.arange(N)) for r in runs]
   assert s["std"] == pytest.approx(np.std(vals, ddof=1))
   assert s["n"] == 9
+
+
+def test_the_vote_is_read_only_where_it_was_evaluated():
+  # The grid evaluates the vote of 2 for testbed.vote_methods and long1 for single-turn RL only.
+  voted = ("base", "score", "single_turn")
+  runs = _runs(GOOD)
+  for r in runs:
+    if r["method"] not in voted:
+      del r["vote2"]
+    if r["method"] != "single_turn":
+      del r["long1"]
+  found = findings.findings(runs, held_out=_runs(GOOD, "h"))
+  assert all(f["holds"] for f in found), [f for f in found if not f["holds"]]
+  lines = grid_report.table(runs).splitlines()
+  split = lambda line: [c.strip() for c in re.split(r"(?<!\\)\|", line)]  # "\|" is in a cell
+  assert len({len(split(line)) for line in lines}) == 1  # every row has the header's columns
+  col = split(lines[0]).index("Vote of 2 samples")
+  cells = [split(line)[col] for line in lines[2:]]
+  methods = list(dict.fromkeys(r["method"] for r in runs))
+  assert [c == "-" for c in cells] == [m not in voted for m in methods], cells

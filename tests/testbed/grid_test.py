@@ -145,6 +145,12 @@ def test_quick_grid_end_to_end_and_rerun(tmp_path):
   assert "One attempt, 2x tokens" in report
   results = json.load(open(os.path.join(workdir, "report", "results.json")))
   assert len(results["findings"]) >= 10
+  # Each method's summary holds the columns its runs evaluated (long1: single-turn RL only).
+  summary = results["summary"]
+  assert "One attempt, 2x tokens" in summary["single_turn"]
+  assert (
+    "One attempt, 2x tokens" not in summary["score"] and "Vote of 2 samples" in summary["score"]
+  )
   # Every drawn base was gated on validation (16 problems) and listed, with its verdict.
   drawn = json.load(open(os.path.join(workdir, "bases.json")))
   assert [d["pretrain_seed"] for d in drawn] == [0, 1] and all(d["accepted"] for d in drawn)
