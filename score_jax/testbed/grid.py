@@ -8,9 +8,10 @@ The protocol (experiments/testbed_protocol.md) fixes what this job runs, in this
      pretraining with config.seed set to that seed, under DIR/bases/pretrain_seed<p>/ (the v1
      pipeline's phases), then the gate on the validation split (its forced check must fix
      >= testbed.base_gate.min_forced_fix of its wrong first attempts) until testbed.num_bases
-     bases pass; every draw is in DIR/bases.json and the report. Each accepted base is
-     evaluated on the test split (final, forced_check, the majority vote of 2 samples) and on
-     the held-out variant in phase 3;
+     bases pass (tuning starts once the first has passed: it needs no other); every draw is
+     in DIR/bases.json and the report. Each accepted base is evaluated on the test split
+     (final, forced_check, the majority vote of 2 samples) and on the held-out variant in
+     phase 3;
   2. tuning: every trained method at every point of the one grid `testbed.tune_grid` (the same
      grid for every method), on the first pretraining seed and the first RL seed, scored by
      Acc@t2 on `testbed.validation_problems` problems of the VALIDATION split; the best point of
@@ -130,10 +131,11 @@ def _base_unit(p: int) -> str:
   return f"base/pretrain_seed{p}"
 
 
-def _bases(config, workdir: str, mesh, pool, timings) -> tuple[dict[int, str], list[dict]]:
-  """Phase 1: bases drawn in testbed.pretrain_seeds' order until testbed.num_bases pass the
-  gate; the draws are written to DIR/bases.json (the report lists them, rejected ones too).
-  With several workers, seeds are drawn side by side, but only ones the order may still need."""
+def _bases(config, workdir, mesh, pool, timings, count: int) -> tuple[dict[int, str], list[dict]]:
+  """Phase 1: bases drawn in testbed.pretrain_seeds' order until `count` pass the gate
+  ({accepted seed: base dir}, the record of every draw). With several workers, seeds are drawn
+  side by side, but only ones the order may still need for testbed.num_bases; a worker with no
+  such seed to draw moves on (tuning needs only the first accepted base)."""
   tb = config.testbed
   base = lambda p: _base(config, workdir, p, mesh, timings)  # cached once drawn
   gate = lambda p: _gate(config, base(p), pool)  # cached once evaluated
@@ -146,10 +148,14 @@ def _bases(config, workdir: str, mesh, pool, timings) -> tuple[dict[int, str], l
       _say(f"base of pretraining seed {p} on validation: {json.dumps(figures)}")
       yield p, figures
 
-  accepted, record = select_bases(drawn(), tb.num_bases, tb.base_gate.min_forced_fix)
-  if jax.process_index() == 0:
-    method_runs.write_json(os.path.join(workdir, "bases.json"), record)
+  accepted, record = select_bases(drawn(), count, tb.base_gate.min_forced_fix)
   return {p: base(p) for p in accepted}, record
+
+
+def _write_draws(workdir: str, drawn: list[dict]) -> None:
+  """DIR/bases.json: every draw so far, rejected ones too (the report lists them)."""
+  if jax.process_index() == 0:
+    method_runs.write_json(os.path.join(workdir, "bases.json"), drawn)
 
 
 def _draw_ahead(config, workdir: str, gate) -> None:
@@ -306,10 +312,13 @@ def run(config, workdir: str, pool=None, worker: int = 0):
     _say(f"worker {i}: pid {p.pid}, output in {os.path.join(workdir, 'workers', f'w{i}.out')}")
   try:
     with factory.reward_pool(config, pool) as pool:
-      bases, drawn = _bases(config, workdir, mesh, pool, timings)
-      tuning = _tune(config, workdir, bases, pool, timings)
+      first, drawn = _bases(config, workdir, mesh, pool, timings, count=1)  # what tuning needs
+      _write_draws(workdir, drawn)
+      tuning = _tune(config, workdir, first, pool, timings)
       _say(f"tuning done: selected {json.dumps(tuning['selected'])}")
       if tb.stop_after != "tuning":
+        bases, drawn = _bases(config, workdir, mesh, pool, timings, count=tb.num_bases)
+        _write_draws(workdir, drawn)
         names = _confirm(config, workdir, bases, tuning["selected"], pool, timings)
   except BaseException:
     workers.stop(procs)
