@@ -125,8 +125,8 @@ def finish(procs: list[subprocess.Popen]) -> None:
   """Waits for the spawned workers; a worker that failed is an error (its output named)."""
   for i, p in enumerate(procs, start=1):
     if p.wait() != 0:
-      raise RuntimeError(f"grid worker {i} exited with status {p.returncode}: see its output in "
-                         f"DIR/workers/w{i}.out")  # fmt: skip
+      where = f"DIR/workers/w{i}.out"
+      raise RuntimeError(f"grid worker {i} exited with status {p.returncode}: see {where}")
 
 
 def stop(procs: list[subprocess.Popen]) -> None:
