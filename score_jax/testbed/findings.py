@@ -18,8 +18,11 @@ Carlo past 16 runs): the p-value is the share of the 2^n sign assignments whose 
 is at least the observed one, so it cannot go below 2^-n (9 runs: 0.002).
 
 `findings` turns a set of runs into the pre-registered claims (experiments/testbed_protocol.md),
-each {"claim", "holds", "evidence"}; `holds` is False whenever the data do not support the claim,
-including when a method it names was not run.
+each {"claim", "holds", "tested", "evidence"}; `holds` is False whenever the data do not support
+the claim, including when a method it names was not run. `tested` is False where the data could
+not have supported it either way: a method not run, or fewer paired runs than the sign-flip test
+needs to reach ALPHA (2^-n < 0.05 takes n >= 5; README command 1 has one run). Those lines print
+as "not tested" instead of "does not hold".
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ import numpy as np
 
 Run = dict[str, Any]
 ALPHA = 0.05
+MIN_TESTABLE_RUNS = math.ceil(math.log2(1 / ALPHA) + 1e-9)  # 2^-n < ALPHA: 5 runs at 0.05
 NUM_RESAMPLES = 2000
 
 
@@ -259,14 +263,17 @@ def _paired_finding(runs, claim, a, b, stat, stat_b=None) -> dict[str, Any]:
   if out["n"] == 0:
     missing = [m for m in (a, b) if m is not None and not runs_of(runs, m)]
     why = f"not run ({', '.join(missing)} has no runs)" if missing else "undefined on these runs"
-    return {"claim": claim, "holds": False, "evidence": why}
+    return {"claim": claim, "holds": False, "tested": False, "evidence": why}
   holds = out["mean"] > 0 and out["p"] < ALPHA
+  tested = 2.0 ** -out["n"] < ALPHA  # the smallest p the exact test can give
   lo, hi = out["ci"]
   ev = (
     f"difference {100 * out['mean']:+.1f} points, 95% CI [{100 * lo:+.1f}, {100 * hi:+.1f}], "
     f"sign-flip p = {out['p']:.3f} over {out['n']} runs"
   )
-  return {"claim": claim, "holds": bool(holds), "evidence": ev}
+  if not tested:
+    ev += f" (the test needs >= {MIN_TESTABLE_RUNS} runs to reach p < {ALPHA})"
+  return {"claim": claim, "holds": bool(holds), "tested": bool(tested), "evidence": ev}
 
 
 def _design_findings(runs) -> list[dict[str, Any]]:
@@ -279,6 +286,7 @@ def _design_findings(runs) -> list[dict[str, Any]]:
     {
       "claim": f"Base model Acc@t1 inside [{100 * lo:.0f}%, {100 * hi:.0f}%]",
       "holds": bool(ok),
+      "tested": base["n"] > 0,
       "evidence": f"{100 * base['mean']:.1f}% over {base['n']} pretraining seeds"
       if base["n"]
       else "not run",
@@ -290,6 +298,7 @@ def _design_findings(runs) -> list[dict[str, Any]]:
     {
       "claim": f"No method's mean Acc@t2 reaches {100 * CEILING:.0f}% (room above the best)",
       "holds": bool(methods) and best[0] < CEILING,
+      "tested": bool(methods),
       "evidence": f"best: {best[1]} {100 * best[0]:.1f}%",
     }
   )
@@ -305,7 +314,12 @@ def findings(runs: Sequence[Run], held_out: Sequence[Run] = ()) -> list[dict[str
   out.append(
     {**f, "claim": "Held-out variant: " + primary[0]}
     if f
-    else {"claim": "Held-out variant: " + primary[0], "holds": False, "evidence": "not run"}
+    else {
+      "claim": "Held-out variant: " + primary[0],
+      "holds": False,
+      "tested": False,
+      "evidence": "not run",
+    }
   )
   return out
 
@@ -313,6 +327,6 @@ def findings(runs: Sequence[Run], held_out: Sequence[Run] = ()) -> list[dict[str
 def findings_text(found: Sequence[dict[str, Any]]) -> str:
   lines = ["Findings (pre-registered; each computed from the evaluated rows):"]
   for f in found:
-    mark = "HOLDS" if f["holds"] else "does not hold"
+    mark = "HOLDS" if f["holds"] else "does not hold" if f.get("tested", True) else "not tested"
     lines.append(f"- [{mark}] {f['claim']}: {f['evidence']}")
   return "\n".join(lines) + "\n"

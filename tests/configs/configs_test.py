@@ -5,6 +5,7 @@ import glob
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -29,6 +30,26 @@ def _load(path):
 
 def test_there_are_experiments():
   assert EXPERIMENTS, "experiments/ holds no config files"
+
+
+def _readme_configs() -> list[tuple[str, str]]:
+  """Every `experiments/<file>.py[:arg]` README names (templates like `<row>` left out)."""
+  with open(os.path.join(REPO, "README.md")) as f:
+    text = f.read()
+  found = re.findall(r"experiments/(\w+\.py)(?::([\w,]+))?(?![\w<:])", text)
+  return sorted({(name, arg) for name, arg in found})
+
+
+def test_readme_names_configs():
+  assert ("testbed_v2.py", "one_seed") in _readme_configs()
+
+
+# README's commands name arguments beyond "" and "tiny" (command 1 is `testbed_v2.py:one_seed`):
+# each must load and validate as it is written there.
+@pytest.mark.parametrize("name,arg", _readme_configs(), ids=lambda v: v or "default")
+def test_every_config_readme_names_validates(name, arg):
+  config = _load(os.path.join(REPO, "experiments", name)).get_config(arg)
+  configs.validate(config, num_devices=8)
 
 
 @pytest.mark.parametrize("path", sorted(set(EXPERIMENTS) - set(PAPER_TABLES)), ids=os.path.basename)

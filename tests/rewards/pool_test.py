@@ -28,7 +28,10 @@ def _alive(pid: int) -> bool:
 
 @pytest.fixture(scope="module")
 def reward_pool():
-  with pool.RewardPool(2, code_timeout_s=1.0, math_timeout_s=5.0) as p:
+  # Warm and generous on math: a worker's first math check imports the LaTeX parser, which on a
+  # starved 2-core machine took over 5 s and turned a correct answer into a timeout. These
+  # tests are about order and outcomes; the math deadline has its own tests.
+  with pool.RewardPool(2, code_timeout_s=1.0, math_timeout_s=30.0, warm=("math",)) as p:
     yield p
 
 

@@ -148,6 +148,30 @@ def test_claims_of_methods_not_run_do_not_hold():
   assert found["SCoRe Delta(t1,t2) > 0"] is True
 
 
+def test_too_few_runs_or_no_runs_print_not_tested_and_never_hold():
+  # README command 1 has one (base, seed) cell: the exact test's smallest p is 1/2, so no claim
+  # can hold; its lines say "not tested", not "does not hold". Five runs can reach p < 0.05.
+  one = [r for r in _runs({m: GOOD[m] for m in ("base", "score", "naive")}) if r["seed"] == 0]
+  one = [r for r in one if r["pretrain_seed"] == 0]
+  found = findings.findings(one)
+  delta = next(f for f in found if f["claim"] == "SCoRe Delta(t1,t2) > 0")
+  assert (
+    delta["holds"] is False and delta["tested"] is False and "needs >= 5 runs" in delta["evidence"]
+  )
+  eq1 = next(f for f in found if "Eq. 1" in f["claim"])
+  assert eq1["tested"] is False and eq1["evidence"].startswith("not run")
+  text = findings.findings_text(found)
+  assert "- [not tested] SCoRe Delta(t1,t2) > 0" in text and "[HOLDS] SCoRe" not in text
+  five = [
+    r
+    for r in _runs({m: GOOD[m] for m in ("base", "score")})
+    if (r["pretrain_seed"], r["seed"]) in SEEDS[:5]
+  ]
+  delta5 = next(f for f in findings.findings(five) if f["claim"] == "SCoRe Delta(t1,t2) > 0")
+  assert delta5["tested"] is True and delta5["holds"] is True
+  assert findings.MIN_TESTABLE_RUNS == 5
+
+
 def test_held_out_claim_fails_on_its_own_runs():
   held = _runs(_flipped("naive", fix=0.9), "h")
   found = _by_claim(findings.findings(_runs(GOOD), held_out=held))

@@ -90,13 +90,23 @@ def test_grid_points_are_the_product_in_a_fixed_order():
 
 def test_one_point_grid_selects_it_without_tuning_runs(tmp_path):
   c = testbed_v2.get_config("one_seed")
-  assert c.testbed.methods == ("score", "naive") and grid.grid_points(c) == [{"optim:lr": 5e-5}]
+  assert c.testbed.methods == ("score", "naive") and grid.grid_points(c) == [{"optim:lr": 1e-4}]
   # No base exists and no pool is given: a tuning run would fail here.
   timings = grid.method_runs.Timings(str(tmp_path))
   out = grid._tune(c, str(tmp_path), {}, None, timings)
-  assert out["selected"] == {"score": {"optim:lr": 5e-5}, "naive": {"optim:lr": 5e-5}}
+  assert out["selected"] == {"score": {"optim:lr": 1e-4}, "naive": {"optim:lr": 1e-4}}
   assert out["validation"] == {}
   assert "nothing was tuned" in grid.grid_report._tuning_table(out)
+
+
+def test_one_seed_uses_the_learning_rate_the_committed_tuning_selected():
+  # README command 1 reproduces the grid's first cell only at the grid's selected point.
+  path = os.path.join(os.path.dirname(testbed_v2.__file__), "results", "testbed_v2", "tuning.json")
+  with open(path) as f:
+    selected = json.load(f)["selected"]
+  c = testbed_v2.get_config("one_seed")
+  for method in c.testbed.methods:
+    assert selected[method] == {"optim:lr": testbed_v2.ONE_SEED_LR}, method
 
 
 def test_long_attempt_config_doubles_attempt_tokens_on_test():
