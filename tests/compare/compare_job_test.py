@@ -96,16 +96,19 @@ def test_tiny_runs_resumes_and_export_matches_transformers(tmp_path):
 
 
 @pytest.mark.slow
-def test_base_parity_with_transformers_on_200_test_problems(tmp_path):
+def test_base_parity_with_transformers_on_test_problems(tmp_path):
   """Our sampler's greedy two-attempt evaluation of the GGUF base = transformers' generate.
 
-  Measured 200 of 200 equal (both one problem per call and 25 left-padded per call); the 98%
-  bar leaves room for float rounding at near-ties on other CPUs.
+  The documented `:parity` run evaluates 200 test problems; transformers checks the first 64
+  here. All 200 were measured equal (both one problem per call and 25 left-padded per call,
+  BUILD_NOTES); checking all 200 took 13.5 of CI's 27 slow-suite minutes beside the other
+  worker, 64 take about a third of it. The bar (63 of 64) leaves room for float rounding at a
+  near-tie on another CPU.
   """
   from score_jax.compare import hf_check
 
   _main(tmp_path, "parity")
   assert sorted(os.listdir(tmp_path / "eval")) == ["base_seed0.json"]
-  parity = hf_check.check_base(str(tmp_path), 200, batch_size=25)
-  assert parity.num_problems == 200
-  assert parity.rate >= 0.98, parity.differing[:5]
+  parity = hf_check.check_base(str(tmp_path), 64, batch_size=25)
+  assert parity.num_problems == 64
+  assert parity.num_equal >= 63, parity.differing[:5]
