@@ -38,7 +38,8 @@ import numpy as np
 
 Run = dict[str, Any]
 ALPHA = 0.05
-MIN_TESTABLE_RUNS = math.ceil(math.log2(1 / ALPHA) + 1e-9)  # 2^-n < ALPHA: 5 runs at 0.05
+# The exact sign-flip test's smallest p is 2^-n: below ALPHA only from this many runs (5 at 0.05).
+MIN_TESTABLE_RUNS = math.floor(math.log2(1 / ALPHA)) + 1
 NUM_RESAMPLES = 2000
 
 
@@ -265,7 +266,7 @@ def _paired_finding(runs, claim, a, b, stat, stat_b=None) -> dict[str, Any]:
     why = f"not run ({', '.join(missing)} has no runs)" if missing else "undefined on these runs"
     return {"claim": claim, "holds": False, "tested": False, "evidence": why}
   holds = out["mean"] > 0 and out["p"] < ALPHA
-  tested = 2.0 ** -out["n"] < ALPHA  # the smallest p the exact test can give
+  tested = out["n"] >= MIN_TESTABLE_RUNS
   lo, hi = out["ci"]
   ev = (
     f"difference {100 * out['mean']:+.1f} points, 95% CI [{100 * lo:+.1f}, {100 * hi:+.1f}], "
@@ -327,6 +328,6 @@ def findings(runs: Sequence[Run], held_out: Sequence[Run] = ()) -> list[dict[str
 def findings_text(found: Sequence[dict[str, Any]]) -> str:
   lines = ["Findings (pre-registered; each computed from the evaluated rows):"]
   for f in found:
-    mark = "HOLDS" if f["holds"] else "does not hold" if f.get("tested", True) else "not tested"
+    mark = "HOLDS" if f["holds"] else "does not hold" if f["tested"] else "not tested"
     lines.append(f"- [{mark}] {f['claim']}: {f['evidence']}")
   return "\n".join(lines) + "\n"
