@@ -38,7 +38,7 @@ from score_jax import configs  # noqa: E402
 from score_jax.benchmarks import sampler as sampler_bench  # noqa: E402
 from score_jax.generation import offline, rollout  # noqa: E402
 from score_jax.models import decoder  # noqa: E402
-from score_jax.rl import algorithms, experience, optim  # noqa: E402
+from score_jax.rl import algorithms, experience, optim, scoring  # noqa: E402
 from score_jax.rl import steps as steps_lib  # noqa: E402
 from score_jax.trainer import setup as setup_lib  # noqa: E402
 
@@ -184,17 +184,21 @@ class Ours:
 
   def breakdown(self, phase: str) -> dict:
     """One step with the phase times; the reference forward runs inside the jitted update, so
-    it is estimated apart: half of `Steps.logprob` (policy + reference forward) on its batch."""
+    it is timed apart: the update's own reference scoring (`scoring.stream_scores`, logits at
+    the loss slots only) on the step's batch."""
     out = self.step(phase, sync=True)
     out = {k: out[k] for k in ("sample", "reward", "update", "host")} | {"total": out["seconds"]}
-    scores = self.last_batch.only(steps_lib.SCORE_FIELDS)
+    algorithm, lc = algorithms.get(phase), setup_lib.loss_config(self.config)
+    k = algorithm.num_attempts(lc.num_attempts)
+    batch = self.last_batch.only(("tokens", "positions", "valid", "loss_mask"))
+    score = jax.jit(scoring.stream_scores, static_argnums=(0, 3, 4, 5))
     run = lambda: jax.block_until_ready(
-      self.steps.logprob(self.state.params, self.ref_params, scores)
+      score(self.model_cfg, self.ref_params, batch, lc.temperature, False, k * lc.max_new_tokens)
     )
     run()  # compile
     t = time.perf_counter()
     run()
-    out["reference_alone"] = (time.perf_counter() - t) / 2
+    out["reference_alone"] = time.perf_counter() - t
     return out
 
 
@@ -253,7 +257,8 @@ def _header(args, model_cfg) -> str:
     f" instruction on the same cache\n"
     f"ours  step: the trainer's single_turn path: offline.training_episodes (one prefill per "
     f"prompt, G samples on its cache) -> reward -> compacted Experience -> jitted Steps.update "
-    f"(reference forward, policy forward + backward, Adam) -> metrics to the host\n"
+    f"(reference forward, policy forward + backward, Adam; logits only before the loss tokens) "
+    f"-> metrics to the host\n"
     f"tunix step: one GRPOLearner global step: rollout (vanilla Sampler, top-p mode) -> reward "
     f"-> RLOO advantages -> reference log-probs (jit) -> actor train step (forward, backward, Adam)"
   )

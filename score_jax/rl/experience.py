@@ -122,8 +122,12 @@ class Experience:
     num_microbatches: int,
     vocab_size: int,
     needs: Sequence[str],
+    max_loss_tokens: int | None = None,
   ) -> None:
-    """Host-side checks before anything compiles; each error names the field and the shape."""
+    """Host-side checks before anything compiles; each error names the field and the shape.
+
+    `max_loss_tokens`: the most `loss_mask` slots a row may hold (the update scores no more).
+    """
     missing = sorted(set(needs) - set(self.present()))
     unexpected = sorted(set(self.present()) - set(needs))
     if missing or unexpected:
@@ -151,7 +155,7 @@ class Experience:
         f"global batch {b} is not a multiple of LossConfig.samples_per_prompt="
         f"{samples_per_prompt} (RLOO groups are consecutive rows)"
       )
-    _check_host_values(self, num_attempts, vocab_size)
+    _check_host_values(self, num_attempts, vocab_size, max_loss_tokens)
 
   def shardings(self, mesh: Mesh) -> "Experience":
     """The NamedSharding of every set field: rows over (data, fsdp), the normalizer replicated."""
@@ -181,8 +185,8 @@ def _cast(x, dtype):
   return np.asarray(x, dtype)
 
 
-def _check_host_values(exp: Experience, num_attempts: int, vocab_size: int) -> None:
-  """Token ids, turn ids, rewards and the normalizer of host (not yet placed) fields."""
+def _check_host_values(exp: Experience, num_attempts: int, vocab_size: int, max_loss=None) -> None:
+  """Token ids, turn ids, loss tokens per row, rewards and the normalizer of host fields."""
   host = lambda name: None if isinstance(getattr(exp, name), jax.Array) else getattr(exp, name)
   if (tok := host("tokens")) is not None:
     tok = np.asarray(tok)
@@ -199,6 +203,14 @@ def _check_host_values(exp: Experience, num_attempts: int, vocab_size: int) -> N
       r, c = np.argwhere(bad)[0]
       raise ValueError(
         f"Experience.turn[{r}, {c}] = {turn[r, c]} is outside 0..{k} (LossConfig.num_attempts={k})"
+      )
+  if max_loss is not None and (mask := host("loss_mask")) is not None:
+    counts = np.asarray(mask, bool).sum(axis=1)
+    if (counts > max_loss).any():
+      r = int(np.argmax(counts > max_loss))
+      raise ValueError(
+        f"Experience.loss_mask row {r} has {counts[r]} loss tokens, more than the update scores "
+        f"({max_loss} = LossConfig.num_attempts x max_new_tokens)"
       )
   if (rewards := host("rewards")) is not None:
     r64 = np.asarray(rewards, np.float64)

@@ -54,6 +54,15 @@ class LossConfig:
   aggregation: str = "token_mean"  # one of losses.AGGREGATIONS
   baseline: str = "rloo"  # one of losses.BASELINES
   kl_clamp: float = kl_lib.DEFAULT_CLAMP  # |log pi - log ref| clamp before any estimator
+  # Tokens one attempt samples at most (the rollout's max_new_tokens). Set, an RL update computes
+  # logits only at the slots before its loss tokens (at most num_attempts * this per row); None
+  # computes them at every slot.
+  max_new_tokens: int | None = None
+
+  @property
+  def max_loss_tokens(self) -> int | None:
+    """The most loss tokens a row of an RL update can hold (None: not bounded)."""
+    return None if self.max_new_tokens is None else self.num_attempts * self.max_new_tokens
 
   def __post_init__(self):
     def need(ok: bool, field: str, msg: str):
@@ -88,6 +97,12 @@ class LossConfig:
     )
     need(self.temperature > 0, "temperature", "must be > 0 (greedy samples have no log-probs)")
     need(self.kl_clamp > 0, "kl_clamp", "must be > 0")
+    need(
+      self.max_new_tokens is None
+      or (isinstance(self.max_new_tokens, int) and self.max_new_tokens >= 1),
+      "max_new_tokens",
+      "must be None or an int >= 1",
+    )
 
 
 class JitStep:
@@ -130,6 +145,7 @@ class JitStep:
       num_microbatches=self.setup.num_microbatches,
       vocab_size=self.setup.model_cfg.vocab_size,
       needs=needs,
+      max_loss_tokens=lc.max_loss_tokens,
     )
     return batch.place(self.mesh)
 
@@ -247,7 +263,10 @@ class Steps:
     )
     repl = NamedSharding(self.mesh, P())
     state_sh, out = self.state_shardings, (self.state_shardings, repl)
-    if algorithm.objective == "sft":
+    if algorithm.objective == "sft":  # SFT rows' targets are not bounded by one rollout's attempts
+      setup = dataclasses.replace(
+        setup, loss_cfg=dataclasses.replace(setup.loss_cfg, max_new_tokens=None)
+      )
       fn = functools.partial(update.sft_update, setup)
       return JitStep(
         fn,

@@ -126,12 +126,15 @@ def policy_update(
       mb_parts, jax.tree.map(lambda _: setup.batch_sh, mb_parts)
     )
     mb, mb_adv, mb_klw = mb_parts
-    ref_logp_bt, _ = stream_scores(setup.model_cfg, ref_params, mb, lc.temperature)
+    n = lc.max_loss_tokens  # logits only before the loss tokens (None: at every slot)
+    ref_logp_bt, _ = stream_scores(setup.model_cfg, ref_params, mb, lc.temperature, max_scored=n)
     ref_logp_bt = jax.lax.stop_gradient(ref_logp_bt)
     m_bt = mb.loss_mask.astype(jnp.float32)
 
     def loss_fn(p):
-      logp_bt, ent_bt = stream_scores(setup.model_cfg, p, mb, lc.temperature, with_entropy=True)
+      logp_bt, ent_bt = stream_scores(
+        setup.model_cfg, p, mb, lc.temperature, with_entropy=True, max_scored=n
+      )
       loss, aux = losses.policy_loss(
         logp_bt,
         ref_logp_bt,

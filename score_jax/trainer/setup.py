@@ -222,6 +222,7 @@ def loss_config(config) -> steps.LossConfig:
     aggregation=config.rl.aggregation,
     baseline=config.rl.baseline,
     kl_clamp=config.rl.kl_clamp,
+    max_new_tokens=config.rollout.max_new_tokens,
   )
 
 
