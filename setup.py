@@ -30,7 +30,7 @@ EXTRAS_REQUIRE = {
   # The numerics tests compare against the PyTorch reference implementations.
   "test": [
     "pytest==9.2.0",
-    # CI runs the slow and numerics suites on two workers (.ci/run); README's `pytest` does not.
+    # `pytest` runs on two workers (pytest.ini), as do CI's slow and numerics suites (.ci/run).
     "pytest-xdist==3.8.0",
     "execnet==2.1.2",
     "hypothesis==6.155.2",  # property tests of the MATH grader
