@@ -88,8 +88,6 @@ class Ours:
   def __init__(self, args):
     c = self.config = score_config(args)
     self.model_cfg = sampler_bench.bench_config(args.size, args.dtype)
-    if args.attn_query_block >= 0:
-      self.model_cfg = dataclasses.replace(self.model_cfg, attn_query_block=args.attn_query_block)
     self.mesh, self.sampler_mesh = setup_lib.make_meshes(c)
     setup_lib.check_process_batch(c, self.sampler_mesh)
     oc = setup_lib.optim_config(c)
@@ -235,9 +233,6 @@ def parse_args(argv):
   p.add_argument("--repeats", type=int, default=5, help="timed steps per side")
   p.add_argument("--warmup", type=int, default=2, help="untimed steps per side first")
   p.add_argument("--seed", type=int, default=0)
-  p.add_argument(
-    "--attn_query_block", type=int, default=-1, help="ours: -1 = the preset's, 0 = one block"
-  )
   p.add_argument("--json", default="", help="also write every figure to this JSON file")
   p.add_argument(
     "--tunix_python",
@@ -252,7 +247,7 @@ def _header(args, model_cfg) -> str:
   return (
     f"bench rl_step: {time.strftime('%Y-%m-%d %H:%M')} device={jax.devices()[0].device_kind} "
     f"x{jax.device_count()} load={load} size={args.size} dtype={args.dtype} "
-    f"params={decoder.count_params(model_cfg):,} attn_query_block={model_cfg.attn_query_block}\n"
+    f"params={decoder.count_params(model_cfg):,}\n"
     f"workload: {args.prompts} prompts x G={args.samples} = {args.prompts * args.samples} "
     f"episodes, prompts {args.prompt_len * 3 // 4}..{args.prompt_len} tokens (left-padded into "
     f"{args.prompt_len}), {args.gen_len} new tokens forced (no stop id), temperature 1, "

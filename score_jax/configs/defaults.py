@@ -26,9 +26,6 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.dtype = "float32"  # compute dtype
   c.model.param_dtype = "float32"  # storage dtype of the parameters
   c.model.remat_policy = "none"  # activation rematerialisation in the scanned layer
-  # Cacheless attention's causal query blocks (ModelConfig.attn_query_block): -1 = the preset's
-  # (32 slots; 0 for the testbed), 0 = one block.
-  c.model.attn_query_block = -1
 
   c.mesh = ml_collections.ConfigDict()
   c.mesh.data = 1  # pure data-parallel replicas

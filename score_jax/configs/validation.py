@@ -50,6 +50,4 @@ def _validate_shared(config: ml_collections.ConfigDict) -> jobs.Job:
   require(
     config, "model.chat_template", lambda v: v in CHAT_TEMPLATES, "'', gemma, chatml or llama3"
   )
-  block = "an int >= -1 (-1 = the preset's, 0 = one block)"
-  require(config, "model.attn_query_block", lambda v: is_int(v) and v >= -1, block)
   return jobs.get_job(config.job)

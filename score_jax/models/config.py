@@ -111,11 +111,6 @@ class ModelConfig:
   param_dtype: str = "float32"  # storage dtype of the parameters
   remat_policy: str = "none"  # one of REMAT_POLICIES
   scan_layers: bool = True  # False = Python loop over the same stacked parameter tree
-  # Attention without a cache (training, scoring): queries in causal blocks of at least this
-  # many slots, each block against the keys up to its end only, so B blocks compute (B+1)/2B
-  # of the [t, t] scores (`layers.query_blocks`); 0 = one block. Real tokens' outputs are equal
-  # up to float summation order (a fully masked padding query averages fewer keys).
-  attn_query_block: int = 32
 
   def __post_init__(self):
     if not self.layer_types:
@@ -142,8 +137,6 @@ class ModelConfig:
       value = getattr(self, name)
       need(isinstance(value, int) and value > 0, name, "must be a positive int")
     need(self.head_dim % 2 == 0, "head_dim", "must be even for RoPE")
-    block = self.attn_query_block
-    need(isinstance(block, int) and block >= 0, "attn_query_block", "must be an int >= 0")
     need(
       self.num_heads % self.num_kv_heads == 0,
       "num_kv_heads",

@@ -20,9 +20,6 @@ from score_jax.models.config import ModelConfig
 MASK_VALUE = float(np.finfo(np.float32).min)
 # Window of global layers: never binds.
 NO_WINDOW = int(np.iinfo(np.int32).max)
-# Most query blocks per cacheless attention call: each block is its own pair of dots in the
-# program, so at long sequences the blocks grow instead of multiplying.
-MAX_QUERY_BLOCKS = 16
 
 constrain = nn.with_logical_constraint
 # Logical names of the activations that get sharding constraints.
@@ -45,34 +42,6 @@ class AttnContext(NamedTuple):
   # Packed rows (several sequences per row, no cache): the sequence id of every slot; a query
   # only sees keys of its own sequence. None: one sequence per row.
   segments_bt: jax.Array | None = None
-  # The key slots' sequence ids where they differ from the queries' (a query block); None:
-  # segments_bt.
-  kv_segments_bs: jax.Array | None = None
-
-  def query_block(self, lo: int, hi: int) -> "AttnContext":
-    """Queries [lo, hi) against key slots [0, hi) of a cacheless call (slots = positions in
-    the row, so no query of the block sees a later key)."""
-    seg = self.segments_bt
-    return AttnContext(
-      q_positions_bt=self.q_positions_bt[:, lo:hi],
-      q_slots_t=self.q_slots_t[lo:hi],
-      kv_positions_bs=self.kv_positions_bs[:, :hi],
-      kv_valid_bs=self.kv_valid_bs[:, :hi],
-      kv_slots_s=self.kv_slots_s[:hi],
-      cache_index=None,
-      segments_bt=None if seg is None else seg[:, lo:hi],
-      kv_segments_bs=None if seg is None else seg[:, :hi],
-    )
-
-
-def query_blocks(t: int, min_block: int) -> list[tuple[int, int]]:
-  """[lo, hi) query ranges for causal attention over t slots without a cache: blocks of
-  `min_block` slots (larger where that would make more than MAX_QUERY_BLOCKS); one block when
-  min_block is 0 or t fits in one."""
-  if min_block <= 0 or t <= min_block:
-    return [(0, t)]
-  size = max(min_block, -(-t // MAX_QUERY_BLOCKS))
-  return [(lo, min(lo + size, t)) for lo in range(0, t, size)]
 
 
 def rope_inv_freq(config: ModelConfig, layer_type: str) -> np.ndarray:
@@ -170,30 +139,15 @@ def _masked_probs(cfg: ModelConfig, logits_bngts, ctx: AttnContext, window, dtyp
   gap_bts = ctx.q_positions_bt[:, :, None] - ctx.kv_positions_bs[:, None, :]
   mask_bts = causal_bts & (gap_bts < window)
   if ctx.segments_bt is not None:
-    kv_segments_bs = ctx.segments_bt if ctx.kv_segments_bs is None else ctx.kv_segments_bs
-    mask_bts &= ctx.segments_bt[:, :, None] == kv_segments_bs[:, None, :]
+    mask_bts &= ctx.segments_bt[:, :, None] == ctx.segments_bt[:, None, :]
   logits = jnp.where(mask_bts[:, None, None], logits, MASK_VALUE)
   return jax.nn.softmax(logits, axis=-1).astype(dtype)
 
 
-def _attend_dots(cfg, q, key, val, ctx, window):
-  """Queries [b, t, h, k] against keys/values [b, s, n, k]: two batched dots."""
+def _attend_stacked(cfg, q, key, val, ctx, window, layer, kv):
+  """Attention against a stacked [l, b, s, n, k] cache (or none): batched dots, any t."""
   b, t, h, k = q.shape
   n = key.shape[2]
-  q_bngtk = q.reshape(b, t, n, h // n, k)
-  logits = jnp.einsum("btngk,bsnk->bngts", q_bngtk, key, preferred_element_type=jnp.float32)
-  probs = _masked_probs(cfg, logits, ctx, window, q.dtype)
-  return jnp.einsum("bngts,bsnk->btngk", probs, val).reshape(b, t, h, k)
-
-
-def _attend_stacked(cfg, q, key, val, ctx, window, layer, kv):
-  """Attention against a stacked [l, b, s, n, k] cache (or none): batched dots, any t.
-
-  Without a cache the queries go in causal blocks (`query_blocks`): a block's keys end where
-  its queries do, so the scores above the diagonal blocks are never computed. Measured on a
-  2-core CPU (batch 32, 8 query heads on one KV head, fwd + bwd): blocks of 32 slots ran
-  1.4x faster than one block at t = 96 and 1.7x at t = 144.
-  """
   if kv is not None:  # write the new keys/values at slots [index, index + t) of this layer
     cache_k, cache_v = kv
     start = (layer, 0, ctx.cache_index, 0, 0)
@@ -201,15 +155,10 @@ def _attend_stacked(cfg, q, key, val, ctx, window, layer, kv):
     cache_v = jax.lax.dynamic_update_slice(cache_v, val[None].astype(cache_v.dtype), start)
     kv = (cache_k, cache_v)
     key, val = cache_k[layer].astype(q.dtype), cache_v[layer].astype(q.dtype)
-    return _attend_dots(cfg, q, key, val, ctx, window), kv
-  blocks = query_blocks(q.shape[1], cfg.attn_query_block)
-  if len(blocks) == 1:
-    return _attend_dots(cfg, q, key, val, ctx, window), kv
-  outs = [
-    _attend_dots(cfg, q[:, lo:hi], key[:, :hi], val[:, :hi], ctx.query_block(lo, hi), window)
-    for lo, hi in blocks
-  ]
-  return jnp.concatenate(outs, axis=1), kv
+  q_bngtk = q.reshape(b, t, n, h // n, k)
+  logits = jnp.einsum("btngk,bsnk->bngts", q_bngtk, key, preferred_element_type=jnp.float32)
+  probs = _masked_probs(cfg, logits, ctx, window, q.dtype)
+  return jnp.einsum("bngts,bsnk->btngk", probs, val).reshape(b, t, h, k), kv
 
 
 def _attend_one_token(cfg, q, key, val, ctx, window, kv):

@@ -117,11 +117,7 @@ PRESETS: dict[str, ModelConfig] = {
   # The laptop testbed's base model (score_jax.testbed): Gemma 1 layout, 0.28M parameters.
   # Layers unrolled: on a 2-core CPU XLA's layer loop makes a pretraining step 1.3x slower
   # (`python -m score_jax.benchmarks packing`); 4 layers compile quickly either way.
-  # One attention block: query blocks change float summation order, and the testbed's frozen
-  # figures (its confirmatory grid, README command 1) reproduce bit for bit only without them.
-  "testbed-gemma": _gemma(
-    **_sizes(640, 64, 256, 4, 4, 1, 16), max_seq_len=512, scan_layers=False, attn_query_block=0
-  ),
+  "testbed-gemma": _gemma(**_sizes(640, 64, 256, 4, 4, 1, 16), max_seq_len=512, scan_layers=False),
   "tiny-gemma": _gemma(**_TINY | dict(num_kv_heads=1)),
   "tiny-gemma2": _gemma2(**_TINY_WINDOWED),
   "tiny-gemma3": _gemma3(

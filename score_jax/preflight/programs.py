@@ -90,7 +90,7 @@ class RunPrograms:
 def model_config(config) -> ModelConfig:
   """The decoder the run builds, from its preset (as `setup.load_base`, without the weights)."""
   m = config.model
-  kw = setup_lib.model_overrides(m)
+  kw = dict(dtype=m.dtype, param_dtype=m.param_dtype, remat_policy=m.remat_policy)
   if m.vocab_size:
     kw["vocab_size"] = m.vocab_size
   return presets.get_preset(m.preset, **kw)

@@ -147,11 +147,6 @@ def run_record(method: str, seed: int, result: dict, kind: str = "math") -> dict
   }
 
 
-# Config fields added after workdirs were written, with the value that runs what those workdirs
-# ran: a saved config without one reads as holding it, so adding a field keeps caches valid.
-ADDED_FIELDS = {"model": {"attn_query_block": -1}}
-
-
 def check_workdir_config(config, workdir: str, section: str, run_selection: tuple[str, ...]):
   """A workdir belongs to one config: cached phases of another config would be silently reused.
 
@@ -164,9 +159,6 @@ def check_workdir_config(config, workdir: str, section: str, run_selection: tupl
   if os.path.exists(path):
     with open(path) as f:
       theirs = json.load(f)
-    for group, fields in ADDED_FIELDS.items():
-      if isinstance(theirs.get(group), dict):
-        theirs[group] = {**fields, **theirs[group]}
     cached = lambda d: {
       **d,
       section: {k: v for k, v in d.get(section, {}).items() if k not in run_selection},

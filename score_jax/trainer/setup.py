@@ -171,19 +171,6 @@ def load_tokenizer(config, workdir: str, checkpoint_tokenizer=None) -> tokenizer
   return tok
 
 
-def model_overrides(m: ml_collections.ConfigDict) -> dict[str, Any]:
-  """The ModelConfig fields `config.model` sets on top of the preset or checkpoint: the run's
-  numerics and memory choices, the same for a random init and a loaded checkpoint."""
-  preset_block = presets.PRESETS[m.preset].attn_query_block
-  block = m.attn_query_block if m.attn_query_block >= 0 else preset_block
-  return dict(
-    dtype=m.dtype,
-    param_dtype=m.param_dtype,
-    remat_policy=m.remat_policy,
-    attn_query_block=block,
-  )
-
-
 def load_base(config, workdir: str, mesh: Mesh):
   """(model config, base params sharded on `mesh`, tokenizer). The base is the reference."""
   m = config.model
@@ -192,7 +179,7 @@ def load_base(config, workdir: str, mesh: Mesh):
       f"config.model.checkpoint is empty: preset {m.preset!r} needs a checkpoint path "
       "(random init is only allowed for tiny-* presets)."
     )
-  kw = model_overrides(m)
+  kw = dict(dtype=m.dtype, param_dtype=m.param_dtype, remat_policy=m.remat_policy)
   if m.vocab_size and m.checkpoint:
     raise configs.ConfigError(
       f"config.model.vocab_size = {m.vocab_size}: only a random-init model can be resized; "
