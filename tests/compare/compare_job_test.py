@@ -65,12 +65,12 @@ def _gguf_or_skip():
     pytest.skip(f"SmolLM2 GGUF not reachable: {e}")
 
 
-def _main(workdir, arg: str) -> float:
+def _main(workdir, arg: str, *flags: str) -> float:
   """The documented command, one CPU device as a user runs it; returns its wall seconds."""
   _gguf_or_skip()
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
   cmd = [sys.executable, "-m", "score_jax.main",
-         f"--config=experiments/smollm2_selfcorrect.py:{arg}", f"--workdir={workdir}"]  # fmt: skip
+         f"--config=experiments/smollm2_selfcorrect.py:{arg}", f"--workdir={workdir}", *flags]  # fmt: skip
   start = time.time()
   r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
   assert r.returncode == 0, r.stderr[-4000:]
@@ -99,15 +99,15 @@ def test_tiny_runs_resumes_and_export_matches_transformers(tmp_path):
 def test_base_parity_with_transformers_on_test_problems(tmp_path):
   """Our sampler's greedy two-attempt evaluation of the GGUF base = transformers' generate.
 
-  The documented `:parity` run evaluates 200 test problems; transformers checks the first 64
-  here. All 200 were measured equal (both one problem per call and 25 left-padded per call,
+  The documented `:parity` run evaluates 200 test problems; here both sides take the first 64
+  (the same command with `--config.compare.eval_problems=64`, in one sampler call of 64 rows).
+  All 200 were measured equal (both one problem per call and 25 left-padded per call,
   BUILD_NOTES); checking all 200 took 13.5 of CI's 27 slow-suite minutes beside the other
-  worker, 64 take about a third of it. The bar (63 of 64) leaves room for float rounding at a
-  near-tie on another CPU.
+  worker. The bar (63 of 64) leaves room for float rounding at a near-tie on another CPU.
   """
   from score_jax.compare import hf_check
 
-  _main(tmp_path, "parity")
+  _main(tmp_path, "parity", "--config.compare.eval_problems=64")
   assert sorted(os.listdir(tmp_path / "eval")) == ["base_seed0.json"]
   parity = hf_check.check_base(str(tmp_path), 64, batch_size=25)
   assert parity.num_problems == 64
