@@ -100,7 +100,7 @@ def test_base_parity_with_transformers_on_test_problems(tmp_path):
   """Our sampler's greedy two-attempt evaluation of the GGUF base = transformers' generate.
 
   The documented `:parity` run evaluates 200 test problems; here both sides take the first 64
-  (the same command with `--config.compare.eval_problems=64`, in one sampler call of 64 rows).
+  (the same command with `--config.compare.eval_problems=64`).
   All 200 were measured equal (both one problem per call and 25 left-padded per call,
   BUILD_NOTES); checking all 200 took 13.5 of CI's 27 slow-suite minutes beside the other
   worker. The bar (63 of 64) leaves room for float rounding at a near-tie on another CPU.
