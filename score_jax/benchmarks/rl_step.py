@@ -79,6 +79,7 @@ def score_config(args):
   c.rl.beta1, c.rl.kl_estimator = args.beta, args.kl_estimator
   c.optim.lr = args.lr
   c.train.global_batch = args.prompts * args.samples
+  c.rollout.decode_layout = args.decode_layout
   return c
 
 
@@ -87,7 +88,7 @@ class Ours:
 
   def __init__(self, args):
     c = self.config = score_config(args)
-    self.model_cfg = sampler_bench.bench_config(args.size, args.dtype)
+    self.model_cfg = sampler_bench.bench_config(args.size, args.dtype, args.remat, args.layers)
     self.mesh, self.sampler_mesh = setup_lib.make_meshes(c)
     setup_lib.check_process_batch(c, self.sampler_mesh)
     oc = setup_lib.optim_config(c)
@@ -209,7 +210,7 @@ class TunixProcess(sampler_bench.Tunix):
     root = sampler_bench._repo_root()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
     keys = ("size", "dtype", "prompts", "samples", "prompt_len", "gen_len", "instr_len", "seed")
-    keys += ("beta", "kl_estimator", "lr")
+    keys += ("beta", "kl_estimator", "lr", "remat", "layers")
     flags = [f"--{k}={getattr(args, k)}" for k in keys]
     cmd = [args.tunix_python, "-m", "score_jax.benchmarks.tunix_rl_runner", *flags]
     self.proc = subprocess.Popen(
@@ -230,6 +231,24 @@ def parse_args(argv):
   p.add_argument("--beta", type=float, default=0.04, help="KL coefficient")
   p.add_argument("--kl_estimator", default="k1_reward", choices=tuple(TUNIX_KL))
   p.add_argument("--lr", type=float, default=5e-6, help="Adam learning rate (constant)")
+  p.add_argument(
+    "--remat",
+    default="none",
+    choices=sampler_bench.TUNIX_REMAT,
+    help="activation remat on both sides: none, or full (ours 'full', tunix's DECODER)",
+  )
+  p.add_argument(
+    "--layers",
+    default="auto",
+    choices=sampler_bench.LAYER_LOOPS,
+    help="our layer loop (sampler.bench_config); tunix's Gemma always unrolls",
+  )
+  p.add_argument(
+    "--decode_layout",
+    default="auto",
+    choices=tuple(sampler_bench.DECODE_LAYOUTS),
+    help="rollout.decode_layout for our sampler (auto = on for CPUs only)",
+  )
   p.add_argument("--repeats", type=int, default=5, help="timed steps per side")
   p.add_argument("--warmup", type=int, default=2, help="untimed steps per side first")
   p.add_argument("--seed", type=int, default=0)
@@ -242,12 +261,13 @@ def parse_args(argv):
   return p.parse_args(argv[1:])
 
 
-def _header(args, model_cfg) -> str:
+def _header(args, model_cfg, decode_layout: bool) -> str:
   load = "/".join(f"{x:.2f}" for x in os.getloadavg())
   return (
     f"bench rl_step: {time.strftime('%Y-%m-%d %H:%M')} device={jax.devices()[0].device_kind} "
     f"x{jax.device_count()} load={load} size={args.size} dtype={args.dtype} "
-    f"params={decoder.count_params(model_cfg):,}\n"
+    f"params={decoder.count_params(model_cfg):,} remat={args.remat} "
+    f"layers={'scan' if model_cfg.scan_layers else 'unroll'} decode_layout={decode_layout}\n"
     f"workload: {args.prompts} prompts x G={args.samples} = {args.prompts * args.samples} "
     f"episodes, prompts {args.prompt_len * 3 // 4}..{args.prompt_len} tokens (left-padded into "
     f"{args.prompt_len}), {args.gen_len} new tokens forced (no stop id), temperature 1, "
@@ -354,7 +374,7 @@ def _compare(ours, tunix, args) -> dict:
 def main(argv) -> None:
   args = parse_args(argv)
   ours = Ours(args)
-  print(_header(args, ours.model_cfg), flush=True)
+  print(_header(args, ours.model_cfg, ours.sampler.decode_layout), flush=True)
   tunix = sampler_bench.start_tunix(TunixProcess, args)
   try:
     results = _compare(ours, tunix, args)

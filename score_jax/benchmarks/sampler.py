@@ -41,15 +41,29 @@ DEFAULT_TUNIX_PYTHON = "/work/tunix-venv/bin/python"
 CHECK_ROWS, CHECK_TOKENS = 4, 8
 
 
-def bench_config(size: str, dtype: str):
-  """The Gemma-1-style config both sides run (tunix's Gemma class supports exactly this)."""
-  name, overrides = size, {}
+LAYER_LOOPS = ("auto", "scan", "unroll")
+DECODE_LAYOUTS = {"auto": None, "on": True, "off": False}  # Sampler(decode_layout=...)
+TUNIX_REMAT = ("none", "full")  # the remat policies tunix's Gemma has a match for
+
+
+def bench_config(size: str, dtype: str, remat: str = "none", layers: str = "auto"):
+  """The Gemma-1-style config both sides run (tunix's Gemma class supports exactly this).
+
+  `remat`: our remat policy, "none" or "full" (tunix's RematConfig.NONE / DECODER).
+  `layers`: "scan" (a while loop over the stacked layers), "unroll" (a Python loop over the same
+  stacked parameters, as tunix's Gemma runs), or "auto" (unroll at size cpu, else the preset's).
+  """
+  if remat not in TUNIX_REMAT or layers not in LAYER_LOOPS:
+    raise ValueError(f"remat must be one of {TUNIX_REMAT} and layers one of {LAYER_LOOPS}")
+  name, overrides = size, {"remat_policy": remat}
   if size == "cpu":  # gemma-2b's layout (MQA, GeGLU, tied) at a size 2 CPU cores can run
     name = "gemma-2b"
-    overrides = dict(vocab_size=4096, embed_dim=256, hidden_dim=1024, num_layers=4, head_dim=64)
+    overrides |= dict(vocab_size=4096, embed_dim=256, hidden_dim=1024, num_layers=4, head_dim=64)
     # Layers as a Python loop, as the CPU testbed presets (and tunix's Gemma) run them: on CPU a
     # scanned stack's backward accumulates each layer's gradients through copies.
     overrides["scan_layers"] = False
+  if layers != "auto":
+    overrides["scan_layers"] = layers == "scan"
   config = presets.get_preset(name, dtype=dtype, param_dtype=dtype, **overrides)
   if config.family != "gemma" or "local" in config.layer_types:
     raise ValueError(
@@ -101,6 +115,7 @@ class Ours:
       append_buckets=(args.instr_len,),
       gen_buckets=(CHECK_TOKENS, args.gen_len),
       pad_id=0,
+      decode_layout=DECODE_LAYOUTS[args.decode_layout],
     )
     self.calls = 0
 
@@ -228,6 +243,15 @@ def parse_args(argv):
   p.add_argument("--gen_len", type=int, default=128, help="sampled tokens per turn")
   p.add_argument("--instr_len", type=int, default=32, help="correction-instruction tokens")
   p.add_argument("--repeats", type=int, default=3, help="timed runs per side and workload")
+  p.add_argument(
+    "--layers", default="auto", choices=LAYER_LOOPS, help="our layer loop (see bench_config)"
+  )
+  p.add_argument(
+    "--decode_layout",
+    default="auto",
+    choices=tuple(DECODE_LAYOUTS),
+    help="our decode steps' weight/cache layout (Sampler; auto = on for CPUs only)",
+  )
   p.add_argument("--seed", type=int, default=0)
   p.add_argument(
     "--tunix_python",
@@ -239,7 +263,7 @@ def parse_args(argv):
 
 def main(argv) -> None:
   args = parse_args(argv)
-  config = bench_config(args.size, args.dtype)
+  config = bench_config(args.size, args.dtype, layers=args.layers)
   print(
     f"bench sampler: {time.strftime('%Y-%m-%d %H:%M')} load average {os.getloadavg()[0]:.2f} "
     f"device={jax.devices()[0].device_kind} "

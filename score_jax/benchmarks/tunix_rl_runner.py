@@ -34,7 +34,7 @@ from tunix.rl.rollout import base_rollout  # noqa: E402
 
 from score_jax.benchmarks import rl_step  # noqa: E402
 from score_jax.benchmarks import sampler as bench  # noqa: E402
-from score_jax.benchmarks.tunix_sampler_runner import IdTokenizer, to_tunix  # noqa: E402
+from score_jax.benchmarks.tunix_sampler_runner import REMAT_SWITCH, IdTokenizer, to_tunix  # noqa: E402
 from score_jax.rl import optim  # noqa: E402
 from score_jax.trainer import setup as setup_lib  # noqa: E402
 
@@ -97,13 +97,15 @@ def grpo_config(args) -> grpo_learner.GRPOConfig:
 class Runner:
   def __init__(self, args):
     self.args = args
-    config = bench.bench_config(args.size, args.dtype)
+    config = bench.bench_config(args.size, args.dtype, args.remat)
     params = bench.bench_params(config, args.seed)
     prompts, self.check_prompts, _ = bench.workload(config, rl_step.workload_args(args))
     # A numpy array of strings: tunix repeats each prompt G times with np.repeat (a list of
     # strings would be split into characters by its jax.tree.map).
     self.batch = {"prompts": np.array([rl_step.ids_text(p) for p in prompts])}
     self.cluster = make_cluster(config, params, args)
+    # Remat off while the rollout traces its decode loop (tunix_sampler_runner.RematSwitch).
+    self.cluster.rollout.generate = REMAT_SWITCH.sampling(self.cluster.rollout.generate)
     self.learner = grpo_learner.GRPOLearner(self.cluster, grpo_config(args), reward_fns=reward_fn)
     self.times, self.sync, self.rewards = dict.fromkeys(PHASES, 0.0), False, []
     self._wrap_phases()

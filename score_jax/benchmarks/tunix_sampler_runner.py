@@ -26,6 +26,46 @@ from tunix.models.gemma import model as tunix_gemma  # noqa: E402
 
 from score_jax.benchmarks import sampler as bench  # noqa: E402
 
+_TUNIX_REMAT = {
+  "none": tunix_gemma.RematConfig.NONE,
+  "full": tunix_gemma.RematConfig.DECODER,
+}
+
+
+class RematSwitch:
+  """Stands in for `nnx` inside tunix's Gemma module, so its remat can be off while sampling.
+
+  tunix 0.1.7 applies `nnx.remat` on every call, also inside its sampler's decode loop, where
+  it fails (flax TraceContextError: the KV-cache Variables are mutated from another trace).
+  Remat matters only for a backward pass, so the sampler traces with `off` set (remat is then
+  the identity) and the training step with it cleared (tunix's own remat).
+  """
+
+  def __init__(self):
+    self.off = False
+
+  def __getattr__(self, name):
+    return getattr(nnx, name)
+
+  def remat(self, fn, *args, **kwargs):
+    return fn if self.off else nnx.remat(fn, *args, **kwargs)
+
+  def sampling(self, fn):
+    """`fn` traced and run with remat off."""
+
+    def wrapped(*args, **kwargs):
+      self.off = True
+      try:
+        return fn(*args, **kwargs)
+      finally:
+        self.off = False
+
+    return wrapped
+
+
+REMAT_SWITCH = RematSwitch()
+tunix_gemma.nnx = REMAT_SWITCH
+
 
 class IdTokenizer:
   """Token ids written as text ("5 17 9"), so tunix sees exactly our ids. No BOS; pad 0."""
@@ -60,6 +100,8 @@ def to_tunix(config, params) -> nnx.Module:
     use_post_attn_norm=False,
     use_post_ffw_norm=False,
     attention_types=(tunix_gemma.AttentionType.GLOBAL,) * config.num_layers,
+    # Our "full" remat saves only each layer's input, as tunix's DECODER remat does.
+    remat_config=_TUNIX_REMAT[config.remat_policy],
   )
   model = nnx.eval_shape(lambda: tunix_gemma.Gemma(tcfg, rngs=nnx.Rngs(0)))
   model.embedder.input_embedding.value = params["embedder"]["input_embedding"]

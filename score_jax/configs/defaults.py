@@ -68,6 +68,12 @@ def base_config() -> ml_collections.ConfigDict:
   # The KV cache holds one call's rows: a smaller value trades sampler throughput for memory
   # (`python -m score_jax.preflight` says what fits). Samples do not depend on it.
   c.rollout.prompts_per_call = 0
+  # How decode steps read the weights: "on" = per-layer arrays and a per-layer cache, made once
+  # per decode call (a second copy of the weights while it runs); "off" = the stacked [layers,
+  # ...] tree, sliced per layer in every step; "auto" = on for CPUs, off for accelerators.
+  # Compiled for an H200, the stacked layout copies every layer's weights in every step
+  # (BUILD_NOTES.md, 2026-12-04): try "on" on GPUs.
+  c.rollout.decode_layout = "auto"
 
   c.stage1 = ml_collections.ConfigDict()
   c.stage1.steps = 1000  # Stage I updates (per round when interleaved); not stated in the paper

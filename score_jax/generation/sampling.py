@@ -146,8 +146,10 @@ class Sampler:
   ):
     """`decode_layout`: decode steps read per-layer weights and a per-layer, key-transposed
     cache, converted once per call (`models.decoder.decode_step`): 2-3x faster steps on CPU,
-    but a second copy of weights and cache. None: on when the sampler's devices are CPUs;
-    accelerators keep the stacked layout, whose per-layer slices their compilers fuse.
+    but a second copy of weights and cache. None: on when the sampler's devices are CPUs, off
+    on accelerators. The stacked layout slices each layer's weights in every step; XLA's GPU
+    compiler (H200, jax 0.10.2) copies those slices instead of fusing them into the matmuls,
+    so on GPUs the decode layout may well be faster: `bench sampler --decode_layout=on`.
     """
     if decode_layout is None:
       devices = mesh.devices.flat if mesh is not None else jax.devices()

@@ -25,17 +25,29 @@ def matmul_params(cfg: ModelConfig) -> int:
   )
 
 
-def forward(cfg: ModelConfig, rows: int, new_tokens: int, keys: int | None = None) -> float:
+def forward(
+  cfg: ModelConfig,
+  rows: int,
+  new_tokens: int,
+  keys: int | None = None,
+  head_tokens: int | None = None,
+) -> float:
   """One forward over `new_tokens` per row attending to `keys` positions (default: causal over
-  the new tokens, counted as full t x t as kernels without block skipping do)."""
+  the new tokens, counted as full t x t as kernels without block skipping do), with the output
+  head at `head_tokens` of them (default: all; an RL update computes logits only before its
+  loss tokens, `LossConfig.max_new_tokens`, and counting the skipped ones would inflate MFU)."""
   keys = new_tokens if keys is None else keys
+  head_tokens = new_tokens if head_tokens is None else min(head_tokens, new_tokens)
+  head = cfg.vocab_size * cfg.embed_dim
+  body = matmul_params(cfg) - head
   attention = 4.0 * rows * new_tokens * keys * cfg.num_heads * cfg.head_dim * cfg.num_layers
-  return 2.0 * matmul_params(cfg) * rows * new_tokens + attention
+  return 2.0 * rows * (body * new_tokens + head * head_tokens) + attention
 
 
-def policy_update(cfg: ModelConfig, rows: int, seq: int) -> float:
-  """An RL update over [rows, seq]: the policy's forward + backward and the reference forward."""
-  return 4.0 * forward(cfg, rows, seq)
+def policy_update(cfg: ModelConfig, rows: int, seq: int, head_slots: int | None = None) -> float:
+  """An RL update over [rows, seq]: the policy's forward + backward and the reference forward,
+  each with logits at `head_slots` slots per row (default: every slot)."""
+  return 4.0 * forward(cfg, rows, seq, head_tokens=head_slots)
 
 
 def decode(cfg: ModelConfig, rows: int, steps: int, cache_len: int) -> float:

@@ -98,6 +98,26 @@ CHIPS = {
 }
 
 
+# JAX's `device_kind` strings -> CHIPS keys (TPU v5p reports "TPU v5"; H100 PCIe and NVL parts
+# have other peaks and are left out rather than given the SXM figure).
+_DEVICE_KINDS = {
+  "tpu v5 lite": "v5e",
+  "tpu v5e": "v5e",
+  "tpu v5": "v5p",
+  "tpu v5p": "v5p",
+  "tpu v6 lite": "v6e",
+  "tpu v6e": "v6e",
+  "nvidia h100 80gb hbm3": "h100",
+  "nvidia h200": "h200",
+}
+
+
+def chip_for_device_kind(device_kind: str) -> Chip | None:
+  """The chip a JAX device reports as `device_kind` ("NVIDIA H200", "TPU v5 lite"), or None."""
+  name = _DEVICE_KINDS.get(device_kind.strip().lower())
+  return None if name is None else CHIPS[name]
+
+
 @dataclasses.dataclass(frozen=True)
 class Target:
   """A slice or node: `name` as typed, its chip, device count and compiler topology string."""

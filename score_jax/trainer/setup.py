@@ -94,7 +94,8 @@ def make_sampler(config, model_cfg: ModelConfig, sampler_mesh: Mesh, pad_id: int
   every run and evaluation of this process with the same model, buckets and mesh."""
   r = config.rollout
   buckets = tuple(r.prompt_buckets), tuple(r.append_buckets), tuple(r.gen_buckets)
-  return _shared_sampler(model_cfg, *buckets, pad_id, sampler_mesh)
+  layout = {"auto": None, "on": True, "off": False}[r.decode_layout]
+  return _shared_sampler(model_cfg, *buckets, pad_id, sampler_mesh, layout)
 
 
 def make_steps(config, model_cfg: ModelConfig, mesh: Mesh) -> steps.Steps:
@@ -110,7 +111,9 @@ def make_steps(config, model_cfg: ModelConfig, mesh: Mesh) -> steps.Steps:
 # per process instead of once per run and evaluation: ~20 s of a ~100 s testbed v2 run
 # (BUILD_NOTES.md). Neither object keeps state between calls; params are passed per call.
 @functools.lru_cache(maxsize=8)
-def _shared_sampler(model_cfg, prompt_buckets, append_buckets, gen_buckets, pad_id, mesh):
+def _shared_sampler(
+  model_cfg, prompt_buckets, append_buckets, gen_buckets, pad_id, mesh, decode_layout=None
+):
   return sampling.Sampler(
     model_cfg,
     prompt_buckets=prompt_buckets,
@@ -118,6 +121,7 @@ def _shared_sampler(model_cfg, prompt_buckets, append_buckets, gen_buckets, pad_
     gen_buckets=gen_buckets,
     pad_id=pad_id,
     mesh=mesh,
+    decode_layout=decode_layout,
   )
 
 

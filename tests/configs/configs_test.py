@@ -96,6 +96,17 @@ def test_bad_values_name_the_field(path, value, match):
     configs.validate(config)
 
 
+def test_score_jobs_check_the_decode_layout():
+  config = configs.base_config()
+  config.job = "score"
+  configs.validate(config)
+  config.rollout.decode_layout = "fast"
+  with pytest.raises(
+    configs.ConfigError, match=r"config\.rollout\.decode_layout = 'fast': expected one of"
+  ):
+    configs.validate(config)
+
+
 def test_mesh_must_divide_devices():
   config = configs.base_config()
   config.mesh.tensor = 3

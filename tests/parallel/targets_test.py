@@ -43,3 +43,23 @@ def test_unknown_names_say_what_is_accepted(bad):
 
 def test_plan_targets_all_parse():
   assert [targets.parse(n).name for n in targets.known_names()] == targets.known_names()
+
+
+@pytest.mark.parametrize(
+  "kind, chip",
+  [
+    ("NVIDIA H200", "h200"),  # as jax.devices()[0].device_kind read on an H200 (2026-12-04)
+    ("NVIDIA H100 80GB HBM3", "h100"),
+    ("TPU v5 lite", "v5e"),
+    ("TPU v5", "v5p"),
+    ("TPU v6 lite", "v6e"),
+  ],
+)
+def test_device_kinds_map_to_their_chip(kind, chip):
+  assert targets.chip_for_device_kind(kind) is targets.CHIPS[chip]
+
+
+@pytest.mark.parametrize("kind", ["cpu", "NVIDIA H100 PCIe", "NVIDIA A100-SXM4-80GB", ""])
+def test_unknown_device_kinds_have_no_spec(kind):
+  # An H100 PCIe has a lower peak than the SXM part: no spec beats a wrong one.
+  assert targets.chip_for_device_kind(kind) is None

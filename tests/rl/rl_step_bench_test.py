@@ -27,7 +27,7 @@ TINY = (
 NUM = r"([0-9.]+)"
 
 
-def _run(tmp_path, tunix_python: str) -> tuple[str, dict]:
+def _run(tmp_path, tunix_python: str, *extra: str) -> tuple[str, dict]:
   """The benchmark in a subprocess with one CPU device (the suite simulates 8, which would
   split 4 episodes into shards of none) and its --json figures."""
   out = tmp_path / "rl_step.json"
@@ -38,7 +38,7 @@ def _run(tmp_path, tunix_python: str) -> tuple[str, dict]:
     XLA_FLAGS=f"{flags} --xla_force_host_platform_device_count=1".strip(),
   )
   cmd = [sys.executable, "-m", "score_jax.benchmarks", "rl_step", *TINY]
-  cmd += [f"--tunix_python={tunix_python}", f"--json={out}"]
+  cmd += [f"--tunix_python={tunix_python}", f"--json={out}", *extra]
   proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
   assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
   return proc.stdout, json.loads(out.read_text())
@@ -91,13 +91,34 @@ def test_ours_side_prints_positive_figures(tmp_path):
   assert "tunix" not in figures["steps"]
 
 
+def test_bench_config_sets_remat_and_the_layer_loop():
+  cpu = sampler_bench.bench_config("cpu", "float32")
+  assert (cpu.remat_policy, cpu.scan_layers) == ("none", False)  # unrolled at size cpu
+  full = sampler_bench.bench_config("cpu", "float32", remat="full", layers="scan")
+  assert (full.remat_policy, full.scan_layers) == ("full", True)
+  assert sampler_bench.bench_config("gemma-2b", "bfloat16", layers="unroll").scan_layers is False
+  for bad in (dict(remat="dots_saveable"), dict(layers="loop")):  # tunix has no such remat
+    with pytest.raises(ValueError, match="remat must be one of"):
+      sampler_bench.bench_config("cpu", "float32", **bad)
+
+
+def test_remat_reaches_our_side_and_the_header(tmp_path):
+  stdout, figures = _run(tmp_path, str(tmp_path / "no-tunix" / "python"), "--remat=full")
+  assert "remat=full layers=unroll" in stdout
+  assert figures["args"]["remat"] == "full"
+  _check_ours(stdout, figures)
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(
   not os.path.exists(sampler_bench.DEFAULT_TUNIX_PYTHON),
   reason=f"no google-tunix virtualenv at {sampler_bench.DEFAULT_TUNIX_PYTHON}",
 )
-def test_both_sides_agree_greedily_and_print_positive_figures(tmp_path):
-  stdout, figures = _run(tmp_path, sampler_bench.DEFAULT_TUNIX_PYTHON)
+@pytest.mark.parametrize("remat", ["none", "full"])
+def test_both_sides_agree_greedily_and_print_positive_figures(tmp_path, remat):
+  # remat=full: tunix's DECODER remat, off while its sampler traces (tunix_sampler_runner's
+  # RematSwitch); without the switch tunix's decode loop fails.
+  stdout, figures = _run(tmp_path, sampler_bench.DEFAULT_TUNIX_PYTHON, f"--remat={remat}")
   _check_ours(stdout, figures)
   assert figures["check"]["equal"] == 1.0
   assert all(x > 0 for x in _figures(stdout, "tunix GRPO"))

@@ -36,3 +36,11 @@ def test_equal_settings_share_programs_and_any_change_does_not(tmp_path):
   buckets.rollout.gen_buckets = (16,)
   buckets.rollout.max_new_tokens = 16
   assert _pieces(buckets)[1] is not sampler
+  layouts = {}
+  for layout in ("auto", "on", "off"):
+    lc = ml_collections.ConfigDict(c.to_dict())
+    lc.rollout.decode_layout = layout
+    layouts[layout] = _pieces(lc)[1]
+  assert layouts["auto"] is sampler and sampler.decode_layout  # these tests run on CPUs
+  assert layouts["on"].decode_layout and not layouts["off"].decode_layout
+  assert layouts["off"] is not sampler
