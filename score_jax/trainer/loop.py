@@ -249,7 +249,9 @@ class Trainer:
     if is_last:  # checkpoint selection ranks the final phase only, on its online episodes
       self.meta["reward_acc"].append(self._ranking_reward(algorithm, rewards))
     scalars = {f"step/{k}": v for k, v in m.items()}
-    flops_ = flops.policy_update(self.model_cfg, batch.num_rows, batch.num_slots)  # global shape
+    # Global shape; the update makes logits only before its loss tokens (setup.loss_config).
+    head_slots = algorithm.num_attempts(self.rollout_cfg.num_attempts) * c.rollout.max_new_tokens
+    flops_ = flops.policy_update(self.model_cfg, batch.num_rows, batch.num_slots, head_slots)
     scalars.update(step_log.host_metrics(self.task, ep, rewards_g, counts_g, timer, flops_))
     scalars["time/rewards_overlapped_s"] = scorer.overlapped_s  # inside time/sampling_s
     scalars["beta2"] = beta2_used
