@@ -210,7 +210,7 @@ class TunixProcess(sampler_bench.Tunix):
     root = sampler_bench._repo_root()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
     keys = ("size", "dtype", "prompts", "samples", "prompt_len", "gen_len", "instr_len", "seed")
-    keys += ("beta", "kl_estimator", "lr", "remat", "layers")
+    keys += ("beta", "kl_estimator", "lr", "remat")  # --layers and --decode_layout: ours only
     flags = [f"--{k}={getattr(args, k)}" for k in keys]
     cmd = [args.tunix_python, "-m", "score_jax.benchmarks.tunix_rl_runner", *flags]
     self.proc = subprocess.Popen(
@@ -246,7 +246,7 @@ def parse_args(argv):
   p.add_argument(
     "--decode_layout",
     default="auto",
-    choices=tuple(sampler_bench.DECODE_LAYOUTS),
+    choices=tuple(configs.DECODE_LAYOUTS),
     help="rollout.decode_layout for our sampler (auto = on for CPUs only)",
   )
   p.add_argument("--repeats", type=int, default=5, help="timed steps per side")

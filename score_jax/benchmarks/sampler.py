@@ -30,6 +30,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
+from score_jax import configs  # noqa: E402
 from score_jax.benchmarks import decode_profile  # noqa: E402
 from score_jax.generation import (
   rollout,  # noqa: E402
@@ -42,7 +43,6 @@ CHECK_ROWS, CHECK_TOKENS = 4, 8
 
 
 LAYER_LOOPS = ("auto", "scan", "unroll")
-DECODE_LAYOUTS = {"auto": None, "on": True, "off": False}  # Sampler(decode_layout=...)
 TUNIX_REMAT = ("none", "full")  # the remat policies tunix's Gemma has a match for
 
 
@@ -53,8 +53,12 @@ def bench_config(size: str, dtype: str, remat: str = "none", layers: str = "auto
   `layers`: "scan" (a while loop over the stacked layers), "unroll" (a Python loop over the same
   stacked parameters, as tunix's Gemma runs), or "auto" (unroll at size cpu, else the preset's).
   """
-  if remat not in TUNIX_REMAT or layers not in LAYER_LOOPS:
-    raise ValueError(f"remat must be one of {TUNIX_REMAT} and layers one of {LAYER_LOOPS}")
+  if remat not in TUNIX_REMAT:
+    raise ValueError(
+      f"remat must be one of {TUNIX_REMAT} (tunix has a match for these), got {remat!r}"
+    )
+  if layers not in LAYER_LOOPS:
+    raise ValueError(f"layers must be one of {LAYER_LOOPS}, got {layers!r}")
   name, overrides = size, {"remat_policy": remat}
   if size == "cpu":  # gemma-2b's layout (MQA, GeGLU, tied) at a size 2 CPU cores can run
     name = "gemma-2b"
@@ -115,7 +119,7 @@ class Ours:
       append_buckets=(args.instr_len,),
       gen_buckets=(CHECK_TOKENS, args.gen_len),
       pad_id=0,
-      decode_layout=DECODE_LAYOUTS[args.decode_layout],
+      decode_layout=configs.DECODE_LAYOUTS[args.decode_layout],
     )
     self.calls = 0
 
@@ -249,7 +253,7 @@ def parse_args(argv):
   p.add_argument(
     "--decode_layout",
     default="auto",
-    choices=tuple(DECODE_LAYOUTS),
+    choices=tuple(configs.DECODE_LAYOUTS),
     help="our decode steps' weight/cache layout (Sampler; auto = on for CPUs only)",
   )
   p.add_argument("--seed", type=int, default=0)

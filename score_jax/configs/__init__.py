@@ -16,6 +16,7 @@ from score_jax.configs.jobs import Job, get_job, job_names, register_job, unregi
 from score_jax.configs.mesh import MESH_AXES, mesh_shape
 from score_jax.configs.saving import save
 from score_jax.configs.sections import (
+  DECODE_LAYOUTS,
   NONFINITE,
   SCHEDULES,
   check_task,
@@ -25,6 +26,7 @@ from score_jax.configs.sections import (
 from score_jax.configs.validation import validate
 
 __all__ = [
+  "DECODE_LAYOUTS",
   "MESH_AXES",
   "NONFINITE",
   "SCHEDULES",

@@ -21,7 +21,7 @@ _pos_int = lambda v: is_int(v) and v >= 1
 _nonneg_int = lambda v: is_int(v) and v >= 0
 _nonneg = lambda v: is_number(v) and v >= 0
 # rollout.decode_layout -> Sampler(decode_layout=...): None lets the sampler pick by platform.
-DECODE_LAYOUTS = ("auto", "on", "off")
+DECODE_LAYOUTS = {"auto": None, "on": True, "off": False}
 
 
 def validate_generate_section(config: ml_collections.ConfigDict) -> None:
@@ -99,7 +99,10 @@ def _validate_rollout(config) -> int:
   require(config, "rollout.top_k", _nonneg_int, "an int >= 0")
   require(config, "rollout.prompts_per_call", _nonneg_int, "an int >= 0 (0 = all at once)")
   require(
-    config, "rollout.decode_layout", lambda v: v in DECODE_LAYOUTS, f"one of {DECODE_LAYOUTS}"
+    config,
+    "rollout.decode_layout",
+    lambda v: v in DECODE_LAYOUTS,
+    f"one of {tuple(DECODE_LAYOUTS)}",
   )
   return g
 

@@ -94,7 +94,7 @@ def make_sampler(config, model_cfg: ModelConfig, sampler_mesh: Mesh, pad_id: int
   every run and evaluation of this process with the same model, buckets and mesh."""
   r = config.rollout
   buckets = tuple(r.prompt_buckets), tuple(r.append_buckets), tuple(r.gen_buckets)
-  layout = {"auto": None, "on": True, "off": False}[r.decode_layout]
+  layout = configs.DECODE_LAYOUTS[r.decode_layout]
   return _shared_sampler(model_cfg, *buckets, pad_id, sampler_mesh, layout)
 
 

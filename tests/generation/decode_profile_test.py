@@ -13,22 +13,24 @@ PROMPTS = [[5, 6, 7], [8, 9, 10, 11], [3], [40, 41]]
 
 
 @pytest.fixture(scope="module")
-def setup():
+def model():
   config = presets.get_preset("tiny-gemma")
-  params = decoder.init_params(config, jax.random.key(0))
-  sampler = sampling.Sampler(config, prompt_buckets=(8,), gen_buckets=(8, 16), mesh=None)
-  return sampler, params
+  return config, decoder.init_params(config, jax.random.key(0))
+
+
+def _profile(model, max_new: int, decode_layout: bool | None = None):
+  config, params = model
+  sampler = sampling.Sampler(
+    config, prompt_buckets=(8,), gen_buckets=(8, 16), decode_layout=decode_layout
+  )
+  sp = sampling.SamplingParams(temperature=1.0, max_new_tokens=max_new, stop_ids=())
+  state = sampler.start(params, PROMPTS, extra_slots=16)
+  return decode_profile.breakdown(sampler, params, state, sp, jax.random.key(0))
 
 
 @pytest.mark.parametrize("decode_layout", [True, False])
-def test_breakdown_reports_positive_step_time_and_roles(setup, decode_layout):
-  sampler, params = setup
-  sampler = sampling.Sampler(
-    sampler.config, prompt_buckets=(8,), gen_buckets=(8, 16), decode_layout=decode_layout
-  )
-  sp = sampling.SamplingParams(temperature=1.0, max_new_tokens=16, stop_ids=())
-  state = sampler.start(params, PROMPTS, extra_slots=16)
-  out = decode_profile.breakdown(sampler, params, state, sp, jax.random.key(0))
+def test_breakdown_reports_the_step_time_and_labelled_roles(model, decode_layout):
+  out = _profile(model, 16, decode_layout)
   assert out["steps"] == 16
   # A difference of two timed calls: at this size (microseconds a step) beside another test
   # worker it can come out either side of 0, so only its presence is checked here.
@@ -38,9 +40,6 @@ def test_breakdown_reports_positive_step_time_and_roles(setup, decode_layout):
   assert out["per_call_ms"] >= 0
 
 
-def test_one_step_cannot_be_differenced(setup):
-  sampler, params = setup
-  sp = sampling.SamplingParams(temperature=1.0, max_new_tokens=1, stop_ids=())
-  state = sampler.start(params, PROMPTS, extra_slots=8)
+def test_one_step_cannot_be_differenced(model):
   with pytest.raises(ValueError, match="max_new_tokens >= 2"):
-    decode_profile.breakdown(sampler, params, state, sp, jax.random.key(0))
+    _profile(model, 1)
