@@ -9,6 +9,8 @@
 #   env.txt                  nvidia-smi, jax / flax / tunix versions, jax.devices()
 #   sampler_layout_off.log   `bench sampler`, ours alone, stacked weights in the decode loop
 #   sampler_layout_on.log    the same with rollout.decode_layout=on (per-layer weights)
+#   sampler_f32_weights.log  layout on, float32 weights with bf16 compute (the trainer's
+#                            storage): cast once per call, so it should match the bf16 run
 #   rl_step.log (+ .json)    `bench rl_step` at gemma-2b scale in bf16, full remat on both
 #                            sides: ours vs tunix's GRPO learner, then our Stage II step
 #   train_step.log           `bench train_step --paper_math`: Stage II MFU on the paper's MATH
@@ -77,6 +79,8 @@ for layout in off on; do
   part "sampler_layout_$layout" "$(at_most 80 380)" 0.92 sampler $LAYOUT_ARGS \
     --decode_layout=$layout --tunix_python=/nonexistent
 done
+part sampler_f32_weights "$(at_most 80 300)" 0.92 sampler $LAYOUT_ARGS --decode_layout=on \
+  --param_dtype=float32 --tunix_python=/nonexistent
 part rl_step "$(at_most 240 130)" 0.46 rl_step $RL_ARGS --decode_layout=on \
   --tunix_python="$tunix" --json="$out/rl_step.json"
 part train_step "$(at_most 100 20)" 0.92 train_step $TRAIN_ARGS

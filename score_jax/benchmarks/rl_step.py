@@ -37,7 +37,7 @@ import numpy as np  # noqa: E402
 from score_jax import configs  # noqa: E402
 from score_jax.benchmarks import sampler as sampler_bench  # noqa: E402
 from score_jax.generation import offline, rollout  # noqa: E402
-from score_jax.models import decoder  # noqa: E402
+from score_jax.models import decoder, flops  # noqa: E402
 from score_jax.rl import algorithms, experience, optim, scoring  # noqa: E402
 from score_jax.rl import steps as steps_lib  # noqa: E402
 from score_jax.trainer import setup as setup_lib  # noqa: E402
@@ -348,7 +348,12 @@ def _report(results: dict, tunix_present: bool) -> None:
       "(an aux metric, kept); ours computes full-vocabulary entropy too (stop-gradient metric)"
     )
   print(f"  ours Stage II: {_fmt(b['stage2'], ('sample', 'reward', 'update', 'host', 'total'))}")
-  print(f"two-turn/single-turn (ours): {results['two_over_one']:.2f}x (target <= 1.6x)")
+  w = results["work_two_over_one"]
+  print(
+    f"two-turn/single-turn (ours): {results['two_over_one']:.2f}x (target <= 1.6x); the work "
+    f"itself (models.flops.rl_step): {w['total']:.2f}x (sampling {w['sample']:.2f}x, update "
+    f"{w['update']:.2f}x)"
+  )
 
 
 def _compare(ours, tunix, args) -> dict:
@@ -364,6 +369,9 @@ def _compare(ours, tunix, args) -> dict:
   if tunix is not None:
     results["ours_over_tunix"] = s["tunix"] / s["ours"]
   results["two_over_one"] = s["stage2"] / s["ours"]
+  shape = (args.prompts, args.samples, args.prompt_len, args.gen_len)
+  work = [flops.rl_step(ours.model_cfg, *shape, k, args.instr_len) for k in (1, 2)]
+  results["work_two_over_one"] = {part: work[1][part] / work[0][part] for part in work[0]}
   b = {"ours": ours.breakdown("single_turn"), "stage2": ours.breakdown("stage2")}
   if tunix is not None:
     b["tunix"] = tunix.call("breakdown")

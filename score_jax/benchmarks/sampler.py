@@ -46,12 +46,16 @@ LAYER_LOOPS = ("auto", "scan", "unroll")
 TUNIX_REMAT = ("none", "full")  # the remat policies tunix's Gemma has a match for
 
 
-def bench_config(size: str, dtype: str, remat: str = "none", layers: str = "auto"):
+def bench_config(
+  size: str, dtype: str, remat: str = "none", layers: str = "auto", param_dtype: str | None = None
+):
   """The Gemma-1-style config both sides run (tunix's Gemma class supports exactly this).
 
   `remat`: our remat policy, "none" or "full" (tunix's RematConfig.NONE / DECODER).
   `layers`: "scan" (a while loop over the stacked layers), "unroll" (a Python loop over the same
   stacked parameters, as tunix's Gemma runs), or "auto" (unroll at size cpu, else the preset's).
+  `param_dtype`: the weights' stored dtype (default `dtype`); float32 with bfloat16 compute is
+  how the trainer's policy is stored (the paper configs).
   """
   if remat not in TUNIX_REMAT:
     raise ValueError(
@@ -68,7 +72,7 @@ def bench_config(size: str, dtype: str, remat: str = "none", layers: str = "auto
     overrides["scan_layers"] = False
   if layers != "auto":
     overrides["scan_layers"] = layers == "scan"
-  config = presets.get_preset(name, dtype=dtype, param_dtype=dtype, **overrides)
+  config = presets.get_preset(name, dtype=dtype, param_dtype=param_dtype or dtype, **overrides)
   if config.family != "gemma" or "local" in config.layer_types:
     raise ValueError(
       f"--size={size}: tunix's Gemma class needs a Gemma 1 preset, not {config.family}"
@@ -242,6 +246,12 @@ def parse_args(argv):
   p = argparse.ArgumentParser(prog=argv[0], description=__doc__.splitlines()[0])
   p.add_argument("--size", default="cpu", help="'cpu' (small Gemma-style) or a Gemma 1 preset")
   p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+  p.add_argument(
+    "--param_dtype",
+    default="",
+    choices=("", "float32", "bfloat16"),
+    help="our weights' stored dtype (default --dtype; tunix always gets --dtype weights)",
+  )
   p.add_argument("--batch", type=int, default=32)
   p.add_argument("--prompt_len", type=int, default=128, help="prompt bucket; prompts 3/4..1 x")
   p.add_argument("--gen_len", type=int, default=128, help="sampled tokens per turn")
@@ -267,11 +277,12 @@ def parse_args(argv):
 
 def main(argv) -> None:
   args = parse_args(argv)
-  config = bench_config(args.size, args.dtype, layers=args.layers)
+  config = bench_config(args.size, args.dtype, layers=args.layers, param_dtype=args.param_dtype)
   print(
     f"bench sampler: {time.strftime('%Y-%m-%d %H:%M')} load average {os.getloadavg()[0]:.2f} "
     f"device={jax.devices()[0].device_kind} "
-    f"x{jax.device_count()} size={args.size} dtype={args.dtype} params={decoder.count_params(config):,} "
+    f"x{jax.device_count()} size={args.size} dtype={args.dtype} weights={config.param_dtype} "
+    f"params={decoder.count_params(config):,} "
     f"batch={args.batch} prompt<={args.prompt_len} gen={args.gen_len}/turn instr={args.instr_len}"
   )
   ours = Ours(config, args)

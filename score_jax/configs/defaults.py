@@ -74,6 +74,12 @@ def base_config() -> ml_collections.ConfigDict:
   # Compiled for an H200, the stacked layout copies every layer's weights in every step
   # (BUILD_NOTES.md, 2026-12-04): try "on" on GPUs.
   c.rollout.decode_layout = "auto"
+  # When the decode loop gathers FSDP-sharded weights (several devices in one process, e.g. one
+  # 8-GPU node or a single-host TPU): "per_call" = once per decode call, a transient
+  # compute-dtype replica on every device while it runs; "per_step" = every layer's weights in
+  # every step (least memory, but each token then moves the weights over the interconnect).
+  # Several processes sample from a per-process replica already, so it changes nothing there.
+  c.rollout.weight_gather = "per_call"
 
   c.stage1 = ml_collections.ConfigDict()
   c.stage1.steps = 1000  # Stage I updates (per round when interleaved); not stated in the paper

@@ -13,6 +13,7 @@ import ml_collections
 
 from score_jax import tasks
 from score_jax.configs.checks import ConfigError, is_int, is_number, positive_ints, require
+from score_jax.generation import programs
 
 SCHEDULES = ("sequential", "interleaved")
 NONFINITE = ("stop", "skip")
@@ -22,6 +23,8 @@ _nonneg_int = lambda v: is_int(v) and v >= 0
 _nonneg = lambda v: is_number(v) and v >= 0
 # rollout.decode_layout -> Sampler(decode_layout=...): None lets the sampler pick by platform.
 DECODE_LAYOUTS = {"auto": None, "on": True, "off": False}
+# rollout.weight_gather -> Sampler(weight_gather=...).
+WEIGHT_GATHERS = programs.WEIGHT_GATHERS
 
 
 def validate_generate_section(config: ml_collections.ConfigDict) -> None:
@@ -103,6 +106,9 @@ def _validate_rollout(config) -> int:
     "rollout.decode_layout",
     lambda v: v in DECODE_LAYOUTS,
     f"one of {tuple(DECODE_LAYOUTS)}",
+  )
+  require(
+    config, "rollout.weight_gather", lambda v: v in WEIGHT_GATHERS, f"one of {WEIGHT_GATHERS}"
   )
   return g
 

@@ -11,8 +11,13 @@ import enum
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import PartitionSpec as P
 
 from score_jax.models import decoder
+from score_jax.parallel import mesh as mesh_lib
+
+# When the decode loop gathers weights sharded over its mesh (`Sampler(weight_gather=...)`).
+WEIGHT_GATHERS = ("per_call", "per_step")
 
 
 class StopReason(enum.IntEnum):
@@ -157,13 +162,51 @@ def append(config, params, state, tokens_bt, mask_bt):
   }
 
 
-def _one_token_step(config, decode_layout: bool, live_slots: int, params, cache):
+def fsdp_gathered_specs(config, params, mesh):
+  """Each weight's mesh PartitionSpec with the FSDP axis dropped and tensor-parallel axes kept:
+  what one device's decode matmuls read (`params`: arrays or shapes of the model's tree)."""
+
+  def spec(logical, x):
+    kept = []
+    for entry in mesh_lib.logical_to_mesh_spec(logical, x.shape, mesh):
+      axes = tuple(a for a in ((entry,) if isinstance(entry, str) else entry or ()) if a != "fsdp")
+      kept.append(axes[0] if len(axes) == 1 else (axes or None))
+    return P(*kept)
+
+  logical = decoder.param_logical_axes(config)
+  return jax.tree.map(spec, logical, params, is_leaf=lambda x: isinstance(x, P))
+
+
+def _fsdp_gathered(config, params):
+  """The weights as `fsdp_gathered_specs` places them. Outside the decode loop this is one
+  gather per call; left to the loop, an 8-GPU compile gathered every layer's weights in every
+  step. A no-op without a mesh, or when nothing is FSDP-sharded (several processes: a replica)."""
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh.empty:
+    return params
+  return jax.tree.map(
+    jax.lax.with_sharding_constraint,
+    params,
+    fsdp_gathered_specs(config, params, mesh),
+    is_leaf=lambda x: isinstance(x, P),
+  )
+
+
+def _one_token_step(config, decode_layout: bool, weight_gather: str, live_slots, params, cache):
   """(the loop's initial cache, step(tok_b, pos_b, active_b, cache) -> (logits_bv, cache)).
 
   The decode layout (`decoder.to_decode_layout`) is converted once per call, outside the loop,
   keeping the `live_slots` the call can reach; otherwise each step runs the stacked model
   (`nn.scan` over layers) on the whole stacked cache.
+
+  Either way the weights are cast to the compute dtype here, once per call: float32 master
+  weights with bfloat16 compute (the paper configs) were otherwise converted inside the loop,
+  every step (the H200 compile showed each step reading f32 and writing bf16 copies of all of
+  them: 4x the weight bytes of a bf16 read). The same numbers: each use casts the same way.
   """
+  params = decoder.cast_for_inference(config, params)
+  if weight_gather == "per_call":
+    params = _fsdp_gathered(config, params)
   if decode_layout:
     per_layer = decoder.unstack_layers(params)
 
@@ -182,15 +225,29 @@ def _one_token_step(config, decode_layout: bool, live_slots: int, params, cache)
 
 
 def decode_loop(
-  config, decode_layout, gen_len, pad_id, live_slots, params, state, rng, row_ids_b, turn, ops
+  config,
+  decode_layout,
+  weight_gather,
+  gen_len,
+  pad_id,
+  live_slots,
+  params,
+  state,
+  rng,
+  row_ids_b,
+  turn,
+  ops,
 ):
   """Samples up to ops['max_new'] tokens per row (<= gen_len), writing each into the cache.
 
-  Static: `decode_layout` picks how each step reads weights and cache, `live_slots` bounds the
-  slots it can reach (used by the decode layout only): see `_one_token_step`.
+  Static: `decode_layout` picks how each step reads weights and cache, `weight_gather` when
+  sharded weights are gathered, `live_slots` bounds the slots it can reach (used by the decode
+  layout only): see `_one_token_step`.
   """
   b = row_ids_b.shape[0]
-  cache0, one_token = _one_token_step(config, decode_layout, live_slots, params, state["cache"])
+  cache0, one_token = _one_token_step(
+    config, decode_layout, weight_gather, live_slots, params, state["cache"]
+  )
   start = state["cache"]["index"]
   # Per-row keys from the row's id, so tokens do not depend on batch layout or sharding.
   row_keys_b = jax.vmap(lambda r: jax.random.fold_in(jax.random.fold_in(rng, r), turn))(row_ids_b)
@@ -238,6 +295,11 @@ def decode_loop(
     "logp_bg": jnp.zeros((b, gen_len), jnp.float32),
   }
   c = jax.lax.while_loop(cond, body, init)
+  return _decode_outputs(decode_layout, gen_len, state, start, turn, c)
+
+
+def _decode_outputs(decode_layout, gen_len, state, start, turn, c):
+  """(the sampler state after the decode loop's final carry `c`, the attempt's outputs)."""
   # Columns past the loop's last step are overwritten by later turns (the cache index is i).
   g_mask_bg = jnp.arange(gen_len)[None, :] < c["length_b"][:, None]
   put = lambda buf, x: jax.lax.dynamic_update_slice(buf, x.astype(buf.dtype), (0, start))

@@ -143,6 +143,7 @@ class Sampler:
     pad_id: int = 0,
     mesh: jax.sharding.Mesh | None = None,
     decode_layout: bool | None = None,
+    weight_gather: str = "per_call",
   ):
     """`decode_layout`: decode steps read per-layer weights and a per-layer, key-transposed
     cache, converted once per call (`models.decoder.decode_step`): 2-3x faster steps on CPU,
@@ -150,11 +151,21 @@ class Sampler:
     on accelerators. The stacked layout slices each layer's weights in every step; XLA's GPU
     compiler (H200, jax 0.10.2) copies those slices instead of fusing them into the matmuls,
     so on GPUs the decode layout may well be faster: `bench sampler --decode_layout=on`.
+
+    `weight_gather`: with weights FSDP-sharded over the mesh (one process, several devices),
+    "per_call" gathers them once per decode call (a transient copy per device; tensor-parallel
+    dimensions stay sharded); "per_step" leaves the gathers to the loop: every layer's weights
+    in every step (`programs.decode_loop`), in less memory.
     """
+    if weight_gather not in programs.WEIGHT_GATHERS:
+      raise ValueError(
+        f"weight_gather must be one of {programs.WEIGHT_GATHERS}, got {weight_gather!r}"
+      )
     if decode_layout is None:
       devices = mesh.devices.flat if mesh is not None else jax.devices()
       decode_layout = next(iter(devices)).platform == "cpu"
     self.decode_layout = bool(decode_layout)
+    self.weight_gather = weight_gather
     self.config = config
     self.prompt_buckets = tuple(sorted(prompt_buckets))
     self.append_buckets = tuple(sorted(append_buckets))
@@ -164,7 +175,7 @@ class Sampler:
     self.prefill_fn = jax.jit(functools.partial(programs.prefill, config), static_argnums=(3, 4, 5))
     self.append_fn = jax.jit(functools.partial(programs.append, config), donate_argnums=(1,))
     self.decode_fn = jax.jit(
-      functools.partial(programs.decode_loop, config, self.decode_layout),
+      functools.partial(programs.decode_loop, config, self.decode_layout, weight_gather),
       static_argnums=(0, 1, 2),
       donate_argnums=(4,),
     )

@@ -53,3 +53,34 @@ def policy_update(cfg: ModelConfig, rows: int, seq: int, head_slots: int | None 
 def decode(cfg: ModelConfig, rows: int, steps: int, cache_len: int) -> float:
   """`steps` one-token forwards per row, each attending to (at most) `cache_len` slots."""
   return steps * forward(cfg, rows, 1, cache_len)
+
+
+def rl_step(
+  cfg: ModelConfig,
+  prompts: int,
+  samples: int,
+  prompt_len: int,
+  gen_len: int,
+  attempts: int = 1,
+  instr_len: int = 0,
+) -> dict[str, float]:
+  """One RL step's model FLOPs: {'sample', 'update', 'total'}.
+
+  Sampling as the sampler runs it: one prefill per unique prompt (logits at its last slot), per
+  later attempt the instruction appended to every row, and `gen_len` decode steps per attempt
+  over the slots that attempt can reach. The update over the whole stream (prompt, attempts,
+  instructions) with logits before the loss tokens (every attempt's). This is the work itself,
+  whatever the implementation: a two-attempt step's time over a one-attempt step's cannot fall
+  far below the ratio of these counts.
+  """
+  rows = prompts * samples
+  sample = forward(cfg, prompts, prompt_len, head_tokens=1)
+  slots = prompt_len
+  for attempt in range(attempts):
+    if attempt:
+      slots += instr_len
+      sample += forward(cfg, rows, instr_len, keys=slots, head_tokens=1)
+    slots += gen_len
+    sample += decode(cfg, rows, gen_len, slots)
+  update = policy_update(cfg, rows, slots, head_slots=attempts * gen_len)
+  return {"sample": sample, "update": update, "total": sample + update}

@@ -6,6 +6,7 @@ attention logits and softmax in float32, soft-capping as cap * tanh(x / cap). Pa
 stored in `param_dtype` and cast to the compute dtype at use. Shape letters: see config.py.
 """
 
+import functools
 import math
 from typing import NamedTuple
 
@@ -165,9 +166,9 @@ def _attend_one_token(cfg, q, key, val, ctx, window, kv):
   """One new token per row against this layer's own cache in the decode layout
   (keys transposed [b, n, k, s], values [b, n, s, k]; `decoder.to_decode_layout`).
 
-  Products and sums instead of dots: each row's query meets only its own keys, and a [g, k] x
-  [k, s] dot per row runs an order of magnitude slower on CPU than one fused multiply-reduce
-  that streams the cache once (products in float32, as the dot's accumulation).
+  How the query meets the cache depends on the platform the program is lowered for
+  (`jax.lax.platform_dependent`): see `one_token_attention_reduce` and
+  `one_token_attention_dots`.
   """
   b, t, h, k = q.shape
   n = key.shape[2]
@@ -179,13 +180,40 @@ def _attend_one_token(cfg, q, key, val, ctx, window, kv):
   cache_v = jax.lax.dynamic_update_slice(
     cache_v, val.transpose(0, 2, 1, 3).astype(cache_v.dtype), (0, 0, i, 0)
   )
-  f32 = jnp.float32
-  q_bngk1 = q.reshape(b, n, h // n, k, 1).astype(f32)
-  logits_bngs = jnp.sum(q_bngk1 * cache_kt[:, :, None].astype(f32), axis=3)
-  probs = _masked_probs(cfg, logits_bngs[:, :, :, None, :], ctx, window, q.dtype)
-  probs_bngs1 = probs[:, :, :, 0, :, None].astype(f32)
-  out_bngk = jnp.sum(probs_bngs1 * cache_v[:, :, None].astype(f32), axis=3)
+  q_bngk = q.reshape(b, n, h // n, k)
+
+  def probs_fn(logits_bngs):
+    probs = _masked_probs(cfg, logits_bngs[:, :, :, None, :], ctx, window, q.dtype)
+    return probs[:, :, :, 0, :]
+
+  out_bngk = jax.lax.platform_dependent(
+    q_bngk,
+    cache_kt,
+    cache_v,
+    cpu=functools.partial(one_token_attention_reduce, probs_fn),
+    default=functools.partial(one_token_attention_dots, probs_fn),
+  )
   return out_bngk.astype(q.dtype).reshape(b, t, h, k), (cache_kt, cache_v)
+
+
+def one_token_attention_reduce(probs_fn, q_bngk, cache_kt, cache_v):
+  """CPU: products and sums instead of dots. Each row's query meets only its own keys, and a
+  [g, k] x [k, s] dot per row runs an order of magnitude slower on CPU than one fused
+  multiply-reduce that streams the cache once (products in float32, as a dot accumulates)."""
+  f32 = jnp.float32
+  logits_bngs = jnp.sum(q_bngk[..., None].astype(f32) * cache_kt[:, :, None].astype(f32), axis=3)
+  probs_bngs1 = probs_fn(logits_bngs)[..., None].astype(f32)
+  return jnp.sum(probs_bngs1 * cache_v[:, :, None].astype(f32), axis=3)
+
+
+def one_token_attention_dots(probs_fn, q_bngk, cache_kt, cache_v):
+  """Accelerators: batched dots accumulating in float32 that read the cache as stored. The
+  multiply-reduce above made the H200 compiler write a float32 copy of every layer's value
+  cache each step (~245 MB per step for gemma-2b at 32 rows x 416 slots)."""
+  f32 = jnp.float32
+  logits_bngs = jnp.einsum("bngk,bnks->bngs", q_bngk, cache_kt, preferred_element_type=f32)
+  probs_bngs = probs_fn(logits_bngs)
+  return jnp.einsum("bngs,bnsk->bngk", probs_bngs, cache_v, preferred_element_type=f32)
 
 
 class Attention(nn.Module):

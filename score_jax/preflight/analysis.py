@@ -37,6 +37,7 @@ class Compiled:
   usable_bytes: int
   xla_flops: float  # per device, loop bodies counted once
   collectives: dict[str, int]
+  loop_collectives: dict[str, int]  # the part of `collectives` inside while loops
 
   @property
   def fraction(self) -> float:
@@ -52,11 +53,63 @@ def is_oom_error(err: BaseException) -> bool:
   return "RESOURCE_EXHAUSTED" in text or "Ran out of memory" in text or "out of memory" in text
 
 
-def count_collectives(hlo_text: str) -> dict[str, int]:
+def count_collectives(hlo_text: str, *, in_loops: bool = False) -> dict[str, int]:
+  """Collectives in an HLO module's text; `in_loops`: only those inside while loops (bodies,
+  conditions and what they call), which run on every iteration: in a decode loop, every
+  token (e.g. FSDP weights gathered per step, `rollout.weight_gather`)."""
+  if in_loops:
+    computations = _computations(hlo_text)
+    hlo_text = "\n".join(
+      line for name in _loop_computations(computations) for line in computations[name]
+    )
   counts = dict.fromkeys(COLLECTIVES, 0)
   for m in _COLLECTIVE_RE.finditer(hlo_text):
     counts[m.group(1)] += 1
   return {k: v for k, v in counts.items() if v}
+
+
+_COMPUTATION_RE = re.compile(r"^(?:ENTRY )?%([\w.\-]+) .*\{\s*$")
+_CALLS_RE = re.compile(r"(?:body|condition|calls|to_apply)=%([\w.\-]+)")
+_BRANCHES_RE = re.compile(r"branch_computations=\{([^}]*)\}")
+
+
+def _computations(hlo_text: str) -> dict[str, list[str]]:
+  """Computation name -> its instruction lines."""
+  out, current = {}, None
+  for line in hlo_text.splitlines():
+    header = _COMPUTATION_RE.match(line)
+    if header:
+      current = out.setdefault(header.group(1), [])
+    elif line.startswith("}"):
+      current = None
+    elif current is not None:
+      current.append(line)
+  return out
+
+
+def _loop_computations(computations: dict[str, list[str]]) -> set[str]:
+  """The computations a while loop runs: its body and condition, and all they call."""
+
+  def called(lines):
+    for line in lines:
+      yield from _CALLS_RE.findall(line)
+      for branches in _BRANCHES_RE.findall(line):
+        yield from re.findall(r"%([\w.\-]+)", branches)
+
+  todo = [
+    name
+    for lines in computations.values()
+    for line in lines
+    if " while(" in line
+    for name in re.findall(r"(?:body|condition)=%([\w.\-]+)", line)
+  ]
+  seen = set()
+  while todo:
+    name = todo.pop()
+    if name not in seen and name in computations:
+      seen.add(name)
+      todo.extend(called(computations[name]))
+  return seen
 
 
 def _peak(mem) -> int:
@@ -90,6 +143,7 @@ def compile_program(
   if executables is not None:
     executables[name] = compiled
   mem = compiled.memory_analysis()
+  text = compiled.as_text()
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, list) else cost
   result = Compiled(
@@ -103,7 +157,8 @@ def compile_program(
     peak_bytes=_peak(mem),
     usable_bytes=target.chip.usable_bytes,
     xla_flops=float((cost or {}).get("flops", 0.0)),
-    collectives=count_collectives(compiled.as_text()),
+    collectives=count_collectives(text),
+    loop_collectives=count_collectives(text, in_loops=True),
   )
   if not result.fits:
     raise OutOfMemory(

@@ -101,7 +101,7 @@ def cell(preset: str, target_name: str, mfu: float) -> dict:
 
 _KNOBS = {
   "update": {"model.remat_policy", "train.num_microbatches"},
-  "sampler": {"rollout.prompts_per_call"},
+  "sampler": {"rollout.prompts_per_call", "rollout.weight_gather"},
 }
 
 
@@ -142,6 +142,8 @@ def markdown(rows: list[dict], mfu: float) -> str:
       update, update_peak = _short(r["update_note"]), "-"
     if "sampler_peak" in r:
       sampler = str(r["prompts_per_call"])
+      if r.get("weight_gather") == "per_step":  # the per-call copy of the weights did not fit
+        sampler += ", weights gathered per step"
       sampler_peak = f"{r['sampler_peak'] / g:.1f} / {usable:.1f}"
     else:
       sampler, sampler_peak = _short(r["sampler_note"]), "-"

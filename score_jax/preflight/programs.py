@@ -75,6 +75,9 @@ class Program:
   donates: bool  # its first state argument is donated (outputs should alias it)
   what: str  # one line: the shapes it was lowered for
   needs: str = ""  # a program whose compiled output layout this one's inputs take
+  # The decode loop's weights per device and step: bytes its matmuls read, bytes of the weight
+  # arguments, bytes gathered over the interconnect (`decode_weight_bytes`).
+  step_weights: dict | None = None
 
 
 @dataclasses.dataclass
@@ -200,6 +203,25 @@ def _sampler_params(model_cfg, mesh: Mesh, sampler_mesh: Mesh) -> PyTree:
   return jax.tree.map(lambda x, sh: _sds(x.shape, x.dtype, sh), cast, param_sh)
 
 
+def decode_weight_bytes(model_cfg, params, sampler_mesh, weight_gather: str) -> dict:
+  """Per device and decode step: the weight bytes its matmuls read (the compute-dtype weights
+  with only their FSDP dimension gathered, `generation.programs`), the bytes of its weight
+  arguments as placed, and those gathered over the interconnect (only with "per_step")."""
+
+  def per_device(x, spec) -> float:
+    axes = [a for entry in spec if entry for a in ((entry,) if isinstance(entry, str) else entry)]
+    return x.size * jnp.dtype(x.dtype).itemsize / np.prod([sampler_mesh.shape[a] for a in axes])
+
+  cast = jax.eval_shape(functools.partial(decoder.cast_for_inference, model_cfg), params)
+  gathered = sampler_programs.fsdp_gathered_specs(model_cfg, cast, sampler_mesh)
+  total = lambda xs, specs: sum(map(per_device, jax.tree.leaves(xs), specs))
+  own = [x.sharding.spec for x in jax.tree.leaves(params)]
+  read = total(cast, jax.tree.leaves(gathered, is_leaf=lambda x: isinstance(x, P)))
+  mine = total(cast, own)
+  gather = max(read - mine, 0.0) if weight_gather == "per_step" else 0.0
+  return {"read": read, "args": total(params, own), "gather": gather}
+
+
 def _ops(repl) -> dict:
   """The decode loop's traced sampling settings (`Sampler.generate`)."""
   return {
@@ -261,6 +283,7 @@ def _sampler_programs(config, model_cfg, mesh, sampler_mesh, shapes: Shapes) -> 
       )
 
   per = f"per process: {u} prompts x {s.prompt_len} -> {b} rows, cache {s.cache_len}"
+  step_weights = decode_weight_bytes(model_cfg, params, sampler_mesh, config.rollout.weight_gather)
   return [
     Program(
       "sampler:prefill",
@@ -287,6 +310,7 @@ def _sampler_programs(config, model_cfg, mesh, sampler_mesh, shapes: Shapes) -> 
       True,
       f"per process: {b} rows x {s.gen_len} new tokens (an upper bound: rows stop early)",
       needs="sampler:prefill",
+      step_weights=step_weights,
     ),
   ]
 

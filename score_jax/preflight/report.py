@@ -11,7 +11,8 @@ def _gib(n: int) -> str:
 
 
 def _collectives(c: analysis.Compiled) -> str:
-  return ", ".join(f"{k} x{v}" for k, v in c.collectives.items()) or "none"
+  counts = lambda d: ", ".join(f"{k} x{v}" for k, v in d.items()) or "none"
+  return f"{counts(c.collectives)} (in loops: {counts(c.loop_collectives)})"
 
 
 def format_report(r: run.Report) -> str:
@@ -96,6 +97,7 @@ def as_dict(r: run.Report) -> dict:
         usable_bytes=c.usable_bytes,
         xla_flops_per_device=c.xla_flops,
         collectives=c.collectives,
+        loop_collectives=c.loop_collectives,
         estimated_s=r.seconds(o.program.name),
       )
     else:

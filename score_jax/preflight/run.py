@@ -2,8 +2,10 @@
 
 The estimate is a roofline, stated as such: an update takes its analytic FLOPs at an assumed
 MFU (full rematerialization recomputes the policy's forward: 1.25x the work); a decode step
-takes the longer of its FLOPs at that MFU and reading its per-device arguments (parameters and
-KV cache) at the chip's HBM bandwidth; prefill and append are FLOP-bound. Reward checking and
+takes the longer of its FLOPs at that MFU and reading its per-device arguments (KV cache) and
+the weights its matmuls use at the chip's HBM bandwidth, plus, when FSDP-sharded weights are
+gathered in every step (`rollout.weight_gather=per_step`), moving them over the interconnect;
+prefill and append are FLOP-bound. Reward checking and
 host work are not included.
 """
 
@@ -54,10 +56,11 @@ class Report:
       return work / (self.target.num_devices * chip.peak_bf16_flops * self.mfu)
     devices = self.run.sampler_mesh.devices.size  # one process's devices sample its rows
     compute = o.program.model_flops / (devices * chip.peak_bf16_flops * self.mfu)
-    if name == "sampler:decode":
-      steps = self.run.shapes.gen_len
-      reads = steps * o.compiled.argument_bytes / chip.hbm_bandwidth
-      return max(compute, reads)
+    if name == "sampler:decode":  # arguments and the weights each step reads
+      steps, w = self.run.shapes.gen_len, o.program.step_weights
+      per_step = o.compiled.argument_bytes + (w["read"] - w["args"] if w else 0)
+      gather = w["gather"] / chip.interconnect_bandwidth if w else 0.0
+      return max(compute, steps * (per_step / chip.hbm_bandwidth + gather))
     return compute
 
   def step_seconds(self) -> float | None:

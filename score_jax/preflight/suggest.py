@@ -1,8 +1,10 @@
 """`--suggest`: the cheapest plan that fits, by compiling candidates cheapest first.
 
 Knobs: the update's micro-batches (`train.num_microbatches`) and remat policy
-(`model.remat_policy`), and the sampler's prompts per call (`rollout.prompts_per_call`). The
-update and the sampler are separate programs, so each is searched on its own.
+(`model.remat_policy`), and the sampler's prompts per call (`rollout.prompts_per_call`) and,
+with FSDP-sharded weights on one process, when its decode loop gathers them
+(`rollout.weight_gather`). The update and the sampler are separate programs, so each is
+searched on its own.
 
 Candidates are ranked before anything compiles, by the roofline of `run.py` plus, per
 micro-batch, one all-gather of the FSDP-sharded weights (forward and backward) over the
@@ -88,20 +90,36 @@ def _update_candidates(config, target: Target, devices, mfu: float) -> list[tupl
   return sorted(out, key=lambda x: x[0])
 
 
-def _sampler_candidates(config, devices) -> list[tuple]:
-  """Prompts per sampler call, all of a host's prompts first, halving while rows split evenly."""
+def _sampler_candidates(config, target: Target, devices) -> list[tuple]:
+  """Prompts per sampler call, all of a host's prompts first, halving while rows split evenly;
+  ranked by the number of calls (each reads the weights once per token).
+
+  With FSDP-sharded weights on one process, each count twice: the weights gathered once per
+  decode call (`rollout.weight_gather=per_call`: a replica per device while it runs) or in
+  every step (`per_step`: less memory; each token's steps then also move the weights over the
+  interconnect, which costs HBM bandwidth / interconnect bandwidth times a weight read)."""
   _, sampler_mesh = setup_lib.make_meshes(config, devices)
   shards = mesh_lib.batch_shards(sampler_mesh)
   processes = len({d.process_index for d in devices})
   g = config.rollout.num_samples
   prompts = config.train.global_batch // processes // g
-  out, per_call = [], prompts
-  while per_call >= 1 and (per_call * g) % shards == 0:
-    out.append((prompts / per_call, {"rollout.prompts_per_call": per_call}, "sampler"))
-    if per_call % 2:
-      break
-    per_call //= 2
-  return out  # ranked by the number of calls (each reads the weights once per token)
+  fsdp = sampler_mesh.shape["fsdp"]
+  gathers = {"": 1.0}
+  if processes == 1 and fsdp > 1:
+    ratio = target.chip.hbm_bandwidth / target.chip.interconnect_bandwidth
+    gathers = {"per_call": 1.0, "per_step": 1.0 + ratio * (fsdp - 1) / fsdp}
+  out = []
+  for gather, cost in gathers.items():
+    per_call = prompts
+    while per_call >= 1 and (per_call * g) % shards == 0:
+      knobs = {"rollout.prompts_per_call": per_call}
+      if gather:
+        knobs["rollout.weight_gather"] = gather
+      out.append((cost * prompts / per_call, knobs, f"sampler {gather}".strip()))
+      if per_call % 2:
+        break
+      per_call //= 2
+  return out
 
 
 def _try(config, target, devices, host, which, estimate, knobs, mfu, tried) -> Plan | None:
@@ -169,7 +187,7 @@ def search(config, target: Target, devices, which: Sequence[str], mfu: float, ho
     candidates = _update_candidates(config, target, devices, mfu)
     plans["update"] = _cheapest(config, target, devices, host, "update", candidates, mfu, tried)
   if "sampler" in which:
-    candidates = _sampler_candidates(config, devices)
+    candidates = _sampler_candidates(config, target, devices)
     plans["sampler"] = _cheapest(config, target, devices, host, "sampler", candidates, mfu, tried)
   return plans, tried
 

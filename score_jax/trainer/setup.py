@@ -95,7 +95,7 @@ def make_sampler(config, model_cfg: ModelConfig, sampler_mesh: Mesh, pad_id: int
   r = config.rollout
   buckets = tuple(r.prompt_buckets), tuple(r.append_buckets), tuple(r.gen_buckets)
   layout = configs.DECODE_LAYOUTS[r.decode_layout]
-  return _shared_sampler(model_cfg, *buckets, pad_id, sampler_mesh, layout)
+  return _shared_sampler(model_cfg, *buckets, pad_id, sampler_mesh, layout, r.weight_gather)
 
 
 def make_steps(config, model_cfg: ModelConfig, mesh: Mesh) -> steps.Steps:
@@ -112,7 +112,14 @@ def make_steps(config, model_cfg: ModelConfig, mesh: Mesh) -> steps.Steps:
 # (BUILD_NOTES.md). Neither object keeps state between calls; params are passed per call.
 @functools.lru_cache(maxsize=8)
 def _shared_sampler(
-  model_cfg, prompt_buckets, append_buckets, gen_buckets, pad_id, mesh, decode_layout=None
+  model_cfg,
+  prompt_buckets,
+  append_buckets,
+  gen_buckets,
+  pad_id,
+  mesh,
+  decode_layout=None,
+  weight_gather="per_call",
 ):
   return sampling.Sampler(
     model_cfg,
@@ -122,6 +129,7 @@ def _shared_sampler(
     pad_id=pad_id,
     mesh=mesh,
     decode_layout=decode_layout,
+    weight_gather=weight_gather,
   )
 
 

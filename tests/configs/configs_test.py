@@ -107,6 +107,20 @@ def test_score_jobs_check_the_decode_layout():
     configs.validate(config)
 
 
+def test_score_jobs_check_the_weight_gather():
+  config = configs.base_config()
+  config.job = "score"
+  assert config.rollout.weight_gather == "per_call"
+  config.rollout.weight_gather = "per_step"
+  configs.validate(config)
+  config.rollout.weight_gather = "once"
+  with pytest.raises(
+    configs.ConfigError,
+    match=r"config\.rollout\.weight_gather = 'once': expected one of \('per_call', 'per_step'\)",
+  ):
+    configs.validate(config)
+
+
 def test_mesh_must_divide_devices():
   config = configs.base_config()
   config.mesh.tensor = 3

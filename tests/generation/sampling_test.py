@@ -11,6 +11,7 @@ from score_jax.generation import sampling
 from score_jax.models import decoder, presets
 from score_jax.models import sharding as model_sharding
 from score_jax.parallel import mesh as mesh_lib
+from score_jax.preflight import analysis
 from tests import numerics
 from tests.helpers import diverse_params
 
@@ -213,15 +214,22 @@ def test_top_k_and_top_p_stay_inside_the_allowed_set(llama):
   assert sampler.decode_fn._cache_size() == 1
 
 
-@pytest.mark.parametrize("mesh_shape", [(2, 2, 2), pytest.param((1, 8, 1), marks=pytest.mark.slow)])
-def test_sharded_greedy_equals_single_device(mesh_shape):
+@pytest.mark.parametrize(
+  "mesh_shape, weight_gather",
+  [
+    ((2, 2, 2), "per_call"),
+    ((2, 2, 2), "per_step"),
+    pytest.param((1, 8, 1), "per_call", marks=pytest.mark.slow),
+  ],
+)
+def test_sharded_greedy_equals_single_device(mesh_shape, weight_gather):
   config, params, single = _family_sampler("tiny-gemma2")
   prompts = PROMPTS  # 8 rows: one per batch shard at fsdp=8
   sp = sampling.SamplingParams(STEPS, 0.0)
   want = single.sample(params, prompts, sp, jax.random.key(0))
   mesh = mesh_lib.make_mesh(mesh_shape)
   sharded = jax.device_put(params, model_sharding.param_shardings(config, mesh))
-  sampler = sampling.Sampler(config, mesh=mesh)
+  sampler = sampling.Sampler(config, mesh=mesh, weight_gather=weight_gather)
   got = sampler.sample(sharded, prompts, sp, jax.random.key(0))
   assert (got.tokens[:, STEPS:] == want.tokens[:, STEPS:]).all()  # padding past the steps
   want, got = want.tokens[:, :STEPS], got.tokens[:, :STEPS]
@@ -262,3 +270,87 @@ def test_bad_input_fails_before_compiling():
       sampler.sample(params, prompts, sp, key)
   for fn in sampler.jitted_functions().values():
     assert fn._cache_size() == 0
+
+
+def _converts_in_loops(jaxpr, inside=False):
+  """Shapes converted float32 -> bfloat16 inside any while loop of a (closed) jaxpr."""
+  out = []
+  for eqn in jaxpr.eqns:
+    if inside and eqn.primitive.name == "convert_element_type":
+      aval = eqn.invars[0].aval
+      if aval.dtype == jnp.float32 and eqn.params["new_dtype"] == jnp.bfloat16:
+        out.append(tuple(aval.shape))
+    for value in eqn.params.values():
+      for sub in value if isinstance(value, (list, tuple)) else [value]:
+        sub = getattr(sub, "jaxpr", sub)  # ClosedJaxpr -> Jaxpr
+        if hasattr(sub, "eqns"):
+          out += _converts_in_loops(sub, inside or eqn.primitive.name == "while")
+  return out
+
+
+@pytest.mark.parametrize("decode_layout", [False, True])
+def test_decode_loop_casts_float32_weights_once_per_call(decode_layout):
+  """float32 master weights with bfloat16 compute (the paper configs): the decode program casts
+  the weights before its loop. Cast at each use inside the loop, they were converted every step
+  (an H200 compile showed each step reading float32 and writing bfloat16 copies of all of them)."""
+  cfg = presets.get_preset("tiny-gemma", dtype="bfloat16", param_dtype="float32")
+  params = diverse_params(cfg)
+  weights = set()
+  for x in jax.tree.leaves(params):
+    weights |= {tuple(x.shape), tuple(x.shape[1:])}  # stacked, and one layer's slice
+  sampler = sampling.Sampler(
+    cfg, prompt_buckets=(16,), gen_buckets=(8,), decode_layout=decode_layout
+  )
+  state = sampler.start(params, PROMPTS[:3], extra_slots=8)
+  sp = sampling.SamplingParams(max_new_tokens=8, temperature=1.0)
+  fn, args = sampler.decode_call(params, state, sp, jax.random.key(0))
+  in_loop = _converts_in_loops(fn.trace(*args).jaxpr.jaxpr)
+  assert in_loop, "the loop converts no activations at all: the check sees nothing"
+  assert not [s for s in in_loop if s in weights], f"weights cast inside the decode loop: {in_loop}"
+
+
+@pytest.mark.parametrize("decode_layout", [False, True])
+def test_fsdp_weights_are_gathered_once_per_call_not_in_every_step(decode_layout):
+  """On an FSDP mesh of one process (8 CPU devices here; one 8-GPU node), "per_call" gathers
+  the weights before the decode loop, "per_step" leaves the gathers to the loop's steps."""
+  cfg = presets.get_preset("tiny-gemma")
+  mesh = mesh_lib.make_mesh((1, 8, 1))
+  params = jax.device_put(diverse_params(cfg), model_sharding.param_shardings(cfg, mesh))
+  in_loops = {}
+  for gather in sampling.programs.WEIGHT_GATHERS:
+    sampler = sampling.Sampler(
+      cfg,
+      mesh=mesh,
+      prompt_buckets=(16,),
+      gen_buckets=(8,),
+      decode_layout=decode_layout,
+      weight_gather=gather,
+    )
+    state = sampler.start(params, PROMPTS, extra_slots=8)
+    fn, args = sampler.decode_call(
+      params, state, sampling.SamplingParams(8, 1.0), jax.random.key(0)
+    )
+    with sampler.context():
+      text = fn.lower(*args).compile().as_text()
+    assert analysis.count_collectives(text).get("all-gather", 0) > 0, gather  # sharded weights
+    in_loops[gather] = analysis.count_collectives(text, in_loops=True).get("all-gather", 0)
+  assert in_loops["per_call"] == 0 and in_loops["per_step"] > 0, in_loops
+
+
+def test_unknown_weight_gather_is_refused():
+  with pytest.raises(ValueError, match="weight_gather must be one of"):
+    sampling.Sampler(presets.get_preset("tiny-gemma"), weight_gather="sometimes")
+
+
+def test_gathered_specs_drop_only_the_fsdp_axis():
+  cfg = presets.get_preset("tiny-gemma")
+  mesh = mesh_lib.make_mesh((1, 4, 2))
+  is_spec = lambda x: isinstance(x, jax.sharding.PartitionSpec)
+  gathered = jax.tree.leaves(
+    sampling.programs.fsdp_gathered_specs(cfg, decoder.abstract_params(cfg), mesh), is_leaf=is_spec
+  )
+  placed = [s.spec for s in jax.tree.leaves(model_sharding.param_shardings(cfg, mesh))]
+  assert any("fsdp" in str(s) for s in placed) and any("tensor" in str(s) for s in placed)
+  for got, was in zip(gathered, placed, strict=True):
+    want = [None if entry == "fsdp" else entry for entry in was]
+    assert list(got) + [None] * (len(want) - len(got)) == want, (got, was)

@@ -36,7 +36,7 @@ def test_no_time_left_skips_every_part_but_the_environment(tmp_path):
   stdout = _run(tmp_path, 25)
   assert "devices [CpuDevice" in (tmp_path / "env.txt").read_text()
   skipped = [line for line in stdout.splitlines() if line.endswith("s left") and "SKIPPED" in line]
-  assert len(skipped) == 5, stdout
+  assert len(skipped) == 6, stdout
   assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".log") == []
 
 
@@ -57,12 +57,14 @@ def test_tiny_parts_all_run_and_leave_their_logs(tmp_path):
   assert set(logs) == {
     "sampler_layout_off.log",
     "sampler_layout_on.log",
+    "sampler_f32_weights.log",
     "rl_step.log",
     "train_step.log",
     "sampler.log",
   }
   assert "decode_layout=False" in logs["sampler_layout_off.log"]
   assert "decode_layout=True" in logs["sampler_layout_on.log"]
+  assert "weights=float32" in logs["sampler_f32_weights.log"]
   assert "two-turn/single-turn (ours)" in logs["rl_step.log"]
   assert "remat=full" in logs["rl_step.log"]
   assert "MFU" in logs["train_step.log"]

@@ -90,10 +90,15 @@ def test_cache_prefill_decode_and_chunk_match_full_forward(name):
   numerics.assert_close(got, full, bound, where=mask, what=f"{name} cached vs full logits")
 
 
+@pytest.mark.parametrize("attention", ["reduce", "dots"])
 @pytest.mark.parametrize("name", TINY)
-def test_decode_layout_steps_match_full_forward(name):
-  """The sampler's CPU decode path (per-layer params, key-transposed cache, one token per row
-  per step) computes the logits of the stacked forward, and its cache converts back exactly."""
+def test_decode_layout_steps_match_full_forward(name, attention, monkeypatch):
+  """The sampler's decode layout (per-layer params, key-transposed cache, one token per row per
+  step) computes the logits of the stacked forward, and its cache converts back exactly. Both
+  one-token attentions are checked here on the CPU: the multiply-reduce CPUs lower, and the
+  dots accelerators lower (substituted for the CPU's branch of `platform_dependent`)."""
+  if attention == "dots":
+    monkeypatch.setattr(layers, "one_token_attention_reduce", layers.one_token_attention_dots)
   cfg = presets.get_preset(name)
   params = _params(name)
   t = 26
@@ -120,7 +125,9 @@ def test_decode_layout_steps_match_full_forward(name):
   full = np.asarray(full)
   bound = numerics.logit_bound(cfg, 32, np.abs(full[mask]).max())
   got = np.concatenate(pieces, axis=1)
-  numerics.assert_close(got, full, bound, where=mask, what=f"{name} decode layout vs full logits")
+  numerics.assert_close(
+    got, full, bound, where=mask, what=f"{name} decode layout ({attention}) vs full logits"
+  )
 
 
 def test_default_positions_continue_after_cache():

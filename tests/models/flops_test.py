@@ -31,3 +31,29 @@ def test_body_is_the_non_head_matmuls():
   body = flops.matmul_params(CFG) - head
   assert body > 0
   assert flops.forward(CFG, 1, 1, keys=0, head_tokens=0) == 2.0 * body
+
+
+def test_rl_step_single_attempt_is_prefill_decode_and_update():
+  # 2 prompts x 3 samples, 10 prompt slots, 4 new tokens: each part written out by hand.
+  got = flops.rl_step(CFG, 2, 3, 10, 4)
+  prefill = flops.forward(CFG, 2, 10, head_tokens=1)
+  decode = 4 * flops.forward(CFG, 6, 1, keys=14)
+  update = 4 * flops.forward(CFG, 6, 14, head_tokens=4)
+  assert got == {"sample": prefill + decode, "update": update, "total": prefill + decode + update}
+
+
+def test_rl_step_second_attempt_appends_the_instruction_and_reads_further():
+  one, two = flops.rl_step(CFG, 2, 3, 10, 4), flops.rl_step(CFG, 2, 3, 10, 4, 2, 5)
+  append = flops.forward(CFG, 6, 5, keys=19, head_tokens=1)
+  decode = 4 * flops.forward(CFG, 6, 1, keys=23)
+  assert two["sample"] == one["sample"] + append + decode
+  assert two["update"] == 4 * flops.forward(CFG, 6, 23, head_tokens=8)
+
+
+def test_rl_step_two_attempt_ratio_falls_with_longer_prompts():
+  # The shared prompt dilutes the second attempt's extra work.
+  ratio = [
+    flops.rl_step(CFG, 8, 4, p, 32, 2, 16)["total"] / flops.rl_step(CFG, 8, 4, p, 32)["total"]
+    for p in (64, 256, 1024)
+  ]
+  assert 2.0 > ratio[0] > ratio[1] > ratio[2] > 1.0

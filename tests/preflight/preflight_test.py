@@ -54,6 +54,8 @@ def test_tiny_run_compiles_for_v5e_and_fits(tmp_path):
       assert p["alias_bytes"] > 0, (name, p)
     # Every program runs on a 4-way FSDP mesh: its weights are all-gathered.
     assert p["collectives"].get("all-gather", 0) > 0, (name, p["collectives"])
+  # ... once per decode call (rollout.weight_gather=per_call), not in each step of its loop.
+  assert "all-gather" not in result["programs"]["sampler:decode"]["loop_collectives"]
   for step in ("update:stage1", "update:stage2"):  # gradients are reduced over the mesh
     assert result["programs"][step]["collectives"].get("all-reduce", 0) > 0
   assert result["fits"] and result["step_seconds"] > 0
@@ -97,6 +99,30 @@ def test_suggest_finds_the_first_fitting_plan_in_cost_order():
   )
 
 
+def test_sampler_candidates_weigh_per_step_gathers_on_one_process_only():
+  config = helpers.experiment_config("score_math", "tiny")
+  one_host = targets.parse("v5e-4")  # one process, weights FSDP-sharded over 4 chips
+  ranked = suggest._sampler_candidates(config, one_host, devices.topology_devices(one_host))
+  by_gather = {}
+  for cost, knobs, group in ranked:
+    by_gather.setdefault(knobs["rollout.weight_gather"], {})[knobs["rollout.prompts_per_call"]] = (
+      cost,
+      group,
+    )
+  assert set(by_gather) == {"per_call", "per_step"}
+  assert by_gather["per_call"].keys() == by_gather["per_step"].keys()
+  chip = one_host.chip
+  penalty = 1 + chip.hbm_bandwidth / chip.interconnect_bandwidth * 3 / 4
+  for per_call, (cost, group) in by_gather["per_step"].items():
+    assert group == "sampler per_step" and by_gather["per_call"][per_call][1] == "sampler per_call"
+    assert cost == pytest.approx(penalty * by_gather["per_call"][per_call][0])
+  # Several hosts sample from a per-host replica: nothing to gather, no such knob.
+  multi = targets.parse("v5e-16")
+  config.train.global_batch = 16
+  ranked = suggest._sampler_candidates(config, multi, devices.topology_devices(multi))
+  assert ranked and all(set(k) == {"rollout.prompts_per_call"} for _, k, _ in ranked)
+
+
 def test_multi_host_target_compiles_the_per_host_sampler_on_one_host():
   config = helpers.experiment_config("score_math", "tiny")
   config.train.global_batch = 16  # 4 prompts x g=4: one prompt per host
@@ -119,3 +145,41 @@ def test_collectives_are_counted_from_hlo_text():
   %add.1 = f32[4]{0} add(f32[4]{0} %a, f32[4]{0} %b)
   """
   assert analysis.count_collectives(hlo) == {"all-gather": 1, "all-reduce": 1, "reduce-scatter": 1}
+
+
+def test_collectives_inside_loops_are_counted_apart():
+  # One gather before the loop, one in its body, one in a computation the body calls, one in
+  # a conditional's branch inside the body; a computation nothing loops over does not count.
+  hlo = """
+%called (p.0: f32[2]) -> f32[8] {
+  %p.0 = f32[2]{0} parameter(0)
+  ROOT %ag.2 = f32[8]{0} all-gather(f32[2]{0} %p.0), dimensions={0}
+}
+
+%branch (p.1: f32[2]) -> f32[2] {
+  %p.1 = f32[2]{0} parameter(0)
+  ROOT %ar = f32[2]{0} all-reduce(f32[2]{0} %p.1), to_apply=%add
+}
+
+%unused (p.2: f32[2]) -> f32[8] {
+  %p.2 = f32[2]{0} parameter(0)
+  ROOT %ag.3 = f32[8]{0} all-gather(f32[2]{0} %p.2), dimensions={0}
+}
+
+%body (c: (s32[], f32[2])) -> (s32[], f32[2]) {
+  %ag.1 = f32[8]{0} all-gather-start(f32[2]{0} %x), dimensions={0}
+  %f = f32[8]{0} fusion(f32[2]{0} %x), kind=kLoop, calls=%called
+  %k = f32[2]{0} conditional(s32[] %i, f32[2]{0} %x), branch_computations={%branch, %branch}
+}
+
+%cond (c: (s32[], f32[2])) -> pred[] {
+  ROOT %lt = pred[] compare(s32[] %i, s32[] %n), direction=LT
+}
+
+ENTRY %main (x: f32[2]) -> f32[8] {
+  %ag.0 = f32[8]{0} all-gather(f32[2]{0} %x), dimensions={0}
+  %w = (s32[], f32[2]) while((s32[], f32[2]) %t), condition=%cond, body=%body
+}
+"""
+  assert analysis.count_collectives(hlo) == {"all-reduce": 1, "all-gather": 4}
+  assert analysis.count_collectives(hlo, in_loops=True) == {"all-reduce": 1, "all-gather": 2}

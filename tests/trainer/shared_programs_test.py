@@ -44,3 +44,6 @@ def test_equal_settings_share_programs_and_any_change_does_not(tmp_path):
   assert layouts["auto"] is sampler and sampler.decode_layout  # these tests run on CPUs
   assert layouts["on"].decode_layout and not layouts["off"].decode_layout
   assert layouts["off"] is not sampler
+  per_step = ml_collections.ConfigDict(c.to_dict())
+  per_step.rollout.weight_gather = "per_step"
+  assert sampler.weight_gather == "per_call" and _pieces(per_step)[1].weight_gather == "per_step"

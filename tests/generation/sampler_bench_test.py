@@ -1,0 +1,33 @@
+"""`python -m score_jax.benchmarks sampler` at tiny sizes, our side alone: the header names the
+weights' dtype, and every printed figure exists and is positive."""
+
+import os
+import pathlib
+import re
+import subprocess
+import sys
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+NUM = r"([0-9.]+)"
+
+
+def test_float32_weights_with_bfloat16_compute_print_positive_figures(tmp_path):
+  flags = os.environ.get("SCORE_NUMERICS_XLA_FLAGS", "")
+  env = dict(
+    os.environ,
+    JAX_PLATFORMS="cpu",
+    XLA_FLAGS=f"{flags} --xla_force_host_platform_device_count=1".strip(),
+  )
+  cmd = [sys.executable, "-m", "score_jax.benchmarks", "sampler", "--batch=4", "--prompt_len=16"]
+  cmd += ["--gen_len=8", "--instr_len=8", "--repeats=1", "--dtype=bfloat16"]
+  cmd += ["--param_dtype=float32", f"--tunix_python={tmp_path / 'no-tunix'}"]
+  proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
+  out = proc.stdout
+  assert proc.returncode == 0, out[-2000:] + proc.stderr[-4000:]
+  assert "dtype=bfloat16 weights=float32" in out, out
+  assert "tunix side SKIPPED" in out
+  for turns in (1, 2):
+    m = re.search(rf"{turns}-turn ours : median\s+{NUM} tok/s", out)
+    assert m and float(m.group(1)) > 0, out
+  step = re.search(rf"decode step .*: {NUM} ms wall; matmul floor {NUM} ms", out)
+  assert step and float(step.group(2)) > 0, out
