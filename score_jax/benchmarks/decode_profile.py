@@ -11,7 +11,7 @@ of the wall time is the runtime's own per-op overhead.
 
 The wall time per step does not come from the trace: it is the difference of two untraced calls
 of the same compiled program, one with all the steps and one with half (max_new_tokens is a
-traced operand), over the steps between them. So it holds on any platform, where telling
+traced operand), over the steps between them, the median of several such pairs. So it holds on any platform, where telling
 per-call from per-step ops in a GPU trace does not (on an H200 that split once left 0.02 ms).
 """
 
@@ -21,6 +21,7 @@ import gzip
 import json
 import os
 import re
+import statistics
 import tempfile
 import time
 
@@ -80,7 +81,7 @@ def _trace_events(logdir: str) -> list[dict]:
 
 def breakdown(sampler, params, state, sp, rng, *, turn: int = 1) -> dict:
   """Profiles one decode call from `state` (not consumed). Returns {'steps', 'wall_ms_per_step'
-  (differential, untraced), 'profiled_call_ms', 'roles_ms_per_step': {role: ms},
+  (differential, untraced: the median of 'wall_ms_per_step_pairs'), 'profiled_call_ms', 'roles_ms_per_step': {role: ms},
   'per_call_ms', 'ops_ms_per_step'}."""
   steps = sp.max_new_tokens
 
@@ -109,9 +110,11 @@ def breakdown(sampler, params, state, sp, rng, *, turn: int = 1) -> dict:
     else:
       roles[role_of(names[name])] += ms / steps
   ops = sum(roles.values())
+  pairs = _differential_ms_per_step(sampler, params, copy, sp, rng, turn)
   return {
     "steps": steps,
-    "wall_ms_per_step": _differential_ms_per_step(sampler, params, copy, sp, rng, turn),
+    "wall_ms_per_step": statistics.median(pairs),
+    "wall_ms_per_step_pairs": pairs,
     "profiled_call_ms": wall * 1e3,
     "roles_ms_per_step": dict(roles.most_common()),
     "ops_ms_per_step": ops,
@@ -119,23 +122,28 @@ def breakdown(sampler, params, state, sp, rng, *, turn: int = 1) -> dict:
   }
 
 
-def _differential_ms_per_step(sampler, params, copy, sp, rng, turn: int, reps: int = 3) -> float:
-  """(best call of all the steps - best call of half of them) / the steps between, untraced."""
+def _differential_ms_per_step(sampler, params, copy, sp, rng, turn: int, reps: int = 5) -> list:
+  """Per pair of untraced calls, (all the steps - half of them) / the steps between, in ms.
+
+  The two calls of a pair run back to back and pairs repeat `reps` times: the median pair is
+  robust to a slow or fast moment, where best-of-full minus best-of-half (the first version)
+  once reported 3.35 ms for a step whose calls said 5.1 ms (a lucky full call on a VM).
+  """
   half = dataclasses.replace(sp, max_new_tokens=max(sp.max_new_tokens // 2, 1))
   if half.max_new_tokens == sp.max_new_tokens:
     raise ValueError("a decode profile needs max_new_tokens >= 2")
-  best = {}
-  for name, p in (("full", sp), ("half", half)):
-    jax.block_until_ready(sampler.generate(params, copy(), p, rng, turn=turn)[1])  # compiled
-    times = []
-    for _ in range(reps):
-      state = copy()
-      jax.block_until_ready(state.arrays)
-      t0 = time.perf_counter()
-      jax.block_until_ready(sampler.generate(params, state, p, rng, turn=turn)[1])
-      times.append(time.perf_counter() - t0)
-    best[name] = min(times)
-  return (best["full"] - best["half"]) * 1e3 / (sp.max_new_tokens - half.max_new_tokens)
+
+  def seconds(p):
+    state = copy()
+    jax.block_until_ready(state.arrays)
+    t0 = time.perf_counter()
+    jax.block_until_ready(sampler.generate(params, state, p, rng, turn=turn)[1])
+    return time.perf_counter() - t0
+
+  for p in (sp, half):
+    seconds(p)  # compiled, first touch
+  steps_between = sp.max_new_tokens - half.max_new_tokens
+  return [(seconds(sp) - seconds(half)) * 1e3 / steps_between for _ in range(reps)]
 
 
 def _compiled_text(sampler, params, state, sp, rng, turn) -> str:

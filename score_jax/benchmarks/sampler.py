@@ -366,9 +366,10 @@ def _decode_step_report(ours, args) -> None:
   slots = args.prompt_len + args.gen_len
   floor_ms = flops.decode(ours.config, args.batch, 1, slots) / rate * 1e3
   step = b["wall_ms_per_step"]
+  pairs = "/".join(f"{x:.2f}" for x in b["wall_ms_per_step_pairs"])
   print(
     f"decode step (1 turn, batch {args.batch}, {slots} cache slots, decode_layout="
-    f"{ours.sampler.decode_layout}): {step:.2f} ms wall; matmul floor {floor_ms:.2f} ms at "
+    f"{ours.sampler.decode_layout}): {step:.2f} ms wall (median of {pairs}); matmul floor {floor_ms:.2f} ms at "
     f"{rate / 1e9:.0f} GFLOP/s (same-run {1024}^3 matmul) -> {step / floor_ms:.2f}x the floor "
     f"(target <= 3x)"
   )

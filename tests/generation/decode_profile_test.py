@@ -1,6 +1,7 @@
 """`benchmarks.decode_profile`: a decode call's time per step (differential) and by role."""
 
 import math
+import statistics
 
 import jax
 import pytest
@@ -35,6 +36,8 @@ def test_breakdown_reports_the_step_time_and_labelled_roles(model, decode_layout
   # A difference of two timed calls: at this size (microseconds a step) beside another test
   # worker it can come out either side of 0, so only its presence is checked here.
   assert math.isfinite(out["wall_ms_per_step"]) and out["profiled_call_ms"] > 0
+  pairs = out["wall_ms_per_step_pairs"]
+  assert len(pairs) == 5 and out["wall_ms_per_step"] == statistics.median(pairs)
   # The step's ops are found in the trace and labelled: weights are multiplied in every step.
   assert out["roles_ms_per_step"].get("weight matmuls", 0) > 0
   assert out["per_call_ms"] >= 0

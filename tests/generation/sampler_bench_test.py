@@ -29,5 +29,8 @@ def test_float32_weights_with_bfloat16_compute_print_positive_figures(tmp_path):
   for turns in (1, 2):
     m = re.search(rf"{turns}-turn ours : median\s+{NUM} tok/s", out)
     assert m and float(m.group(1)) > 0, out
-  step = re.search(rf"decode step .*: {NUM} ms wall; matmul floor {NUM} ms", out)
-  assert step and float(step.group(2)) > 0, out
+  step = re.search(
+    rf"decode step .*: {NUM} ms wall \(median of ([0-9./-]+)\); matmul floor {NUM} ms", out
+  )
+  assert step and float(step.group(3)) > 0, out
+  assert len(step.group(2).split("/")) == 5, out  # the differential pairs behind the median
