@@ -11,8 +11,9 @@ of the wall time is the runtime's own per-op overhead.
 
 The wall time per step does not come from the trace: it is the difference of two untraced calls
 of the same compiled program, one with all the steps and one with half (max_new_tokens is a
-traced operand), over the steps between them, the median of several such pairs. So it holds on any platform, where telling
-per-call from per-step ops in a GPU trace does not (on an H200 that split once left 0.02 ms).
+traced operand), over the steps between them; the median of five such pairs. So it holds on
+any platform, where telling per-call from per-step ops in a GPU trace does not (on an H200
+that split once left 0.02 ms).
 """
 
 import collections
@@ -81,8 +82,8 @@ def _trace_events(logdir: str) -> list[dict]:
 
 def breakdown(sampler, params, state, sp, rng, *, turn: int = 1) -> dict:
   """Profiles one decode call from `state` (not consumed). Returns {'steps', 'wall_ms_per_step'
-  (differential, untraced: the median of 'wall_ms_per_step_pairs'), 'profiled_call_ms', 'roles_ms_per_step': {role: ms},
-  'per_call_ms', 'ops_ms_per_step'}."""
+  (differential, untraced: the median of 'wall_ms_per_step_pairs'), 'profiled_call_ms',
+  'roles_ms_per_step': {role: ms}, 'per_call_ms', 'ops_ms_per_step'}."""
   steps = sp.max_new_tokens
 
   def copy():  # generate donates its state's arrays

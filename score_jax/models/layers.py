@@ -197,9 +197,10 @@ def _attend_one_token(cfg, q, key, val, ctx, window, kv):
 
 
 def one_token_attention_reduce(probs_fn, q_bngk, cache_kt, cache_v):
-  """CPU: products and sums instead of dots. Each row's query meets only its own keys, and a
-  [g, k] x [k, s] dot per row runs an order of magnitude slower on CPU than one fused
-  multiply-reduce that streams the cache once (products in float32, as a dot accumulates)."""
+  """CPU: products and sums instead of dots (products in float32, as a dot accumulates). Each
+  row's query meets only its own keys; XLA:CPU fuses the value sum into the o_proj matmul, and
+  the whole decode step ran 1.46x faster than with the batched dots below (5.26 vs 7.66 ms,
+  `bench sampler`'s CPU model, 2-core AMD EPYC, 2026-12-05; an order of magnitude in 2026-11)."""
   f32 = jnp.float32
   logits_bngs = jnp.sum(q_bngk[..., None].astype(f32) * cache_kt[:, :, None].astype(f32), axis=3)
   probs_bngs1 = probs_fn(logits_bngs)[..., None].astype(f32)

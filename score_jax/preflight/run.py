@@ -5,8 +5,7 @@ MFU (full rematerialization recomputes the policy's forward: 1.25x the work); a 
 takes the longer of its FLOPs at that MFU and reading its per-device arguments (KV cache) and
 the weights its matmuls use at the chip's HBM bandwidth, plus, when FSDP-sharded weights are
 gathered in every step (`rollout.weight_gather=per_step`), moving them over the interconnect;
-prefill and append are FLOP-bound. Reward checking and
-host work are not included.
+prefill and append are FLOP-bound. Reward checking and host work are not included.
 """
 
 import dataclasses
