@@ -12,7 +12,8 @@ Prints, through the real RewardPool on this machine:
   >= 100 benign programs/s on 2 cores);
 - MATH checks/s (MATH500 gold answers written in the paper's final-answer format);
 - programs/s when 10% of the programs never terminate. A timeout holds its worker for the whole
-  `timeout_s` (the sandbox waits out the wall-clock limit), so with W workers a batch of n items,
+  `timeout_s` (the sandbox waits out the time limit; on a loaded host up to 4x that in wall
+  time, since the limit counts the program's own time), so with W workers a batch of n items,
   a fraction p of them hanging, costs about (n*p*timeout_s + n*(1-p)*t_benign) / W seconds:
   at p=0.1, timeout_s=1 s and W=2 that is ~50 ms per item, whatever the benign speed.
 Also runnable as `python -m score_jax.benchmarks.rewards`.

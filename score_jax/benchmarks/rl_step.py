@@ -105,9 +105,6 @@ class Ours:
     self.rollout_cfg = setup_lib.rollout_config(c, stop_ids=())  # full length, as on tunix's
     params = sampler_bench.bench_params(self.model_cfg, args.seed)
     self.ref_params = jax.device_put(params, self.steps.param_shardings)
-    self.ref_sampler_params = setup_lib.sampler_params(
-      self.ref_params, self.mesh, self.sampler_mesh, self.model_cfg
-    )
     params0 = jax.tree.map(jnp.copy, self.ref_params)  # the policy state is donated every step
     rng = jax.random.key(c.seed)
     self.state = optim.init_train_state(self.model_cfg, optimizer, self.mesh, rng, params0)
@@ -135,7 +132,7 @@ class Ours:
     return offline.training_episodes(
       self.sampler,
       params,
-      self.ref_sampler_params,
+      None,  # no base-model first attempts
       self.prompts,
       self.instruction,
       rc,

@@ -34,7 +34,7 @@ def offline_prompt_count(num_prompts: int, g: int, shards: int, ratio: float) ->
 def training_episodes(
   sampler: sampling.Sampler,
   params: PyTree,
-  base_params: PyTree,
+  base_params: PyTree | None,
   prompts: Sequence[Sequence[int]],
   instruction: Sequence[int],
   rc: rollout.RolloutConfig,
@@ -48,6 +48,8 @@ def training_episodes(
 ) -> rollout.Episodes:
   """Episodes for these prompts; the last `num_offline` get base-model first attempts.
 
+  `base_params`: the base model placed for the sampler (used only when `num_offline` > 0).
+
   Each row's RNG id is `row_offset + row`, its index in the GLOBAL batch, so the samples do not
   depend on how the batch is split over processes, nor on `prompts_per_call` (> 0: the online
   prompts are sampled that many at a time, so the KV cache holds one call's rows, not a step's).
@@ -55,6 +57,8 @@ def training_episodes(
   numbered as in the result; a call's last attempt is scored while the next call samples.
   The base-model continuations are not passed to it.
   """
+  if num_offline and base_params is None:
+    raise ValueError(f"num_offline={num_offline} base-model first attempts need base_params")
   common = dict(reserve_instruction_len=len(instruction), decode=decode)
   online, offline = prompts[: len(prompts) - num_offline], prompts[len(prompts) - num_offline :]
   parts = []

@@ -38,14 +38,20 @@ class Compiled:
   xla_flops: float  # per device, loop bodies counted once
   collectives: dict[str, int]
   loop_collectives: dict[str, int]  # the part of `collectives` inside while loops
+  resident_bytes: int = 0  # kept on the device beside the program (`programs.resident`)
+
+  @property
+  def total_bytes(self) -> int:
+    """The program's peak plus what the run keeps resident beside it."""
+    return self.peak_bytes + self.resident_bytes
 
   @property
   def fraction(self) -> float:
-    return self.peak_bytes / self.usable_bytes
+    return self.total_bytes / self.usable_bytes
 
   @property
   def fits(self) -> bool:
-    return self.peak_bytes <= self.usable_bytes
+    return self.total_bytes <= self.usable_bytes
 
 
 def is_oom_error(err: BaseException) -> bool:
@@ -126,11 +132,17 @@ def _peak(mem) -> int:
 
 
 def compile_program(
-  name: str, lowered: Any, target: Target, executables: dict | None = None
+  name: str,
+  lowered: Any,
+  target: Target,
+  executables: dict | None = None,
+  resident_bytes: int = 0,
 ) -> Compiled:
   """Compiles `lowered` for `target`; raises OutOfMemory (the compiler's text, or ours).
 
   The executable goes into `executables[name]` (later programs read its output layout).
+  `resident_bytes`: per device, what stays on the device beside the program (the compiler
+  cannot see it); it counts against the usable memory with the program's peak.
   """
   t0 = time.perf_counter()
   try:
@@ -159,10 +171,12 @@ def compile_program(
     xla_flops=float((cost or {}).get("flops", 0.0)),
     collectives=count_collectives(text),
     loop_collectives=count_collectives(text, in_loops=True),
+    resident_bytes=resident_bytes,
   )
   if not result.fits:
     raise OutOfMemory(
-      f"{name}: peak {result.peak_bytes / 2**30:.2f} GiB per device > usable "
+      f"{name}: peak {result.peak_bytes / 2**30:.2f} + resident "
+      f"{result.resident_bytes / 2**30:.2f} GiB per device > usable "
       f"{result.usable_bytes / 2**30:.2f} GiB on {target.chip.name} (args "
       f"{result.argument_bytes / 2**30:.2f}, temps {result.temp_bytes / 2**30:.2f} GiB)"
     )

@@ -3,6 +3,7 @@
   pip install -e '.[aot,cuda]'    # libtpu; jax[cuda12] (~5 GB) for the H100 / H200 columns
   python -m score_jax.preflight.plan --cells_dir=/tmp/plan --out=plan.md     # every cell
   python -m score_jax.preflight.plan --models=gemma2-2b --targets=v5e-16,v5p-8
+  python -m score_jax.preflight.plan --resident_only    # what stays beside the sampler (seconds)
 
 Each cell is `experiments/score_math.py` (the paper's MATH shapes: 512 episodes per update,
 prompts up to 1024 tokens, two attempts of up to 1024) with the cell's preset, searched for the
@@ -29,7 +30,8 @@ from absl import app, flags
 os.environ.setdefault("JAX_PLATFORMS", "cpu")  # compile-only (see preflight/__main__.py)
 
 from score_jax.parallel import targets
-from score_jax.preflight import devices, suggest
+from score_jax.preflight import devices, programs, suggest
+from score_jax.trainer import setup
 
 MODELS = ("gemma-2b", "gemma-7b", "gemma2-2b", "gemma2-9b", "gemma3-4b")
 MATH_STEPS, MBPP_STEPS, MBPP_EPISODES = 3000, 1500, 128
@@ -44,6 +46,11 @@ _CELLS = flags.DEFINE_string(
 )
 _ONE = flags.DEFINE_string("one_cell", "", "internal: MODEL,TARGET run in this process")
 _RENDER = flags.DEFINE_bool("render_only", False, "only tabulate the cells already in cells_dir")
+_RESIDENT = flags.DEFINE_bool(
+  "resident_only",
+  False,
+  "only what the run keeps on each device beside the sampler (no compiling: seconds per cell)",
+)
 
 
 def paper_config(preset: str):
@@ -89,7 +96,7 @@ def cell(preset: str, target_name: str, mfu: float) -> dict:
       last = next(t for t in reversed(tried) if t.knobs.keys() <= _KNOBS[part])
       row[f"{part}_note"] = f"nothing fits ({describe_short(last)})"
       continue
-    peak = max(o.compiled.peak_bytes for o in plan.report.outcomes)
+    peak = max(o.compiled.total_bytes for o in plan.report.outcomes)
     row[f"{part}_peak"] = peak
     row.update({k.split(".")[1]: v for k, v in plan.knobs.items()})
   both = suggest.combine(plans, mfu)
@@ -159,6 +166,34 @@ def markdown(rows: list[dict], mfu: float) -> str:
   return "\n".join(lines)
 
 
+def resident_markdown(models, target_names) -> str:
+  """Per cell, what stays on each device beside the sampler's programs (`programs.resident`).
+
+  No compiling. A GPU target without JAX's CUDA plugin takes this process's CPU devices for
+  its mesh (the bytes depend on the mesh's shape, not the chip): run with
+  XLA_FLAGS=--xla_force_host_platform_device_count=8.
+  """
+  import jax  # noqa: PLC0415
+
+  lines = ["| model | target | resident while sampling, GiB per device | what |"]
+  lines.append("| --- | --- | --- | --- |")
+  for preset in models:
+    for name in target_names:
+      target, config = targets.parse(name), paper_config(preset)
+      try:
+        devs = devices.topology_devices(target)
+      except devices.MissingCompiler:
+        if target.num_hosts > 1 or len(jax.devices()) < target.num_devices:
+          lines.append(f"| {preset} | {name} | - | needs the CUDA plugin or 8 CPU devices |")
+          continue
+        devs = jax.devices()[: target.num_devices]
+      mesh, sampler_mesh = setup.make_meshes(config, devs)
+      model_cfg = programs.model_config(config)
+      kept, what = programs.resident(config, model_cfg, mesh, sampler_mesh)["sampler"]
+      lines.append(f"| {preset} | {name} | {kept / 2**30:.1f} | {what} |")
+  return "\n".join(lines)
+
+
 def _short(note: str) -> str:
   """A refusal without the compiler's figure (cut off) reads 'PROGRAM out of HBM'."""
   return re.sub(r": RESOURCE_EXHAUSTED: Ran out of memory on HBM.*?(\)|$)", " out of HBM)", note)
@@ -186,6 +221,9 @@ def _cell_in_subprocess(preset: str, name: str) -> dict:
 
 def main(argv) -> None:
   del argv
+  if _RESIDENT.value:
+    print(resident_markdown(_MODELS.value, _TARGETS.value))
+    return
   os.makedirs(_CELLS.value, exist_ok=True)
   if _ONE.value:
     preset, name = _ONE.value.split(",")

@@ -78,6 +78,10 @@ class Program:
   # The decode loop's weights per device and step: bytes its matmuls read, bytes of the weight
   # arguments, bytes gathered over the interconnect (`decode_weight_bytes`).
   step_weights: dict | None = None
+  # Per device: what the run keeps on the device while this program runs that is not among its
+  # arguments (`resident_bytes`), counted against the device's memory with the program's peak.
+  resident_bytes: int = 0
+  resident_what: str = ""
 
 
 @dataclasses.dataclass
@@ -129,6 +133,48 @@ def abstract_params(cfg: ModelConfig, shardings: PyTree) -> PyTree:
   return jax.tree.map(
     lambda x, s: _sds(x.shape, x.dtype, s), decoder.abstract_params(cfg), shardings
   )
+
+
+def device_bytes(tree: PyTree) -> int:
+  """Bytes one device holds of a tree of sharded ShapeDtypeStructs (the shard shapes)."""
+  return sum(
+    int(np.prod(x.sharding.shard_shape(x.shape))) * jnp.dtype(x.dtype).itemsize
+    for x in jax.tree.leaves(tree)
+  )
+
+
+def resident(config, model_cfg, mesh: Mesh, sampler_mesh: Mesh) -> dict[str, tuple[int, str]]:
+  """Per device, what the trainer (`trainer.loop`) keeps alive beside each phase's programs.
+
+  The train state (parameters and optimizer state) and the reference parameters live on the
+  training mesh for the whole run. While sampling all of them sit beside the sampler's
+  programs, except the policy's parameters, which are the sampler's own argument on one
+  process; on several processes, a run that samples from the base model (offline first
+  attempts, base-model collection) also holds the reference's cast replica then
+  (`Trainer.base_sampler_params`). The update takes the state and the reference as arguments.
+  Returns {"sampler": (bytes, what), "update": (bytes, what)}.
+  """
+  optimizer = optim.make_optimizer(setup_lib.optim_config(config))
+  state = optim.abstract_train_state(model_cfg, optimizer, mesh)
+  ref = device_bytes(abstract_params(model_cfg, model_sharding.param_shardings(model_cfg, mesh)))
+  sampling, what = device_bytes(state) + ref, "train state + reference"
+  if sampler_mesh is mesh:
+    sampling -= device_bytes(state.params)
+    what = "optimizer state + reference"
+  elif _samples_from_base(config):
+    sampling += device_bytes(_sampler_params(model_cfg, mesh, sampler_mesh))
+    what += " + the reference's sampler replica"
+  return {"sampler": (sampling, what), "update": (0, "")}
+
+
+def _samples_from_base(config) -> bool:
+  for name, _ in schedule.phases(config):
+    algo = algorithms.get(name)
+    if algo.offline_first_attempts and config.stage2.offline_first_attempt_ratio > 0:
+      return True
+    if algo.collection is not None and algo.collection.source == "base":
+      return True
+  return False
 
 
 def abstract_experience(rows: int, slots: int, attempts: int, fields, mesh: Mesh):
@@ -339,8 +385,11 @@ def build(
   model_cfg = model_config(config)
   shapes = shapes_of(config, mesh, sampler_mesh, num_processes)
   programs = []
+  kept = resident(config, model_cfg, mesh, sampler_mesh)
   if "sampler" in which:
     programs += _sampler_programs(config, model_cfg, mesh, sampler_mesh, shapes)
   if "update" in which:
     programs += _update_programs(config, model_cfg, mesh, shapes, last_phase_only)
+  for p in programs:
+    p.resident_bytes, p.resident_what = kept[p.name.split(":")[0]]
   return RunPrograms(model_cfg, mesh, sampler_mesh, shapes, programs, num_processes)

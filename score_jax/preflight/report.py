@@ -25,16 +25,16 @@ def format_report(r: run.Report) -> str:
     f"dtype={cfg.dtype} params={cfg.param_dtype} remat={cfg.remat_policy}; mesh "
     f"{dict(rp.mesh.shape)}, sampler mesh {dict(rp.sampler_mesh.shape)} per process",
     "",
-    "| program | shapes | compile s | args | outputs | aliased | temps | peak / usable GiB "
-    "| model TFLOP | XLA TFLOP | collectives | est. s |",
-    "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    "| program | shapes | compile s | args | outputs | aliased | temps | resident "
+    "| peak / usable GiB | model TFLOP | XLA TFLOP | collectives | est. s |",
+    "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
   ]
   warnings = []
   for o in r.outcomes:
     p = o.program
     if not o.ok:
       why = "does not fit" if o.oom else o.skipped
-      lines.append(f"| {p.name} | {p.what} | - | - | - | - | - | **{why}** | - | - | - | - |")
+      lines.append(f"| {p.name} | {p.what} | - | - | - | - | - | - | **{why}** | - | - | - | - |")
       continue
     c = o.compiled
     devices = t.num_devices if p.name.startswith("update:") else rp.sampler_mesh.devices.size
@@ -43,14 +43,23 @@ def format_report(r: run.Report) -> str:
     lines.append(
       f"| {p.name} | {p.what} | {c.compile_s:.1f} | {_gib(c.argument_bytes)} | "
       f"{_gib(c.output_bytes)} | {_gib(c.alias_bytes)} | {_gib(c.temp_bytes)} | "
-      f"{_gib(c.peak_bytes)} / {_gib(c.usable_bytes)} ({c.fraction:.0%}) | "
+      f"{_gib(c.resident_bytes)} | {_gib(c.total_bytes)} / {_gib(c.usable_bytes)} "
+      f"({c.fraction:.0%}) | "
       f"{p.model_flops / 1e12:.1f} | {xla} | {_collectives(c)} | {est:.2f} |"
     )
     if c.fraction > analysis.WARN_FRACTION:
       warnings.append(f"WARNING {p.name}: peak {c.fraction:.0%} of usable memory (> 90%)")
     if p.donates and c.alias_bytes == 0:
       warnings.append(f"WARNING {p.name}: donates its state but no output aliases it")
-  lines += [""] + warnings
+  kept = {o.program.name.split(":")[0]: o.program.resident_what for o in r.outcomes}
+  lines += [
+    "",
+    "peak: the program's own peak (arguments, outputs, temporaries) plus `resident`, what the "
+    "run keeps on each device beside it ("
+    + "; ".join(f"{k}: {v or 'nothing'}" for k, v in kept.items())
+    + ")",
+  ]
+  lines += warnings
   for o in r.outcomes:
     if o.oom:
       lines += [f"{o.program.name} does not fit:", o.oom, ""]
@@ -94,6 +103,8 @@ def as_dict(r: run.Report) -> dict:
         alias_bytes=c.alias_bytes,
         temp_bytes=c.temp_bytes,
         peak_bytes=c.peak_bytes,
+        resident_bytes=c.resident_bytes,
+        total_bytes=c.total_bytes,
         usable_bytes=c.usable_bytes,
         xla_flops_per_device=c.xla_flops,
         collectives=c.collectives,

@@ -95,7 +95,9 @@ def preflight(
       continue
     try:
       lowered = program.lower(executables)
-      compiled = analysis.compile_program(program.name, lowered, target, executables)
+      compiled = analysis.compile_program(
+        program.name, lowered, target, executables, program.resident_bytes
+      )
       outcomes.append(Outcome(program, compiled))
     except analysis.OutOfMemory as err:
       outcomes.append(Outcome(program, oom=str(err)))

@@ -132,7 +132,7 @@ def _try(config, target, devices, host, which, estimate, knobs, mfu, tried) -> P
     return None
   failed = next((o for o in report.outcomes if not o.ok), None)
   if failed is None:
-    peak = max(o.compiled.peak_bytes for o in report.outcomes)
+    peak = max(o.compiled.total_bytes for o in report.outcomes)
     frac = max(o.compiled.fraction for o in report.outcomes)
     tried.append(Tried(knobs, estimate, f"fits: peak {peak / 2**30:.2f} GiB ({frac:.0%})"))
     return Plan(knobs, report)

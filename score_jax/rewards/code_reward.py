@@ -2,7 +2,7 @@
 
 Owns the parent side of the sandbox: validating and rewriting the tests, starting the sandbox
 (`sandbox_harness` is the child side and documents the layers), feeding it over stdin, enforcing
-the wall-clock limit and the output caps, and deciding pass/fail. The sandbox starts as a fresh
+the time limit and the output caps, and deciding pass/fail. The sandbox starts as a fresh
 `python -I -S` (one-shot, the default for single calls) or as a fork of a pre-warmed `Zygote`
 (what the reward pool uses: ~2x less CPU per program); both run the same bootstrap and layers.
 
@@ -12,7 +12,9 @@ first bytecode (so `S` precedes any output, and the program cannot write it).
 No `S` means the program never ran, so whatever happened is the checker's ERROR (setup failed,
 or took longer than `SETUP_LIMIT_S`); after `S`, a run killed by the limit at any moment is
 TIMEOUT, and exit statuses the program could forge (97 "setup failed", 124 "timeout") are
-relayed as failures by the bootstrap.
+relayed as failures by the bootstrap. The limit counts the program's own time: wall time less the
+time it sat runnable waiting for a CPU, so a host loaded by sampling or other sandboxes does not
+turn a correct program into a TIMEOUT (up to `WALL_BACKSTOP` x the limit in wall time).
 
 A run passes only if the harness's own end marker (a fresh secret per run, never in the program
 text, command line or any file) appears on stdout AND the process exits 0. The harness prints it
@@ -56,6 +58,10 @@ _EXIT_SETUP, _EXIT_TIMEOUT = 97, 124
 # that it takes longer, which is then the checker's ERROR, never a program's timeout.
 SETUP_LIMIT_S = 30.0
 _GRACE_S = 5.0  # parent backstop beyond the bootstrap's own deadline (a descheduled bootstrap)
+# The time limit counts the program's own time, not time it waited for a CPU; this many times the
+# limit in wall time ends a run whatever its waits (a forking program can keep its main process
+# waiting on a loaded host).
+WALL_BACKSTOP = 4.0
 _slots = itertools.count()
 _STATUS_OUTCOME = {
   "passed": Outcome.CORRECT,
@@ -148,8 +154,10 @@ def run_tests(
   Args:
     program: untrusted source (a model's attempt). Its own errors make the run 'failed'.
     tests: trusted test source, or a list of statements (MBPP `test_list`) joined by newlines.
-    timeout_s: wall-clock limit of the program and its tests, counted from the end of the
-      sandbox's setup; the CPU-time limit is the same, rounded up.
+    timeout_s: time limit of the program and its tests, counted from the end of the sandbox's
+      setup: wall time less the time it waited for a CPU, and at most `WALL_BACKSTOP` times
+      this in wall time. A CPU-time limit a second above it, rounded up, is the backstop (the
+      program's own time is at least its CPU time, so the time limit fires first).
     setup_code: trusted code run after the program, before the tests (MBPP `test_setup_code`).
     memory_mb: address-space limit of the interpreter.
     output_cap_bytes: per-stream capture cap; a program that writes more is killed and fails.
@@ -179,9 +187,9 @@ def run_tests(
   cfg = {
     "marker": marker, "program": program, "tests": tests_code, "setup": setup, "env": env,
     "uid": uid, "workdir": workdir, "namespaces": namespaces, "zygote": zygote is not None,
-    "timeout_s": float(timeout_s), "cpu_s": max(1, math.ceil(timeout_s)), "nproc": nproc,
+    "timeout_s": float(timeout_s), "cpu_s": math.ceil(timeout_s) + 1, "nproc": nproc,
     "memory_mb": memory_mb, "fsize_mb": disk_mb, "nofile": 64, "disk_mb": disk_mb,
-    "setup_s": SETUP_LIMIT_S,
+    "setup_s": SETUP_LIMIT_S, "wall_s": WALL_BACKSTOP * float(timeout_s),
     "std_paths": _stdlib_paths(), "read_paths": _stdlib_paths() + _READ_ONLY_SYSTEM,
   }  # fmt: skip
   start = time.monotonic()
@@ -255,7 +263,8 @@ def _communicate(proc, blob: bytes, status, start: float, timeout_s: float, cap:
   """Feeds stdin, reads both streams up to `cap` bytes each until exit or the deadline.
 
   The deadline is `SETUP_LIMIT_S` after `start` until the sandbox writes `S` on `status` (the
-  program's clock started), then `timeout_s` + grace after that. Closes `status`.
+  program's clock started), then the wall backstop (`WALL_BACKSTOP` x `timeout_s`) + grace after
+  that. Closes `status`.
 
   Returns:
     (stdout, stderr, capped reason, killed reason, whether the program started)
@@ -285,7 +294,7 @@ def _communicate(proc, blob: bytes, status, start: float, timeout_s: float, cap:
       if key.fileobj is status:
         if chunk[:1] == b"S" and not started:
           started = True
-          deadline = time.monotonic() + timeout_s + _GRACE_S
+          deadline = time.monotonic() + WALL_BACKSTOP * timeout_s + _GRACE_S
         if not chunk:
           sel.unregister(status)
         continue
@@ -358,7 +367,7 @@ def _result(rc, out: bytes, err: bytes, marker: str, capped, killed, started, du
 
 def worst_case_s(timeout_s: float) -> float:
   """The longest `run_tests` can take before its own backstop kills the sandbox."""
-  return SETUP_LIMIT_S + timeout_s + _GRACE_S
+  return SETUP_LIMIT_S + WALL_BACKSTOP * timeout_s + _GRACE_S
 
 
 def verify(program: str, tests: Sequence[str] | str, setup_code: str = "", **kw) -> Verdict:

@@ -3,7 +3,7 @@
 Standard library only, imported outside the package with the harness (`sandbox_harness`
 documents every layer, the exit codes and the timing protocol). The bootstrap (root, outside)
 ties itself to the worker, enters new namespaces with a size-capped tmpfs on the work dir, forks
-the child, enforces the wall-clock limit and relays the child's status. The child (pid 1 of the
+the child, enforces the time limit and relays the child's status. The child (pid 1 of the
 new pid namespace) sets rlimits, drops to the run's uid, arms no_new_privs and Landlock, reaches
 the stdlib through pre-opened directory fds, and hands over to the harness.
 """
@@ -19,6 +19,8 @@ import time
 EXIT_ASSERT, EXIT_PROGRAM, EXIT_EXITED, EXIT_TESTS, EXIT_TAMPER, EXIT_RESERVED = 1, 2, 3, 4, 5, 6
 EXIT_SETUP, EXIT_TIMEOUT = 97, 124
 _POLL_S = 0.005  # exit polling interval where pidfds are unavailable (Linux < 5.3)
+_MIN_WAIT_S = 0.001  # own time this close to the limit counts as reaching it
+_CPU_LIMIT_SLACK_S = 0.25
 
 _CLONE_NEWNS, _CLONE_NEWUTS, _CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
 _CLONE_NEWUSER, _CLONE_NEWPID, _CLONE_NEWNET = 0x10000000, 0x20000000, 0x40000000
@@ -178,12 +180,14 @@ def bootstrap(cfg: dict, harness) -> None:
     if code != EXIT_SETUP:  # the child's own fail_setup already said why
       fail_setup(f"the confined child died during setup (exit status {code})")
     os._exit(EXIT_SETUP)
-  timed_out = not _exits_within(pid, cfg["timeout_s"])
+  timed_out = not _exits_within(pid, cfg["timeout_s"], cfg["wall_s"])
   if timed_out:
     os.kill(pid, signal.SIGKILL)  # it may have exited just now: killing a zombie is harmless
   _, status, usage = os.wait4(pid, 0)
   cpu = usage.ru_utime + usage.ru_stime
-  if timed_out or (os.WIFSIGNALED(status) and cpu >= cfg["cpu_s"] - 0.05):
+  # The CPU limit's kill: rusage can read a few percent under the time the kernel's limit counts
+  # (0.94 s at a 1 s limit on a loaded host).
+  if timed_out or (os.WIFSIGNALED(status) and cpu >= cfg["cpu_s"] - _CPU_LIMIT_SLACK_S):
     os._exit(EXIT_TIMEOUT)
   code = os.waitstatus_to_exitcode(status) % 256
   os._exit(EXIT_RESERVED if code in (EXIT_SETUP, EXIT_TIMEOUT) else code)
@@ -195,22 +199,74 @@ def _readable(fd: int, timeout_s: float) -> bool:
   return bool(poller.poll(timeout_s * 1000.0))  # PEP 475: EINTR retries with the time left
 
 
-def _exits_within(pid: int, timeout_s: float) -> bool:
-  """Whether child `pid` exits within `timeout_s`; leaves it unreaped either way."""
+def _exits_within(pid: int, timeout_s: float, wall_s: float) -> bool:
+  """Whether child `pid` exits before its own time reaches `timeout_s`; leaves it unreaped.
+
+  Its own time is the wall time less the time it sat runnable waiting for a CPU (the kernel's
+  run delay, /proc/<pid>/schedstat): on a loaded host a benign program is not timed out for the
+  host's load, while one that loops or sleeps still is. `wall_s` bounds the wall time whatever
+  the delays. Where the run delay cannot be read the limit is plain wall time.
+  """
+  wait = _exit_waiter(pid)
+  delay = _RunDelay(pid)
+  start = time.monotonic()
+  own = elapsed = 0.0
+  while True:
+    left = min(timeout_s - own, wall_s - elapsed)
+    if left <= _MIN_WAIT_S:
+      return False
+    if wait(left):
+      return True
+    elapsed = time.monotonic() - start
+    own = elapsed - delay.since_start()
+
+
+class _RunDelay:
+  """Seconds child `pid` has waited for a CPU since construction (0.0 where not readable)."""
+
+  def __init__(self, pid: int):
+    self._path = f"/proc/{pid}/schedstat"
+    # Another pid namespace's /proc would name some other process: use it only if it is ours.
+    self._start = self._read() if _parent_of(pid) == os.getpid() else None
+
+  def _read(self) -> float | None:
+    try:
+      with open(self._path, "rb") as f:
+        return int(f.read().split()[1]) / 1e9
+    except (OSError, ValueError, IndexError):
+      return None
+
+  def since_start(self) -> float:
+    now = None if self._start is None else self._read()
+    return 0.0 if now is None else max(0.0, now - self._start)
+
+
+def _parent_of(pid: int) -> int | None:
   try:
-    pidfd = os.pidfd_open(pid)
+    with open(f"/proc/{pid}/stat", "rb") as f:
+      return int(f.read().rpartition(b")")[2].split()[1])  # fields after the command name
+  except (OSError, ValueError, IndexError):
+    return None
+
+
+def _exit_waiter(pid: int):
+  """wait(t): whether child `pid` has exited within t seconds (a pidfd, else polling)."""
+  try:
+    pidfd = os.pidfd_open(pid)  # closed when the bootstrap exits, a moment after the verdict
   except (AttributeError, OSError):
     pidfd = -1
   if pidfd >= 0:
-    exited = _readable(pidfd, timeout_s)
-    os.close(pidfd)
-    return exited
-  deadline = time.monotonic() + timeout_s
-  while os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
-    if time.monotonic() >= deadline:
-      return False
-    time.sleep(_POLL_S)
-  return True
+    return lambda t: _readable(pidfd, t)
+
+  def poll(t: float) -> bool:
+    deadline = time.monotonic() + t
+    while os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
+      if time.monotonic() >= deadline:
+        return False
+      time.sleep(_POLL_S)
+    return True
+
+  return poll
 
 
 def _child(cfg: dict, ctypes, libc, layers: list, alive_r: int, harness) -> None:

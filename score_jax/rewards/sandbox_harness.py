@@ -8,7 +8,7 @@ Layers 1 and 2 live in `sandbox_bootstrap`, which hands the confined child over 
 
 Layers, in order (each a no-op with a note when the kernel or the uid does not allow it):
 1. bootstrap (root, outside): parent-death signal; new mount/net/pid/ipc/uts namespaces; a
-   size-capped tmpfs on the work dir; fork. The bootstrap enforces the wall-clock limit, reaps
+   size-capped tmpfs on the work dir; fork. The bootstrap enforces the time limit, reaps
    the child and relays its status (124 when a time limit killed it).
 2. child (pid 1 of the new pid namespace, so every process the program starts dies with it):
    rlimits; drop to the run's unprivileged uid/gid; parent-death signal; no_new_privs; Landlock
@@ -24,11 +24,12 @@ exited before the tests; 4 the setup or tests raised; 5 tampering detected; 6 th
 with a status reserved for the checker; 97 sandbox setup failed (the checker's fault:
 Outcome.ERROR); 124 a time limit killed the run.
 
-Timing: the wall-clock and CPU limits are the program's, not the sandbox's. Just before the
+Timing: the time and CPU limits are the program's, not the sandbox's. Just before the
 program's first bytecode the confined child writes `S` on the parent's status pipe
 (`cfg["status_fd"]`; so it precedes any output of the program) and `R` on a private pipe to the
-bootstrap, and closes both: the program can reach neither. The bootstrap starts the wall clock on
-`R`. Hence:
+bootstrap, and closes both: the program can reach neither. The bootstrap starts the clock on `R`;
+the clock counts the child's own time (wall time less its run delay, the time it sat runnable
+waiting for a CPU, from /proc/<pid>/schedstat), bounded by `cfg["wall_s"]` of wall time. Hence:
 - a run whose child never reported ready is a setup failure (97), whatever killed it, and the
   parent, which saw no `S`, calls it an ERROR: the program never ran;
 - after `S` the program's own exit status is relayed, except that 97 and 124 (which the program

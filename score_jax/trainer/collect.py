@@ -113,7 +113,7 @@ class Collector:
     """Samples `length` steps' worth of episodes and keeps the baseline's rows."""
     t, c, col = self.t, self.t.config, algorithm.collection
     if col.source == "base":
-      params = t.ref_sampler_params
+      params = t.base_sampler_params()
     else:
       params = setup_lib.sampler_params(state.params, t.mesh, t.sampler_mesh, t.model_cfg)
     me, nproc = jax.process_index(), jax.process_count()

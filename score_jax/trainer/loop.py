@@ -94,9 +94,6 @@ class Trainer:
       num_attempts=config.eval.num_attempts,
       max_new=config.eval.max_new_tokens,
     )
-    self.ref_sampler_params = setup_lib.sampler_params(
-      self.ref_params, self.mesh, self.sampler_mesh, self.model_cfg
-    )
     self.meta = {"beta2": config.stage1.beta2, "reward_acc": [], "nonfinite_skipped": 0}
     self.last_reward = 0.0  # the last attempt's training reward of the latest step (progress)
     self.collector = collect_lib.Collector(self)  # the SFT baselines' data sets
@@ -306,20 +303,30 @@ class Trainer:
       rc = dataclasses.replace(rc, num_attempts=1)
     params = setup_lib.sampler_params(state.params, self.mesh, self.sampler_mesh, self.model_cfg)
     row_offset = jax.process_index() * self.local_prompts * rc.samples_per_prompt
+    num_offline = self.num_offline if algorithm.offline_first_attempts else 0
     return offline.training_episodes(
       self.sampler,
       params,
-      self.ref_sampler_params,
+      self.base_sampler_params() if num_offline else None,
       prompt_ids,
       self.instruction,
       rc,
       jax.random.fold_in(jax.random.key(self.config.seed), step),
-      num_offline=self.num_offline if algorithm.offline_first_attempts else 0,
+      num_offline=num_offline,
       row_offset=row_offset,
       decode=self.tok.decode,
       prompts_per_call=self.config.rollout.prompts_per_call,
       sink=sink,
     )
+
+  def base_sampler_params(self):
+    """The reference (base model) placed for the sampler, built when used and not kept.
+
+    On several processes it is a cast replica on every device, as large as the policy's own:
+    kept for the run, it would sit beside every update and every sampler call (the preflight
+    counts what stays resident: `preflight.programs.resident`).
+    """
+    return setup_lib.sampler_params(self.ref_params, self.mesh, self.sampler_mesh, self.model_cfg)
 
   def _experience(self, ep, rewards) -> experience.Experience:
     """The episodes as the update takes them: holes dropped, scored, global normalizer."""

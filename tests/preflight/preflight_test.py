@@ -12,10 +12,12 @@ import subprocess
 import sys
 import time
 
+import jax
 import pytest
 
 from score_jax.parallel import targets
 from score_jax.preflight import analysis, devices, programs, run, suggest
+from score_jax.trainer import setup
 from tests import helpers
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -183,3 +185,63 @@ ENTRY %main (x: f32[2]) -> f32[8] {
 """
   assert analysis.count_collectives(hlo) == {"all-reduce": 1, "all-gather": 4}
   assert analysis.count_collectives(hlo, in_loops=True) == {"all-reduce": 1, "all-gather": 2}
+
+
+def _param_bytes(model_cfg) -> int:
+  from score_jax.models import decoder
+
+  return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(decoder.abstract_params(model_cfg)))
+
+
+def test_resident_state_counts_beside_the_programs():
+  # One v5e-4 host, a 4-way FSDP mesh: while sampling, the optimizer state (Adam's two moments)
+  # and the reference stay on every chip beside the sampler (whose own argument is the policy);
+  # the update takes both as arguments, so nothing extra.
+  config = helpers.experiment_config("score_math", "tiny")
+  target = targets.parse("v5e-4")
+  devs = devices.topology_devices(target)
+  built = programs.build(config, devs)
+  per_chip = _param_bytes(built.model_cfg) / 4
+  sampler = {p.resident_bytes for p in built.programs if p.name.startswith("sampler:")}
+  update = {p.resident_bytes for p in built.programs if p.name.startswith("update:")}
+  assert update == {0}
+  (kept,) = sampler
+  assert kept == pytest.approx(3 * per_chip, rel=0.02), (kept, per_chip)  # mu + nu + reference
+  # Four v5e-4 hosts: each samples from its own cast replica of the policy (an argument); a run
+  # that samples first attempts from the base model also holds the reference's replica then.
+  config.train.global_batch = 16
+  multi = targets.parse("v5e-16")
+  multi_devs = devices.topology_devices(multi)
+  mesh, sampler_mesh = setup.make_meshes(config, multi_devs)
+  state_and_ref = 4 * _param_bytes(built.model_cfg) / 16  # params, mu, nu, reference
+  kept, what = programs.resident(config, built.model_cfg, mesh, sampler_mesh)["sampler"]
+  # (16 shards of the tiny preset's small dims round up: a few percent over the even split)
+  assert kept == pytest.approx(state_and_ref, rel=0.05) and what == "train state + reference"
+  config.stage2.offline_first_attempt_ratio = 0.5
+  kept, what = programs.resident(config, built.model_cfg, mesh, sampler_mesh)["sampler"]
+  replica = _param_bytes(built.model_cfg)  # f32 compute in the tiny preset: cast is a copy
+  assert kept == pytest.approx(state_and_ref + replica, rel=0.05), what
+
+
+def test_a_program_that_fits_alone_does_not_fit_beside_the_resident_state():
+  fields = dict(name="sampler:decode", compile_s=0.0, argument_bytes=1, output_bytes=1)
+  fields.update(alias_bytes=0, temp_bytes=0, code_bytes=0, peak_bytes=6 << 30)
+  fields.update(usable_bytes=10 << 30, xla_flops=0.0, collectives={}, loop_collectives={})
+  alone = analysis.Compiled(**fields)
+  beside = analysis.Compiled(**fields, resident_bytes=5 << 30)
+  assert alone.fits and not beside.fits
+  assert beside.total_bytes == 11 << 30 and beside.fraction == pytest.approx(1.1)
+
+
+def test_plan_lists_the_resident_bytes_per_cell_without_compiling():
+  from score_jax.preflight import plan
+
+  table = plan.resident_markdown(["gemma-2b"], ["v5p-8", "v5e-16"]).splitlines()
+  cells = {row.split("|")[2].strip(): row.split("|")[3:5] for row in table[2:]}
+  one_host, four_hosts = cells["v5p-8"], cells["v5e-16"]
+  # gemma-2b in f32 on 4 chips: Adam's two moments and the reference, a quarter each; on 16
+  # chips over 4 hosts the policy's own parameters too, a sixteenth each.
+  params = _param_bytes(programs.model_config(plan.paper_config("gemma-2b"))) / 2**30
+  assert float(one_host[0]) == pytest.approx(3 * params / 4, abs=0.06), one_host
+  assert float(four_hosts[0]) == pytest.approx(4 * params / 16, abs=0.06), four_hosts
+  assert one_host[1].strip() == "optimizer state + reference"

@@ -54,10 +54,16 @@ if os.geteuid() == 0:  # pid namespace: the lingering child dies with the finish
 
 
 @contextlib.contextmanager
-def loaded_machine():
-  """One busy loop per core for the duration (the sandboxes compete with them)."""
+def loaded_machine(per_core: int = 1, own_sessions: bool = False):
+  """`per_core` busy loops per core for the duration (the sandboxes compete with them).
+
+  Each sandbox leads its own session, which the kernel's autogroup scheduling (where enabled)
+  shares the CPUs with as a whole against ours: `own_sessions` gives every loop its own session
+  too, so that the sandbox gets no more than any one of them.
+  """
   burners = [
-    subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count())
+    subprocess.Popen([sys.executable, "-c", "while True: pass"], start_new_session=own_sessions)
+    for _ in range(per_core * os.cpu_count())
   ]
   try:
     yield
@@ -128,9 +134,11 @@ def test_hundreds_of_programs_under_load_one_shot():
 
 @pytest.mark.slow
 def test_cpu_and_wall_limits_firing_together_is_timeout():
-  # On an idle machine a busy loop reaches RLIMIT_CPU (ceil(timeout)) at about the same instant
-  # as the wall-clock limit when the timeout is whole. A SIGALRM-based bootstrap used to lose
-  # that race about once in 30 runs (an ERROR: "ProcessLookupError"); no load here, on purpose.
+  # With RLIMIT_CPU at ceil(timeout), a busy loop reached it at about the same instant as the
+  # time limit when the timeout is whole: a SIGALRM-based bootstrap lost that race about once
+  # in 30 runs (an ERROR: "ProcessLookupError"), and once the limit counted the program's own
+  # time, the CPU limit's kill (with rusage reading 0.94 s) won it as a WRONG. The CPU limit now
+  # sits a second above; no load here, on purpose.
   n = 60
   start = time.monotonic()
   with pool.RewardPool(2, code_timeout_s=1.0) as p:
@@ -139,6 +147,31 @@ def test_cpu_and_wall_limits_firing_together_is_timeout():
     (1.0, "loop_top_level", Outcome(int(o)), d) for o, d in zip(result.outcomes, result.details)
   ]
   _check(seen, time.monotonic() - start, "pool, idle machine, whole-second limit")
+
+
+@pytest.mark.parametrize("use_zygote", [False, True])
+def test_time_spent_waiting_for_a_cpu_is_not_the_programs(use_zygote):
+  # 0.25 s of CPU under a 0.6 s limit while three busy loops per core compete: the program's
+  # wall time is well over the limit (it prints it), its own time is not. Under a plain
+  # wall-clock limit this correct program was a TIMEOUT on a loaded host.
+  program = ADD + (
+    "import time\nt0, c0 = time.monotonic(), time.process_time()\n"
+    "while time.process_time() - c0 < 0.25: pass\nprint(time.monotonic() - t0)"
+  )
+  with contextlib.ExitStack() as stack:
+    zygote = stack.enter_context(code_reward.Zygote()) if use_zygote else None
+    stack.enter_context(loaded_machine(per_core=3, own_sessions=True))
+    r = code_reward.run_tests(program, TESTS, timeout_s=0.6, zygote=zygote)
+  assert r.verdict.outcome == Outcome.CORRECT, r
+  assert float(r.stdout.split()[-1]) > 0.6, r.stdout  # it did wait past the limit
+
+
+def test_a_sleeping_program_is_timed_out_at_the_limit_on_a_loaded_host():
+  # Sleeping is the program's own time: no wait for a CPU extends it.
+  with loaded_machine(per_core=3, own_sessions=True):
+    r = code_reward.run_tests("import time\ntime.sleep(60)", TESTS, timeout_s=0.5)
+  assert r.verdict.outcome == Outcome.TIMEOUT, r
+  assert r.duration_s < 0.5 * code_reward.WALL_BACKSTOP, r
 
 
 def test_setup_failure_is_error_not_the_programs(monkeypatch):
