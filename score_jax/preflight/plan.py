@@ -189,7 +189,7 @@ def resident_markdown(models, target_names) -> str:
         devs = jax.devices()[: target.num_devices]
       mesh, sampler_mesh = setup.make_meshes(config, devs)
       model_cfg = programs.model_config(config)
-      kept, what = programs.resident(config, model_cfg, mesh, sampler_mesh)["sampler"]
+      kept, what = programs.resident(config, model_cfg, mesh, sampler_mesh)
       lines.append(f"| {preset} | {name} | {kept / 2**30:.1f} | {what} |")
   return "\n".join(lines)
 

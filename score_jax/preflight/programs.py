@@ -143,16 +143,16 @@ def device_bytes(tree: PyTree) -> int:
   )
 
 
-def resident(config, model_cfg, mesh: Mesh, sampler_mesh: Mesh) -> dict[str, tuple[int, str]]:
-  """Per device, what the trainer (`trainer.loop`) keeps alive beside each phase's programs.
+def resident(config, model_cfg, mesh: Mesh, sampler_mesh: Mesh) -> tuple[int, str]:
+  """Per device, what the trainer (`trainer.loop`) keeps alive beside the sampler's programs.
 
   The train state (parameters and optimizer state) and the reference parameters live on the
   training mesh for the whole run. While sampling all of them sit beside the sampler's
   programs, except the policy's parameters, which are the sampler's own argument on one
   process; on several processes, a run that samples from the base model (offline first
   attempts, base-model collection) also holds the reference's cast replica then
-  (`Trainer.base_sampler_params`). The update takes the state and the reference as arguments.
-  Returns {"sampler": (bytes, what), "update": (bytes, what)}.
+  (`Trainer.base_sampler_params`). The update takes the state and the reference as arguments:
+  nothing of the run's sits beside it. Returns (bytes, what).
   """
   optimizer = optim.make_optimizer(setup_lib.optim_config(config))
   state = optim.abstract_train_state(model_cfg, optimizer, mesh)
@@ -164,7 +164,7 @@ def resident(config, model_cfg, mesh: Mesh, sampler_mesh: Mesh) -> dict[str, tup
   elif _samples_from_base(config):
     sampling += device_bytes(_sampler_params(model_cfg, mesh, sampler_mesh))
     what += " + the reference's sampler replica"
-  return {"sampler": (sampling, what), "update": (0, "")}
+  return sampling, what
 
 
 def _samples_from_base(config) -> bool:
@@ -385,11 +385,11 @@ def build(
   model_cfg = model_config(config)
   shapes = shapes_of(config, mesh, sampler_mesh, num_processes)
   programs = []
-  kept = resident(config, model_cfg, mesh, sampler_mesh)
   if "sampler" in which:
     programs += _sampler_programs(config, model_cfg, mesh, sampler_mesh, shapes)
+    kept = resident(config, model_cfg, mesh, sampler_mesh)
+    for p in programs:
+      p.resident_bytes, p.resident_what = kept
   if "update" in which:
     programs += _update_programs(config, model_cfg, mesh, shapes, last_phase_only)
-  for p in programs:
-    p.resident_bytes, p.resident_what = kept[p.name.split(":")[0]]
   return RunPrograms(model_cfg, mesh, sampler_mesh, shapes, programs, num_processes)

@@ -15,6 +15,7 @@ import time
 import jax
 import pytest
 
+from score_jax.models import decoder
 from score_jax.parallel import targets
 from score_jax.preflight import analysis, devices, programs, run, suggest
 from score_jax.trainer import setup
@@ -188,8 +189,6 @@ ENTRY %main (x: f32[2]) -> f32[8] {
 
 
 def _param_bytes(model_cfg) -> int:
-  from score_jax.models import decoder
-
   return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(decoder.abstract_params(model_cfg)))
 
 
@@ -214,11 +213,11 @@ def test_resident_state_counts_beside_the_programs():
   multi_devs = devices.topology_devices(multi)
   mesh, sampler_mesh = setup.make_meshes(config, multi_devs)
   state_and_ref = 4 * _param_bytes(built.model_cfg) / 16  # params, mu, nu, reference
-  kept, what = programs.resident(config, built.model_cfg, mesh, sampler_mesh)["sampler"]
+  kept, what = programs.resident(config, built.model_cfg, mesh, sampler_mesh)
   # (16 shards of the tiny preset's small dims round up: a few percent over the even split)
   assert kept == pytest.approx(state_and_ref, rel=0.05) and what == "train state + reference"
   config.stage2.offline_first_attempt_ratio = 0.5
-  kept, what = programs.resident(config, built.model_cfg, mesh, sampler_mesh)["sampler"]
+  kept, what = programs.resident(config, built.model_cfg, mesh, sampler_mesh)
   replica = _param_bytes(built.model_cfg)  # f32 compute in the tiny preset: cast is a copy
   assert kept == pytest.approx(state_and_ref + replica, rel=0.05), what
 
