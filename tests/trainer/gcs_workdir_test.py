@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import fsspec
 import jax
@@ -78,11 +79,20 @@ def test_writers_and_checkpoints_in_a_bucket(bucket, tmp_path):
   assert storage.isfile(f"{run}/checkpoints/3/commit_success.txt")  # Orbax's GCS commit marker
 
 
-def _main(workdir: str, *flags: str) -> subprocess.CompletedProcess:
-  env = dict(os.environ, XLA_FLAGS=numerics.subprocess_xla_flags(4))
+def _main(workdir: str, *flags: str, cache_dir) -> subprocess.CompletedProcess:
+  """`score_math.py:tiny` in a subprocess on 4 devices; the test's runs share a persistent
+  compilation cache (the same programs: only the first run compiles them)."""
+  env = dict(
+    os.environ,
+    XLA_FLAGS=numerics.subprocess_xla_flags(4),
+    JAX_COMPILATION_CACHE_DIR=str(cache_dir),
+    JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+  )
+  start = time.time()
   cmd = [sys.executable, "-m", "score_jax.main", *FLAGS, *flags, f"--workdir={workdir}"]
   res = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
   assert res.returncode == 0, res.stderr[-3000:]
+  print(f"{workdir} {' '.join(flags)}: {time.time() - start:.0f} s")
   return res
 
 
@@ -96,7 +106,8 @@ def _logged(records: list[dict]) -> list[dict]:
 
 @pytest.mark.slow
 def test_train_in_a_bucket_resume_and_match_local(bucket, tmp_path):
-  _main(RUN)
+  cache = tmp_path / "xla_cache"
+  _main(RUN, cache_dir=cache)
   fs = fsspec.filesystem("gs")
   objects = {p.split("/", 2)[2] for p in fs.find(RUN)}  # 'bucket/run/x' -> 'x'
   for name in ("config.json", "metrics.jsonl", "episodes.jsonl", "eval/final.json",
@@ -109,14 +120,14 @@ def test_train_in_a_bucket_resume_and_match_local(bucket, tmp_path):
   runs, missing = workdirs.load_all([f"gs://{fake_gcs.BUCKET}"])  # the report finds the run
   assert [r.path for r in runs] == [RUN] and not missing
   # A longer schedule on the same workdir resumes from the bucket's step-2 checkpoint.
-  res = _main(RUN, "--config.stage2.steps=2")
+  res = _main(RUN, "--config.stage2.steps=2", cache_dir=cache)
   assert "resumed from step 2" in res.stdout
   resumed = metric_writers.read_metrics(RUN)
   assert [r["step"] for r in resumed] == [1, 2, 3] and resumed[:2] == first
   assert storage.isfile(f"{RUN}/checkpoints/3/commit_success.txt")
   # The same run on a local disk: the same numbers.
   local = tmp_path / "local"
-  _main(str(local))
+  _main(str(local), cache_dir=cache)
   assert _logged(metric_writers.read_metrics(local)) == _logged(first)
   local_final = json.loads((local / "eval" / "final.json").read_text())
   assert local_final["metrics"] == final["metrics"]
