@@ -65,19 +65,10 @@ def _gguf_or_skip():
     pytest.skip(f"SmolLM2 GGUF not reachable: {e}")
 
 
-@pytest.fixture(scope="module")
-def xla_cache(tmp_path_factory):
-  """A persistent compilation cache the module's runs share (the same SmolLM2 programs)."""
-  return tmp_path_factory.mktemp("xla_cache")
-
-
-def _main(workdir, arg: str, *flags: str, cache_dir) -> float:
+def _main(workdir, arg: str, *flags: str) -> float:
   """The documented command, one CPU device as a user runs it; returns its wall seconds."""
   _gguf_or_skip()
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-  env.update(
-    JAX_COMPILATION_CACHE_DIR=str(cache_dir), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0"
-  )
   cmd = [sys.executable, "-m", "score_jax.main",
          f"--config=experiments/smollm2_selfcorrect.py:{arg}", f"--workdir={workdir}", *flags]  # fmt: skip
   start = time.time()
@@ -87,19 +78,17 @@ def _main(workdir, arg: str, *flags: str, cache_dir) -> float:
 
 
 @pytest.mark.slow
-def test_tiny_runs_resumes_and_export_matches_transformers(tmp_path, xla_cache):
+def test_tiny_runs_resumes_and_export_matches_transformers(tmp_path):
   from score_jax.compare import hf_check
 
   # Its wall time is printed, not asserted: a timed test fails on a loaded machine, not on a
   # slow program (BUILD_NOTES records the measured figure).
-  print(f":tiny ran in {_main(tmp_path, 'tiny', cache_dir=xla_cache):.0f} s")
+  print(f":tiny ran in {_main(tmp_path, 'tiny'):.0f} s")
   assert sorted(os.listdir(tmp_path / "eval")) == ["base_seed0.json", "score_seed0.json"]
   assert (tmp_path / "export" / "score_seed0" / "model.safetensors").exists()
   timings = json.loads((tmp_path / "timings.json").read_text())
   results = (tmp_path / "eval" / "score_seed0.json").read_text()
-  _main(
-    tmp_path, "tiny", cache_dir=xla_cache
-  )  # a rerun resumes: every phase cached, nothing redone
+  _main(tmp_path, "tiny")  # a rerun resumes: every phase cached, nothing redone
   assert json.loads((tmp_path / "timings.json").read_text()) == timings
   assert (tmp_path / "eval" / "score_seed0.json").read_text() == results
   parity = hf_check.check_export(str(tmp_path), "score_seed0", 16, batch_size=16)
@@ -107,7 +96,7 @@ def test_tiny_runs_resumes_and_export_matches_transformers(tmp_path, xla_cache):
 
 
 @pytest.mark.slow
-def test_base_parity_with_transformers_on_test_problems(tmp_path, xla_cache):
+def test_base_parity_with_transformers_on_test_problems(tmp_path):
   """Our sampler's greedy two-attempt evaluation of the GGUF base = transformers' generate.
 
   The documented `:parity` run evaluates 200 test problems; here both sides take the first 64
@@ -118,7 +107,7 @@ def test_base_parity_with_transformers_on_test_problems(tmp_path, xla_cache):
   """
   from score_jax.compare import hf_check
 
-  _main(tmp_path, "parity", "--config.compare.eval_problems=64", cache_dir=xla_cache)
+  _main(tmp_path, "parity", "--config.compare.eval_problems=64")
   assert sorted(os.listdir(tmp_path / "eval")) == ["base_seed0.json"]
   parity = hf_check.check_base(str(tmp_path), 64, batch_size=25)
   assert parity.num_problems == 64
