@@ -41,14 +41,22 @@ def experiment_config(name: str, arg: str = "tiny"):
   return module.get_config(arg)
 
 
+def compilation_cache_env(cache_dir) -> dict[str, str]:
+  """Environment variables that give JAX subprocesses one persistent compilation cache: a
+  test's runs of the same programs compile them once (every compile cached, however short)."""
+  return {
+    "JAX_COMPILATION_CACHE_DIR": str(cache_dir),
+    "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+  }
+
+
 def one_device_cached_env(cache_dir):
   """Environment of a training subprocess: one device keeps compiles short, and a persistent
   compilation cache shared by the test's runs makes restarts cheap."""
   return dict(
     os.environ,
     XLA_FLAGS="--xla_force_host_platform_device_count=1",
-    JAX_COMPILATION_CACHE_DIR=str(cache_dir),
-    JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+    **compilation_cache_env(cache_dir),
   )
 
 

@@ -7,6 +7,8 @@ import sys
 
 import pytest
 
+from tests import helpers
+
 REPO = pathlib.Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "launch" / "bench_one_gpu.sh"
 
@@ -19,8 +21,7 @@ def _run(out: pathlib.Path, budget: int, **args) -> str:
     XLA_FLAGS="--xla_force_host_platform_device_count=1",
     SCORE_TUNIX_PYTHON=str(out / "no-tunix" / "python"),  # tunix sides skipped, ours run
     # The parts share shapes: a persistent compilation cache compiles each program once.
-    JAX_COMPILATION_CACHE_DIR=str(out / "xla_cache"),
-    JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+    **helpers.compilation_cache_env(out / "xla_cache"),
     **args,
   )
   proc = subprocess.run(

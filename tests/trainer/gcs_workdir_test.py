@@ -22,7 +22,7 @@ from score_jax import storage
 from score_jax.report import workdirs
 from score_jax.trainer import checkpoint as checkpoint_lib
 from score_jax.trainer import metric_writers
-from tests import fake_gcs, numerics
+from tests import fake_gcs, helpers, numerics
 from tests.trainer.metrics_test import _read_events
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -85,8 +85,7 @@ def _main(workdir: str, *flags: str, cache_dir) -> subprocess.CompletedProcess:
   env = dict(
     os.environ,
     XLA_FLAGS=numerics.subprocess_xla_flags(4),
-    JAX_COMPILATION_CACHE_DIR=str(cache_dir),
-    JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+    **helpers.compilation_cache_env(cache_dir),
   )
   start = time.time()
   cmd = [sys.executable, "-m", "score_jax.main", *FLAGS, *flags, f"--workdir={workdir}"]
