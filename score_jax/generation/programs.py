@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
-from score_jax.models import decoder
+from score_jax.models import decoder, layerwise_decode
 from score_jax.parallel import mesh as mesh_lib
 
 # When the decode loop gathers weights sharded over its mesh (`Sampler(weight_gather=...)`).
@@ -195,7 +195,7 @@ def _fsdp_gathered(config, params):
 def _one_token_step(config, decode_layout: bool, weight_gather: str, live_slots, params, cache):
   """(the loop's initial cache, step(tok_b, pos_b, active_b, cache) -> (logits_bv, cache)).
 
-  The decode layout (`decoder.to_decode_layout`) is converted once per call, outside the loop,
+  The decode layout (`layerwise_decode.to_decode_layout`) is converted once per call, outside the loop,
   keeping the `live_slots` the call can reach; otherwise each step runs the stacked model
   (`nn.scan` over layers) on the whole stacked cache.
 
@@ -208,12 +208,12 @@ def _one_token_step(config, decode_layout: bool, weight_gather: str, live_slots,
   if weight_gather == "per_call":
     params = _fsdp_gathered(config, params)
   if decode_layout:
-    per_layer = decoder.unstack_layers(params)
+    per_layer = layerwise_decode.unstack_layers(params)
 
     def step(tok_b, pos_b, active_b, cache):
-      return decoder.decode_step(config, per_layer, tok_b, pos_b, active_b, cache)
+      return layerwise_decode.decode_step(config, per_layer, tok_b, pos_b, active_b, cache)
 
-    return decoder.to_decode_layout(cache, live_slots), step
+    return layerwise_decode.to_decode_layout(cache, live_slots), step
 
   def stacked_step(tok_b, pos_b, active_b, cache):
     logits_b1v, cache = decoder.forward(
@@ -306,7 +306,9 @@ def _decode_outputs(decode_layout, gen_len, state, start, turn, c):
   new_state = {
     **state,
     "cache": (
-      decoder.from_decode_layout(c["cache"], into=state["cache"]) if decode_layout else c["cache"]
+      layerwise_decode.from_decode_layout(c["cache"], into=state["cache"])
+      if decode_layout
+      else c["cache"]
     ),
     "tokens_bs": put(state["tokens_bs"], c["tokens_bg"]),
     "logp_bs": put(state["logp_bs"], c["logp_bg"]),

@@ -146,7 +146,7 @@ class Sampler:
     weight_gather: str = "per_call",
   ):
     """`decode_layout`: decode steps read per-layer weights and a per-layer, key-transposed
-    cache, converted once per call (`models.decoder.decode_step`): 2-3x faster steps on CPU,
+    cache, converted once per call (`models.layerwise_decode.decode_step`): 2-3x faster steps on CPU,
     but a second copy of weights and cache. None: on when the sampler's devices are CPUs, off
     on accelerators. The stacked layout slices each layer's weights in every step; XLA's GPU
     compiler (H200, jax 0.10.2) copies those slices instead of fusing them into the matmuls,

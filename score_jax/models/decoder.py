@@ -57,7 +57,35 @@ def _remat(block_cls, policy: str):
   return nn.remat(block_cls, policy=pol, prevent_cse=False)
 
 
-def _layer_inputs(cfg: ModelConfig):
+def layer_stack(cfg: ModelConfig, length: int):
+  """The scanned layers: `length` Blocks over stacked parameters (leading axis 'layers')."""
+  return nn.scan(
+    _remat(layers.Block, cfg.remat_policy),
+    variable_axes={"params": 0},
+    split_rngs={"params": True},
+    in_axes=(0, nn.broadcast),
+    length=length,
+    # scan_layers=False unrolls the loop fully: same stacked parameters, no while loop.
+    unroll=1 if cfg.scan_layers else length,
+    metadata_params={nn.PARTITION_NAME: "layers"},
+  )
+
+
+def cache_free_context(positions_bt, mask_bt, segments_bt=None) -> layers.AttnContext:
+  """The attention context of a call without a cache: every slot is both query and key."""
+  slots_t = jnp.arange(mask_bt.shape[1], dtype=jnp.int32)
+  return layers.AttnContext(
+    q_positions_bt=positions_bt.astype(jnp.int32),
+    q_slots_t=slots_t,
+    kv_positions_bs=positions_bt.astype(jnp.int32),
+    kv_valid_bs=mask_bt.astype(bool),
+    kv_slots_s=slots_t,
+    cache_index=None,
+    segments_bt=None if segments_bt is None else segments_bt.astype(jnp.int32),
+  )
+
+
+def layer_inputs(cfg: ModelConfig):
   """Per-layer scan inputs: layer index, RoPE inverse frequencies, attention window."""
   inv = {t: layers.rope_inv_freq(cfg, t) for t in ("global", "local")}
   inv_freq_lk = np.stack([inv[t] for t in cfg.layer_types])
@@ -68,7 +96,7 @@ def _layer_inputs(cfg: ModelConfig):
   return (jnp.arange(cfg.num_layers, dtype=jnp.int32), jnp.asarray(inv_freq_lk), window_l)
 
 
-def _written_slots(cache, positions_bt, mask_bt):
+def written_slots(cache, positions_bt, mask_bt):
   """The cache's valid bits and positions after writing t tokens at its index; their slots."""
   index = cache["index"].astype(jnp.int32)
   kv_valid = jax.lax.dynamic_update_slice(cache["valid"], mask_bt, (0, index))
@@ -113,7 +141,6 @@ class Decoder(nn.Module):
     cache: Cache | None = None,
     segments_bt=None,
     last_only: bool = False,
-    logit_slots_bk=None,
   ):
     cfg = self.config
     _check_inputs(cfg, tokens_bt, positions_bt, mask_bt, cache, segments_bt)
@@ -122,37 +149,25 @@ class Decoder(nn.Module):
     t = tokens_bt.shape[1]
     if cache is None:
       kv, index = None, None
-      kv_valid, kv_pos, q_slots = mask_bt, positions_bt, jnp.arange(t, dtype=jnp.int32)
+      ctx = cache_free_context(positions_bt, mask_bt, segments_bt)
     else:
       kv, index = (cache["k"], cache["v"]), cache["index"].astype(jnp.int32)
-      kv_valid, kv_pos, q_slots = _written_slots(cache, positions_bt, mask_bt)
-    ctx = layers.AttnContext(
-      q_positions_bt=positions_bt,
-      q_slots_t=q_slots,
-      kv_positions_bs=kv_pos,
-      kv_valid_bs=kv_valid,
-      kv_slots_s=jnp.arange(kv_valid.shape[1], dtype=jnp.int32),
-      cache_index=index,
-      segments_bt=None if segments_bt is None else segments_bt.astype(jnp.int32),
-    )
+      kv_valid, kv_pos, q_slots = written_slots(cache, positions_bt, mask_bt)
+      ctx = layers.AttnContext(
+        q_positions_bt=positions_bt,
+        q_slots_t=q_slots,
+        kv_positions_bs=kv_pos,
+        kv_valid_bs=kv_valid,
+        kv_slots_s=jnp.arange(kv_valid.shape[1], dtype=jnp.int32),
+        cache_index=index,
+      )
 
     embedder = Embedder(cfg, name="embedder")
     x_btd = embedder.encode(tokens_bt)
-    stack = nn.scan(
-      _remat(layers.Block, cfg.remat_policy),
-      variable_axes={"params": 0},
-      split_rngs={"params": True},
-      in_axes=(0, nn.broadcast),
-      length=cfg.num_layers,
-      # scan_layers=False unrolls the loop fully: same stacked parameters, no while loop.
-      unroll=1 if cfg.scan_layers else cfg.num_layers,
-      metadata_params={nn.PARTITION_NAME: "layers"},
-    )
-    (x_btd, kv), _ = stack(cfg, name="layers")((x_btd, kv), _layer_inputs(cfg), ctx)
+    stack = layer_stack(cfg, cfg.num_layers)
+    (x_btd, kv), _ = stack(cfg, name="layers")((x_btd, kv), layer_inputs(cfg), ctx)
     if last_only:  # the sampler needs only the next token's logits: skip [b, t, vocab]
       x_btd = x_btd[:, -1:]
-    elif logit_slots_bk is not None:  # the update scores only the slots before its loss tokens
-      x_btd = jnp.take_along_axis(x_btd, logit_slots_bk[:, :, None].astype(jnp.int32), axis=1)
     x_btd = layers.RMSNorm(cfg, name="final_norm")(x_btd)
     if cfg.tie_embeddings:
       logits_btv = embedder.decode(x_btd)
@@ -166,8 +181,8 @@ class Decoder(nn.Module):
     )
     if cache is None:
       return logits_btv, None
-    new_cache = {"k": kv[0], "v": kv[1], "valid": kv_valid, "positions": kv_pos, "index": index + t}
-    return logits_btv, new_cache
+    new_cache = {"k": kv[0], "v": kv[1], "valid": ctx.kv_valid_bs, "positions": ctx.kv_positions_bs}
+    return logits_btv, {**new_cache, "index": index + t}
 
 
 def _dummy_inputs():
@@ -230,7 +245,6 @@ def forward(
   cache: Cache | None = None,
   segments_bt: jax.Array | None = None,
   last_only: bool = False,
-  logit_slots_bk: jax.Array | None = None,
 ) -> tuple[jax.Array, Cache | None]:
   """Runs the decoder. mask defaults to all real; positions to `default_positions`.
 
@@ -238,8 +252,7 @@ def forward(
   or append needs just each row's next-token distribution, and the full [b, t, vocab] would be
   the largest buffer of the program (37 GiB per v5e device for the paper's MATH prefill).
 
-  `logit_slots_bk` (int [b, k]) returns those slots' logits only ([b, k, vocab]): an RL update
-  needs them only before its loss tokens, and the vocabulary head is ~1/5 of Gemma-2B's FLOPs.
+  `logits_at_slots` computes the logits of chosen slots only (the RL update's).
 
   `segments_bt` (int, no cache) packs several sequences into a row: slots attend only within
   their own segment id; give each segment its own positions (0, 1, ...).
@@ -252,9 +265,7 @@ def forward(
   _check_inputs(config, tokens_bt, positions_or_tokens, mask_bt, cache, segments_bt)
   if positions_bt is None:
     positions_bt = default_positions(jnp.asarray(mask_bt), cache)
-  if last_only and logit_slots_bk is not None:
-    raise ValueError("forward: give last_only or logit_slots_bk, not both")
-  args = (tokens_bt, positions_bt, mask_bt, cache, segments_bt, last_only, logit_slots_bk)
+  args = (tokens_bt, positions_bt, mask_bt, cache, segments_bt, last_only)
   return Decoder(config).apply({"params": params}, *args)
 
 
@@ -321,79 +332,51 @@ def init_cache(config: ModelConfig, batch_size: int, max_len: int, dtype=None) -
   }
 
 
-# The decode layout: what the sampler's one-token-per-step loop reads on CPU. Per layer, its
-# own arrays (no per-step slice of a stacked [l, ...] cache or parameter tree, which the CPU
-# compiler copies every step), keys transposed so one row's keys are contiguous along slots.
-# Converted once per decode call; see `layers._attend_one_token`.
-DecodeCache = dict[str, Any]
-
-
-def to_decode_layout(cache: Cache, slots: int | None = None) -> DecodeCache:
-  """[l, b, s, n, k] k/v -> per layer (k [b, n, k, s'], v [b, n, s', k]); the rest as is.
-
-  `slots` (static) keeps only the first s' slots: those a decode call can read or write (the
-  slots of later turns are still empty), so each step streams less cache.
-  """
-  slots = cache["k"].shape[2] if slots is None else slots
-  kv = tuple(
-    (cache["k"][i, :, :slots].transpose(0, 2, 3, 1), cache["v"][i, :, :slots].transpose(0, 2, 1, 3))
-    for i in range(cache["k"].shape[0])
-  )
-  rows = {key: cache[key][:, :slots] for key in ("valid", "positions")}
-  return {"kv": kv, **rows, "index": cache["index"]}
-
-
-def from_decode_layout(dcache: DecodeCache, into: Cache | None = None) -> Cache:
-  """The inverse of `to_decode_layout`; with `into`, its first slots are overwritten."""
-  k = jnp.stack([kt.transpose(0, 3, 1, 2) for kt, _ in dcache["kv"]])
-  v = jnp.stack([vt.transpose(0, 2, 1, 3) for _, vt in dcache["kv"]])
-  live = {"k": k, "v": v, "valid": dcache["valid"], "positions": dcache["positions"]}
-  if into is not None:
-    live = {
-      key: jax.lax.dynamic_update_slice(into[key], x, (0,) * x.ndim) for key, x in live.items()
-    }
-  return {**live, "index": dcache["index"]}
-
-
-def unstack_layers(params: PyTree) -> PyTree:
-  """Params with the stacked 'layers' tree split into a tuple of per-layer trees."""
-  num = jax.tree.leaves(params["layers"])[0].shape[0]
-  per_layer = tuple(jax.tree.map(lambda x, i=i: x[i], params["layers"]) for i in range(num))
-  return {**params, "layers": per_layer}
-
-
-def decode_step(config: ModelConfig, params: PyTree, tokens_b, positions_b, active_b, dcache):
-  """One new token per row through the model in the decode layout (`unstack_layers` params,
-  `to_decode_layout` cache): returns (float32 next-token logits [b, v], updated cache).
-
-  The same blocks, in the same order, as `forward` with a stacked cache and t = 1.
-  """
+def output_logits(config: ModelConfig, params: PyTree, x_btd: jax.Array) -> jax.Array:
+  """The last layer's output -> float32 logits: `Decoder`'s final norm and head, applied alone."""
   cfg = config
-  tokens_bt, positions_bt, mask_bt = tokens_b[:, None], positions_b[:, None], active_b[:, None]
-  kv_valid, kv_pos, q_slots = _written_slots(dcache, positions_bt.astype(jnp.int32), mask_bt)
-  ctx = layers.AttnContext(
-    q_positions_bt=positions_bt.astype(jnp.int32),
-    q_slots_t=q_slots,
-    kv_positions_bs=kv_pos,
-    kv_valid_bs=kv_valid,
-    kv_slots_s=jnp.arange(kv_valid.shape[1], dtype=jnp.int32),
-    cache_index=dcache["index"].astype(jnp.int32),
-  )
-  embedder = {"params": params["embedder"]}
-  x_btd = Embedder(cfg).apply(embedder, tokens_bt, method=Embedder.encode)
-  _, inv_freq_lk, window_l = _layer_inputs(cfg)
-  block = layers.Block(cfg, decode_layout=True)
-  new_kv = []
-  for i, layer_params in enumerate(params["layers"]):
-    layer_in = (jnp.int32(i), inv_freq_lk[i], window_l[i])
-    (x_btd, kv), _ = block.apply({"params": layer_params}, (x_btd, dcache["kv"][i]), layer_in, ctx)
-    new_kv.append(kv)
   x_btd = layers.RMSNorm(cfg).apply({"params": params["final_norm"]}, x_btd)
   if cfg.tie_embeddings:
-    logits_btv = Embedder(cfg).apply(embedder, x_btd, method=Embedder.decode)
+    emb = {"params": params["embedder"]}
+    logits_btv = Embedder(cfg).apply(emb, x_btd, method=Embedder.decode)
   else:
     head = layers.Linear(cfg, (cfg.embed_dim, cfg.vocab_size), ("embed", "vocab"))
     logits_btv = head.apply({"params": params["lm_head"]}, x_btd)
-  logits_bv = layers.softcap(logits_btv[:, 0].astype(jnp.float32), cfg.final_logit_softcap)
-  new_cache = {"kv": tuple(new_kv), "valid": kv_valid, "positions": kv_pos}
-  return logits_bv, {**new_cache, "index": dcache["index"] + 1}
+  return layers.softcap(logits_btv.astype(jnp.float32), cfg.final_logit_softcap)
+
+
+def logits_at_slots(
+  config: ModelConfig,
+  params: PyTree,
+  tokens_bt: jax.Array,
+  positions_bt: jax.Array,
+  mask_bt: jax.Array,
+  slots_bk: jax.Array,
+  segments_bt: jax.Array | None = None,
+) -> jax.Array:
+  """`forward`'s float32 logits at each row's `slots_bk` (int [b, k]) only: [b, k, vocab].
+
+  An RL update needs logits only before its loss tokens. Besides the vocabulary head (~1/5 of
+  Gemma-2B's FLOPs), the last layer's queries, attention, o_proj and MLP run at those slots only;
+  its keys and values, and every earlier layer, still need every slot. Same parameters, no
+  cache; the layers before the last are the same scan as `Decoder`'s.
+  """
+  cfg = config
+  tokens_bt = jnp.asarray(tokens_bt, jnp.int32)
+  _check_inputs(cfg, tokens_bt, positions_bt, mask_bt, None, segments_bt)
+  if slots_bk.ndim != 2 or slots_bk.shape[0] != tokens_bt.shape[0]:
+    raise ValueError(f"slots_bk must be [batch, k], got {slots_bk.shape} for {tokens_bt.shape}")
+  ctx = cache_free_context(positions_bt, mask_bt, segments_bt)
+  emb = {"params": params["embedder"]}
+  x_btd = Embedder(cfg).apply(emb, tokens_bt, method=Embedder.encode)
+  inputs, last = layer_inputs(cfg), cfg.num_layers - 1
+  if last:
+    first = jax.tree.map(lambda p: p[:last], params["layers"])
+    stack = layer_stack(cfg, last)(cfg)
+    sliced = tuple(a[:last] for a in inputs)
+    (x_btd, _), _ = stack.apply({"params": first}, (x_btd, None), sliced, ctx)
+  block = _remat(layers.Block, cfg.remat_policy)(cfg)
+  final = {"params": jax.tree.map(lambda p: p[last], params["layers"])}
+  at_last = tuple(a[last] for a in inputs)
+  (x_bkd, _), _ = block.apply(final, (x_btd, None), at_last, ctx, slots_bk.astype(jnp.int32))
+  return layers.constrain(output_logits(cfg, params, x_bkd), layers.BTV)

@@ -1,7 +1,7 @@
 """Analytic model FLOPs: the MFU convention (matmuls and attention; remat recomputation not counted).
 
-N = matmul parameters including the output head (a tied embedding counts once, as the head: the
-input lookup is a gather); T = tokens. A forward costs 2 N T plus attention's 4 t s h k per
+N = matmul parameters including the output head (the input lookup is a gather, tied to the head
+or not: not counted); T = tokens. A forward costs 2 N T plus attention's 4 t s h k per
 layer per row (scores and weighted values over s keys); a backward costs twice its forward.
 XLA's `cost_analysis()` counts a while loop's body once (scanned layers, micro-batch scans,
 the decode loop), so these formulas, not the compiler's figure, are what step-time estimates
@@ -17,10 +17,19 @@ from score_jax.models.config import ModelConfig
 
 def matmul_params(cfg: ModelConfig) -> int:
   """Parameters that enter a matmul (norm scales and biases left out)."""
-  params = decoder.abstract_params(cfg)
+  return _layer_matmul_params(cfg) + _head_params(cfg)
+
+
+def _head_params(cfg: ModelConfig) -> int:
+  return cfg.vocab_size * cfg.embed_dim
+
+
+def _layer_matmul_params(cfg: ModelConfig) -> int:
+  """The layers' matmul parameters (an untied input embedding is a gather, not counted)."""
+  layers = decoder.abstract_params(cfg)["layers"]
   return sum(
     int(np.prod(x.shape))
-    for path, x in jax.tree_util.tree_flatten_with_path(params)[0]
+    for path, x in jax.tree_util.tree_flatten_with_path(layers)[0]
     if "scale" not in jax.tree_util.keystr(path) and "bias" not in jax.tree_util.keystr(path)
   )
 
@@ -31,23 +40,32 @@ def forward(
   new_tokens: int,
   keys: int | None = None,
   head_tokens: int | None = None,
+  last_layer_queries: int | None = None,
 ) -> float:
   """One forward over `new_tokens` per row attending to `keys` positions (default: causal over
   the new tokens, counted as full t x t as kernels without block skipping do), with the output
   head at `head_tokens` of them (default: all; an RL update computes logits only before its
-  loss tokens, `LossConfig.max_new_tokens`, and counting the skipped ones would inflate MFU)."""
+  loss tokens, `LossConfig.max_new_tokens`, and counting the skipped ones would inflate MFU).
+
+  `last_layer_queries` (default: all new tokens): the last layer's queries, attention, o_proj
+  and MLP run at this many tokens only, its keys and values at all (`decoder.logits_at_slots`).
+  """
   keys = new_tokens if keys is None else keys
   head_tokens = new_tokens if head_tokens is None else min(head_tokens, new_tokens)
-  head = cfg.vocab_size * cfg.embed_dim
-  body = matmul_params(cfg) - head
-  attention = 4.0 * rows * new_tokens * keys * cfg.num_heads * cfg.head_dim * cfg.num_layers
-  return 2.0 * rows * (body * new_tokens + head * head_tokens) + attention
+  queries = new_tokens if last_layer_queries is None else min(last_layer_queries, new_tokens)
+  per_layer = _layer_matmul_params(cfg) / cfg.num_layers
+  query_side = per_layer - 2 * cfg.embed_dim * cfg.num_kv_heads * cfg.head_dim  # all but k, v
+  body = per_layer * cfg.num_layers * new_tokens - query_side * (new_tokens - queries)
+  per_query = 4.0 * rows * keys * cfg.num_heads * cfg.head_dim
+  attention = per_query * (new_tokens * (cfg.num_layers - 1) + queries)
+  return 2.0 * rows * (body + _head_params(cfg) * head_tokens) + attention
 
 
 def policy_update(cfg: ModelConfig, rows: int, seq: int, head_slots: int | None = None) -> float:
   """An RL update over [rows, seq]: the policy's forward + backward and the reference forward,
-  each with logits at `head_slots` slots per row (default: every slot)."""
-  return 4.0 * forward(cfg, rows, seq, head_tokens=head_slots)
+  each with logits, and the last layer's query side, at `head_slots` slots per row (default:
+  every slot)."""
+  return 4.0 * forward(cfg, rows, seq, head_tokens=head_slots, last_layer_queries=head_slots)
 
 
 def decode(cfg: ModelConfig, rows: int, steps: int, cache_len: int) -> float:

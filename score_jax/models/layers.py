@@ -35,7 +35,7 @@ class AttnContext(NamedTuple):
   """What every layer needs to build its mask; computed once per call, shared by the scan."""
 
   q_positions_bt: jax.Array  # RoPE positions of the new tokens
-  q_slots_t: jax.Array  # slot index of each new token (cache index + t)
+  q_slots_t: jax.Array  # slot index of each new token (cache index + t); [b, t] per row
   kv_positions_bs: jax.Array  # RoPE positions of every key slot
   kv_valid_bs: jax.Array  # bool: slot holds a real token
   kv_slots_s: jax.Array  # 0..S-1
@@ -43,6 +43,24 @@ class AttnContext(NamedTuple):
   # Packed rows (several sequences per row, no cache): the sequence id of every slot; a query
   # only sees keys of its own sequence. None: one sequence per row.
   segments_bt: jax.Array | None = None
+  # The queries' own sequence ids when they are a subset of the slots (`query_subset`).
+  q_segments_bt: jax.Array | None = None
+
+
+def take_slots(x_bt_, slots_bk: jax.Array) -> jax.Array:
+  """x [b, t, ...] at each row's slots [b, k] -> [b, k, ...]."""
+  idx = slots_bk.astype(jnp.int32).reshape(slots_bk.shape + (1,) * (x_bt_.ndim - 2))
+  return jnp.take_along_axis(x_bt_, idx, axis=1)
+
+
+def query_subset(ctx: AttnContext, slots_bk: jax.Array) -> AttnContext:
+  """The context of queries at each row's `slots_bk` only, against every key (no cache)."""
+  segments = ctx.segments_bt
+  return ctx._replace(
+    q_positions_bt=take_slots(ctx.q_positions_bt, slots_bk),
+    q_slots_t=jnp.take(ctx.q_slots_t, slots_bk.astype(jnp.int32)),
+    q_segments_bt=None if segments is None else take_slots(segments, slots_bk),
+  )
 
 
 def rope_inv_freq(config: ModelConfig, layer_type: str) -> np.ndarray:
@@ -135,12 +153,13 @@ def _masked_probs(cfg: ModelConfig, logits_bngts, ctx: AttnContext, window, dtyp
   logits = softcap(logits_bngts * cfg.attn_scale, cfg.attn_logit_softcap)
   # Query slot i sees key slot j iff j is a real token, j <= i, and (local layers) the
   # position gap is under the window (HF: W keys including the query itself).
-  seen_ts = ctx.kv_slots_s[None, :] <= ctx.q_slots_t[:, None]
-  causal_bts = ctx.kv_valid_bs[:, None, :] & seen_ts[None]
+  q_slots = ctx.q_slots_t if ctx.q_slots_t.ndim == 2 else ctx.q_slots_t[None]
+  causal_bts = ctx.kv_valid_bs[:, None, :] & (ctx.kv_slots_s <= q_slots[..., None])
   gap_bts = ctx.q_positions_bt[:, :, None] - ctx.kv_positions_bs[:, None, :]
   mask_bts = causal_bts & (gap_bts < window)
   if ctx.segments_bt is not None:
-    mask_bts &= ctx.segments_bt[:, :, None] == ctx.segments_bt[:, None, :]
+    q_segments = ctx.segments_bt if ctx.q_segments_bt is None else ctx.q_segments_bt
+    mask_bts &= q_segments[:, :, None] == ctx.segments_bt[:, None, :]
   logits = jnp.where(mask_bts[:, None, None], logits, MASK_VALUE)
   return jax.nn.softmax(logits, axis=-1).astype(dtype)
 
@@ -164,7 +183,7 @@ def _attend_stacked(cfg, q, key, val, ctx, window, layer, kv):
 
 def _attend_one_token(cfg, q, key, val, ctx, window, kv):
   """One new token per row against this layer's own cache in the decode layout
-  (keys transposed [b, n, k, s], values [b, n, s, k]; `decoder.to_decode_layout`).
+  (keys transposed [b, n, k, s], values [b, n, s, k]; `layerwise_decode.to_decode_layout`).
 
   How the query meets the cache depends on the platform the program is lowered for
   (`jax.lax.platform_dependent`): see `one_token_attention_reduce` and
@@ -228,22 +247,26 @@ class Attention(nn.Module):
   decode_layout: bool = False
 
   @nn.compact
-  def __call__(self, x_btd, ctx: AttnContext, inv_freq_k, window, layer, kv):
+  def __call__(self, x_btd, ctx: AttnContext, inv_freq_k, window, layer, kv, q_slots_bk=None):
+    """`q_slots_bk` (int [b, k], no cache): queries at those slots only, keys and values at
+    every slot; the output is [b, k, d]."""
     cfg = self.config
     d, h, n, k = cfg.embed_dim, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
     q_axes, kv_axes = ("embed", "q_heads", "head_dim"), ("embed", "kv_heads", "head_dim")
-    q = Linear(cfg, (d, h, k), q_axes, use_bias=cfg.qkv_bias, name="q_proj")(x_btd)
+    q_ctx = ctx if q_slots_bk is None else query_subset(ctx, q_slots_bk)
+    x_q = x_btd if q_slots_bk is None else take_slots(x_btd, q_slots_bk)
+    q = Linear(cfg, (d, h, k), q_axes, use_bias=cfg.qkv_bias, name="q_proj")(x_q)
     key = Linear(cfg, (d, n, k), kv_axes, use_bias=cfg.qkv_bias, name="k_proj")(x_btd)
     val = Linear(cfg, (d, n, k), kv_axes, use_bias=cfg.qkv_bias, name="v_proj")(x_btd)
     if cfg.qk_norm:
       q, key = RMSNorm(cfg, name="q_norm")(q), RMSNorm(cfg, name="k_norm")(key)
-    q = apply_rope(q, ctx.q_positions_bt, inv_freq_k)
+    q = apply_rope(q, q_ctx.q_positions_bt, inv_freq_k)
     key = apply_rope(key, ctx.q_positions_bt, inv_freq_k)
     q, key, val = constrain(q, BTHK), constrain(key, BTNK), constrain(val, BTNK)
     if self.decode_layout:
       out, kv = _attend_one_token(cfg, q, key, val, ctx, window, kv)
     else:
-      out, kv = _attend_stacked(cfg, q, key, val, ctx, window, layer, kv)
+      out, kv = _attend_stacked(cfg, q, key, val, q_ctx, window, layer, kv)
     out = constrain(out, BTHK)
     o_axes = ("q_heads", "head_dim", "embed")
     return Linear(cfg, (h, k, d), o_axes, num_in=2, name="o_proj")(out), kv
@@ -282,14 +305,19 @@ class Block(nn.Module):
   decode_layout: bool = False  # see Attention
 
   @nn.compact
-  def __call__(self, carry, layer_in, ctx: AttnContext):
+  def __call__(self, carry, layer_in, ctx: AttnContext, q_slots_bk=None):
+    """`q_slots_bk` (int [b, k], no cache): the layer's output at those slots only ([b, k, d]);
+    its keys and values still come from every slot."""
     cfg = self.config
     x, kv = carry
     layer, inv_freq_k, window = layer_in
     act_names = ("activation_batch", "activation_length", "activation_embed")
     x = constrain(x, act_names)
     h = RMSNorm(cfg, name="pre_attention_norm")(x)
-    h, kv = Attention(cfg, self.decode_layout, name="attn")(h, ctx, inv_freq_k, window, layer, kv)
+    attn = Attention(cfg, self.decode_layout, name="attn")
+    h, kv = attn(h, ctx, inv_freq_k, window, layer, kv, q_slots_bk)
+    if q_slots_bk is not None:
+      x = take_slots(x, q_slots_bk)
     if cfg.use_post_attn_norm:
       h = RMSNorm(cfg, name="post_attention_norm")(h)
     x = x + h

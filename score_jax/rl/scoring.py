@@ -94,14 +94,14 @@ def _scores_at_loss_slots(
   scored_bt = keep_bt & mb.loss_mask.astype(bool)
   slot_bk, rank_bt = _scored_slots(scored_bt, max_scored)
   k = slot_bk.shape[1]
-  logits_bkv, _ = decoder.forward(
+  logits_bkv = decoder.logits_at_slots(
     config,
     params,
     mb.tokens,
     mb.positions,
     mb.valid.astype(bool),
+    jnp.take_along_axis(src_bt, slot_bk, axis=1),
     segments_bt=mb.segments,
-    logit_slots_bk=jnp.take_along_axis(src_bt, slot_bk, axis=1),
   )
   score_bk = losses.token_logprobs(
     logits_bkv, jnp.take_along_axis(mb.tokens, slot_bk, axis=1), temperature

@@ -12,7 +12,7 @@ import torch
 from transformers import LlamaConfig
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
-from score_jax.models import decoder, layers, presets
+from score_jax.models import decoder, layers, layerwise_decode, presets
 from tests import numerics
 
 pytestmark = pytest.mark.numerics
@@ -108,17 +108,17 @@ def test_decode_layout_steps_match_full_forward(name, attention, monkeypatch):
   full, _ = fwd(params, tokens, pos, mask)
   out, cache = fwd(params, tokens[:, :8], pos[:, :8], mask[:, :8], decoder.init_cache(cfg, 3, 32))
   pieces = [out]
-  dcache = decoder.to_decode_layout(cache)
-  back = decoder.from_decode_layout(dcache)
+  dcache = layerwise_decode.to_decode_layout(cache)
+  back = layerwise_decode.from_decode_layout(dcache)
   for key in cache:  # a pure relayout: bit-exact both ways
     np.testing.assert_array_equal(np.asarray(back[key]), np.asarray(cache[key]))
-  step = jax.jit(functools.partial(decoder.decode_step, cfg))
-  per_layer = decoder.unstack_layers(params)
+  step = jax.jit(functools.partial(layerwise_decode.decode_step, cfg))
+  per_layer = layerwise_decode.unstack_layers(params)
   for i in range(8, 18):
     logits, dcache = step(per_layer, tokens[:, i], pos[:, i], mask[:, i], dcache)
     pieces.append(logits[:, None])
   out, cache = fwd(
-    params, tokens[:, 18:], pos[:, 18:], mask[:, 18:], decoder.from_decode_layout(dcache)
+    params, tokens[:, 18:], pos[:, 18:], mask[:, 18:], layerwise_decode.from_decode_layout(dcache)
   )
   pieces.append(out)
   assert int(cache["index"]) == t
