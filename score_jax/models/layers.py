@@ -35,7 +35,7 @@ class AttnContext(NamedTuple):
   """What every layer needs to build its mask; computed once per call, shared by the scan."""
 
   q_positions_bt: jax.Array  # RoPE positions of the new tokens
-  q_slots_t: jax.Array  # slot index of each new token (cache index + t); [b, t] per row
+  q_slots_t: jax.Array  # slot index of each new token (cache index + t); [b, k] for a subset
   kv_positions_bs: jax.Array  # RoPE positions of every key slot
   kv_valid_bs: jax.Array  # bool: slot holds a real token
   kv_slots_s: jax.Array  # 0..S-1
@@ -47,10 +47,10 @@ class AttnContext(NamedTuple):
   q_segments_bt: jax.Array | None = None
 
 
-def take_slots(x_bt_, slots_bk: jax.Array) -> jax.Array:
+def take_slots(x: jax.Array, slots_bk: jax.Array) -> jax.Array:
   """x [b, t, ...] at each row's slots [b, k] -> [b, k, ...]."""
-  idx = slots_bk.astype(jnp.int32).reshape(slots_bk.shape + (1,) * (x_bt_.ndim - 2))
-  return jnp.take_along_axis(x_bt_, idx, axis=1)
+  idx = slots_bk.astype(jnp.int32).reshape(slots_bk.shape + (1,) * (x.ndim - 2))
+  return jnp.take_along_axis(x, idx, axis=1)
 
 
 def query_subset(ctx: AttnContext, slots_bk: jax.Array) -> AttnContext:
@@ -251,6 +251,8 @@ class Attention(nn.Module):
     """`q_slots_bk` (int [b, k], no cache): queries at those slots only, keys and values at
     every slot; the output is [b, k, d]."""
     cfg = self.config
+    if q_slots_bk is not None and kv is not None:  # a cache would need the keys' own slots
+      raise ValueError("Attention: q_slots_bk (a query subset) is for calls without a cache")
     d, h, n, k = cfg.embed_dim, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
     q_axes, kv_axes = ("embed", "q_heads", "head_dim"), ("embed", "kv_heads", "head_dim")
     q_ctx = ctx if q_slots_bk is None else query_subset(ctx, q_slots_bk)

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from score_jax.models import decoder, presets
+from score_jax.models import decoder, layers, presets
 from tests import numerics
 from tests.models.decoder_test import TINY, _batch, _params, _random_params
 
@@ -86,3 +86,15 @@ def test_bad_slots_are_refused_naming_the_shape():
   mask = jnp.ones((2, 5), bool)
   with pytest.raises(ValueError, match=r"slots_bk must be \[batch, k\], got \(3, 2\)"):
     decoder.logits_at_slots(cfg, _params("tiny-llama"), tokens, mask, mask, jnp.zeros((3, 2)))
+
+
+def test_a_query_subset_with_a_cache_is_refused():
+  cfg = presets.get_preset("tiny-llama")
+  mask = jnp.ones((2, 5), bool)
+  ctx = decoder.cache_free_context(decoder.default_positions(mask), mask)
+  cache = decoder.init_cache(cfg, 2, 8)
+  x = jnp.zeros((2, 5, cfg.embed_dim))
+  layer_in = tuple(a[0] for a in decoder.layer_inputs(cfg))
+  with pytest.raises(ValueError, match="q_slots_bk .* without a cache"):
+    carry = (x, (cache["k"], cache["v"]))
+    layers.Block(cfg).init(jax.random.key(0), carry, layer_in, ctx, jnp.zeros((2, 3), jnp.int32))
