@@ -195,9 +195,9 @@ def _fsdp_gathered(config, params):
 def _one_token_step(config, decode_layout: bool, weight_gather: str, live_slots, params, cache):
   """(the loop's initial cache, step(tok_b, pos_b, active_b, cache) -> (logits_bv, cache)).
 
-  The decode layout (`layerwise_decode.to_decode_layout`) is converted once per call, outside the loop,
-  keeping the `live_slots` the call can reach; otherwise each step runs the stacked model
-  (`nn.scan` over layers) on the whole stacked cache.
+  The decode layout (`layerwise_decode.to_decode_layout`) is converted once per call, outside
+  the loop, keeping the `live_slots` the call can reach; otherwise each step runs the stacked
+  model (`nn.scan` over layers) on the whole stacked cache.
 
   Either way the weights are cast to the compute dtype here, once per call: float32 master
   weights with bfloat16 compute (the paper configs) were otherwise converted inside the loop,

@@ -146,11 +146,11 @@ class Sampler:
     weight_gather: str = "per_call",
   ):
     """`decode_layout`: decode steps read per-layer weights and a per-layer, key-transposed
-    cache, converted once per call (`models.layerwise_decode.decode_step`): 2-3x faster steps on CPU,
-    but a second copy of weights and cache. None: on when the sampler's devices are CPUs, off
-    on accelerators. The stacked layout slices each layer's weights in every step; XLA's GPU
-    compiler (H200, jax 0.10.2) copies those slices instead of fusing them into the matmuls,
-    so on GPUs the decode layout may well be faster: `bench sampler --decode_layout=on`.
+    cache, converted once per call (`models.layerwise_decode.decode_step`): 2-3x faster steps
+    on CPU, but a second copy of weights and cache. None: on when the sampler's devices are
+    CPUs, off on accelerators. The stacked layout slices each layer's weights in every step;
+    XLA's GPU compiler (H200, jax 0.10.2) copies those slices instead of fusing them into the
+    matmuls, so on GPUs the decode layout may well be faster: `bench sampler --decode_layout=on`.
 
     `weight_gather`: with weights FSDP-sharded over the mesh (one process, several devices),
     "per_call" gathers them once per decode call (a transient copy per device; tensor-parallel

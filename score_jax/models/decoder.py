@@ -96,12 +96,21 @@ def layer_inputs(cfg: ModelConfig):
   return (jnp.arange(cfg.num_layers, dtype=jnp.int32), jnp.asarray(inv_freq_lk), window_l)
 
 
-def written_slots(cache, positions_bt, mask_bt):
-  """The cache's valid bits and positions after writing t tokens at its index; their slots."""
+def cached_context(cache, positions_bt, mask_bt) -> layers.AttnContext:
+  """The attention context of t new tokens written at the cache's index: its valid bits and
+  positions after the write (`kv_valid_bs`, `kv_positions_bs`: the updated cache's) and the
+  new tokens' slots. Any cache with 'valid', 'positions' and 'index' (both layouts)."""
   index = cache["index"].astype(jnp.int32)
-  kv_valid = jax.lax.dynamic_update_slice(cache["valid"], mask_bt, (0, index))
-  kv_pos = jax.lax.dynamic_update_slice(cache["positions"], positions_bt, (0, index))
-  return kv_valid, kv_pos, index + jnp.arange(positions_bt.shape[1], dtype=jnp.int32)
+  positions_bt = positions_bt.astype(jnp.int32)
+  kv_valid = jax.lax.dynamic_update_slice(cache["valid"], mask_bt.astype(bool), (0, index))
+  return layers.AttnContext(
+    q_positions_bt=positions_bt,
+    q_slots_t=index + jnp.arange(positions_bt.shape[1], dtype=jnp.int32),
+    kv_positions_bs=jax.lax.dynamic_update_slice(cache["positions"], positions_bt, (0, index)),
+    kv_valid_bs=kv_valid,
+    kv_slots_s=jnp.arange(kv_valid.shape[1], dtype=jnp.int32),
+    cache_index=index,
+  )
 
 
 def _check_inputs(cfg: ModelConfig, tokens_bt, positions_bt, mask_bt, cache, segments_bt=None):
@@ -152,15 +161,7 @@ class Decoder(nn.Module):
       ctx = cache_free_context(positions_bt, mask_bt, segments_bt)
     else:
       kv, index = (cache["k"], cache["v"]), cache["index"].astype(jnp.int32)
-      kv_valid, kv_pos, q_slots = written_slots(cache, positions_bt, mask_bt)
-      ctx = layers.AttnContext(
-        q_positions_bt=positions_bt,
-        q_slots_t=q_slots,
-        kv_positions_bs=kv_pos,
-        kv_valid_bs=kv_valid,
-        kv_slots_s=jnp.arange(kv_valid.shape[1], dtype=jnp.int32),
-        cache_index=index,
-      )
+      ctx = cached_context(cache, positions_bt, mask_bt)
 
     embedder = Embedder(cfg, name="embedder")
     x_btd = embedder.encode(tokens_bt)

@@ -61,15 +61,7 @@ def decode_step(config: ModelConfig, params: PyTree, tokens_b, positions_b, acti
   """
   cfg = config
   tokens_bt, positions_bt, mask_bt = tokens_b[:, None], positions_b[:, None], active_b[:, None]
-  kv_valid, kv_pos, q_slots = decoder.written_slots(dcache, positions_bt.astype(jnp.int32), mask_bt)
-  ctx = layers.AttnContext(
-    q_positions_bt=positions_bt.astype(jnp.int32),
-    q_slots_t=q_slots,
-    kv_positions_bs=kv_pos,
-    kv_valid_bs=kv_valid,
-    kv_slots_s=jnp.arange(kv_valid.shape[1], dtype=jnp.int32),
-    cache_index=dcache["index"].astype(jnp.int32),
-  )
+  ctx = decoder.cached_context(dcache, positions_bt, mask_bt)
   embedder = {"params": params["embedder"]}
   x_btd = decoder.Embedder(cfg).apply(embedder, tokens_bt, method=decoder.Embedder.encode)
   _, inv_freq_lk, window_l = decoder.layer_inputs(cfg)
@@ -80,5 +72,5 @@ def decode_step(config: ModelConfig, params: PyTree, tokens_b, positions_b, acti
     (x_btd, kv), _ = block.apply({"params": layer_params}, (x_btd, dcache["kv"][i]), layer_in, ctx)
     new_kv.append(kv)
   logits_bv = decoder.output_logits(cfg, params, x_btd)[:, 0]
-  new_cache = {"kv": tuple(new_kv), "valid": kv_valid, "positions": kv_pos}
+  new_cache = {"kv": tuple(new_kv), "valid": ctx.kv_valid_bs, "positions": ctx.kv_positions_bs}
   return logits_bv, {**new_cache, "index": dcache["index"] + 1}
