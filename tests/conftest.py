@@ -10,8 +10,6 @@ on CPU, so neither is a perturbation.
 """
 
 import os
-import shutil
-import tempfile
 
 PERTURBATIONS = {
   "0": "",
@@ -28,20 +26,6 @@ os.environ["XLA_FLAGS"] = " ".join(
   + ["--xla_force_host_platform_device_count=8"]
 ).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-# One persistent compilation cache for the session, its xdist workers (they inherit this
-# environment) and the JAX subprocesses its tests start: most of the suite's time is XLA
-# compiling the same tiny programs, which many tests build afresh (their own jit wrappers). The
-# key holds the program, the XLA flags (a perturbed run shares nothing with a plain one) and the
-# jax version; a test may still point a run at its own cache. SCORE_TEST_XLA_CACHE names a
-# directory to keep (CI shares one across its pytest runs); otherwise the session makes one and
-# removes it at the end.
-_session_cache = None
-if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
-  _session_cache = os.environ.get("SCORE_TEST_XLA_CACHE") or tempfile.mkdtemp(
-    prefix="score_jax_xla_cache_"
-  )
-  os.environ["JAX_COMPILATION_CACHE_DIR"] = _session_cache
-  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 # For tests that start JAX subprocesses with their own device count (tests/numerics.py).
 os.environ["SCORE_NUMERICS_XLA_FLAGS"] = PERTURBATIONS[_perturb]
 
@@ -54,8 +38,3 @@ jax.config.update("jax_default_matmul_precision", "highest")
 def pytest_report_header(config):
   flags = PERTURBATIONS[_perturb] or "none"
   return f"score_jax numerics: SCORE_NUMERICS_PERTURB={_perturb} (XLA flags: {flags})"
-
-
-def pytest_unconfigure(config):
-  if _session_cache and not os.environ.get("SCORE_TEST_XLA_CACHE"):
-    shutil.rmtree(_session_cache, ignore_errors=True)  # made by this process, for this session
