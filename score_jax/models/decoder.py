@@ -169,14 +169,8 @@ class Decoder(nn.Module):
     (x_btd, kv), _ = stack(cfg, name="layers")((x_btd, kv), layer_inputs(cfg), ctx)
     if last_only:  # the sampler needs only the next token's logits: skip [b, t, vocab]
       x_btd = x_btd[:, -1:]
-    x_btd = layers.RMSNorm(cfg, name="final_norm")(x_btd)
-    if cfg.tie_embeddings:
-      logits_btv = embedder.decode(x_btd)
-    else:
-      shape = (cfg.embed_dim, cfg.vocab_size)
-      logits_btv = layers.Linear(cfg, shape, ("embed", "vocab"), name="lm_head")(x_btd)
-    # Softcap in float32 (HF does it in the compute dtype; identical in float32).
-    logits_btv = layers.softcap(logits_btv.astype(jnp.float32), cfg.final_logit_softcap)
+    norm, head = layers.RMSNorm(cfg, name="final_norm"), _lm_head(cfg, name="lm_head")
+    logits_btv = _output_head(cfg, x_btd, norm, embedder.decode, head)
     logits_btv = layers.constrain(
       logits_btv, ("activation_batch", "activation_length", "activation_vocab")
     )
@@ -333,17 +327,34 @@ def init_cache(config: ModelConfig, batch_size: int, max_len: int, dtype=None) -
   }
 
 
+def _lm_head(cfg: ModelConfig, **kwargs) -> layers.Linear:
+  """The untied output head (a tied one is `Embedder.decode`)."""
+  return layers.Linear(cfg, (cfg.embed_dim, cfg.vocab_size), ("embed", "vocab"), **kwargs)
+
+
+def _output_head(cfg: ModelConfig, x_btd, final_norm, tied_decode, lm_head) -> jax.Array:
+  """Final norm and output head -> float32 logits, softcapped in float32 (HF: in the compute
+  dtype; identical in float32). Given the modules: bound in `Decoder`, applied in
+  `output_logits`; only the one the config uses is called (an untied head has no params)."""
+  x_btd = final_norm(x_btd)
+  logits_btv = tied_decode(x_btd) if cfg.tie_embeddings else lm_head(x_btd)
+  return layers.softcap(logits_btv.astype(jnp.float32), cfg.final_logit_softcap)
+
+
 def output_logits(config: ModelConfig, params: PyTree, x_btd: jax.Array) -> jax.Array:
   """The last layer's output -> float32 logits: `Decoder`'s final norm and head, applied alone."""
   cfg = config
-  x_btd = layers.RMSNorm(cfg).apply({"params": params["final_norm"]}, x_btd)
-  if cfg.tie_embeddings:
-    emb = {"params": params["embedder"]}
-    logits_btv = Embedder(cfg).apply(emb, x_btd, method=Embedder.decode)
-  else:
-    head = layers.Linear(cfg, (cfg.embed_dim, cfg.vocab_size), ("embed", "vocab"))
-    logits_btv = head.apply({"params": params["lm_head"]}, x_btd)
-  return layers.softcap(logits_btv.astype(jnp.float32), cfg.final_logit_softcap)
+
+  def norm(x):
+    return layers.RMSNorm(cfg).apply({"params": params["final_norm"]}, x)
+
+  def tied_decode(x):
+    return Embedder(cfg).apply({"params": params["embedder"]}, x, method=Embedder.decode)
+
+  def lm_head(x):
+    return _lm_head(cfg).apply({"params": params["lm_head"]}, x)
+
+  return _output_head(cfg, x_btd, norm, tied_decode, lm_head)
 
 
 def logits_at_slots(
