@@ -20,9 +20,18 @@ _perturb = os.environ.get("SCORE_NUMERICS_PERTURB", "0")
 if _perturb not in PERTURBATIONS:
   raise ValueError(f"SCORE_NUMERICS_PERTURB={_perturb!r}: one of {sorted(PERTURBATIONS)}")
 
+# The test processes compile LLVM at -O0. Their programs are tiny models that run for
+# milliseconds; compiling them is most of the suite's time, and LLVM's optimisation was ~40% of
+# that (a paper row's 50 programs: 19 vs 31-33 s). The default suite took 498 s against 715 s,
+# the same run's worker time 946 against 1373 s (2-core AMD EPYC, 2026-12-05). The subprocesses
+# that run experiments and benchmarks as a user does (tests/helpers.py, the compare, benchmark
+# and training-CLI tests) set XLA_FLAGS of their own, so optimised code stays tested; the other
+# subprocesses (the generate, report and preflight CLIs) inherit -O0. A user's XLA_FLAGS win.
+TEST_COMPILE_FLAGS = "--xla_backend_optimization_level=0"
+
 # Must happen before jax is imported anywhere in the test session.
 os.environ["XLA_FLAGS"] = " ".join(
-  [os.environ.get("XLA_FLAGS", ""), PERTURBATIONS[_perturb]]
+  [TEST_COMPILE_FLAGS, os.environ.get("XLA_FLAGS", ""), PERTURBATIONS[_perturb]]
   + ["--xla_force_host_platform_device_count=8"]
 ).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -37,4 +46,7 @@ jax.config.update("jax_default_matmul_precision", "highest")
 
 def pytest_report_header(config):
   flags = PERTURBATIONS[_perturb] or "none"
-  return f"score_jax numerics: SCORE_NUMERICS_PERTURB={_perturb} (XLA flags: {flags})"
+  return (
+    f"score_jax numerics: SCORE_NUMERICS_PERTURB={_perturb} (XLA flags: {flags}); "
+    f"test processes compile with {TEST_COMPILE_FLAGS}"
+  )

@@ -367,12 +367,16 @@ def _decode_step_report(ours, args) -> None:
   floor_ms = flops.decode(ours.config, args.batch, 1, slots) / rate * 1e3
   step = b["wall_ms_per_step"]
   pairs = "/".join(f"{x:.2f}" for x in b["wall_ms_per_step_pairs"])
-  print(
+  head = (
     f"decode step (1 turn, batch {args.batch}, {slots} cache slots, decode_layout="
-    f"{ours.sampler.decode_layout}): {step:.2f} ms wall (median of {pairs}); matmul floor "
-    f"{floor_ms:.2f} ms at {rate / 1e9:.0f} GFLOP/s (same-run {1024}^3 matmul) -> "
-    f"{step / floor_ms:.2f}x the floor (target <= 3x)"
+    f"{ours.sampler.decode_layout}): "
   )
+  floor = f"matmul floor {floor_ms:.2f} ms at {rate / 1e9:.0f} GFLOP/s (same-run {1024}^3 matmul)"
+  if step > 0:
+    ratio = f"{step / floor_ms:.2f}x the floor (target <= 3x)"
+    print(f"{head}{step:.2f} ms wall (median of {pairs}); {floor} -> {ratio}")
+  else:  # a few tiny steps on a loaded machine: the calls' noise exceeds the steps between
+    print(f"{head}not measured (median of {pairs}: not positive; raise --gen_len); {floor}")
   roles = ", ".join(f"{k} {v:.2f}" for k, v in b["roles_ms_per_step"].items())
   print(f"  per step by role (ms, profiled): {roles}; once per call {b['per_call_ms']:.1f} ms")
 

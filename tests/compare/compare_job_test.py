@@ -99,16 +99,17 @@ def test_tiny_runs_resumes_and_export_matches_transformers(tmp_path):
 def test_base_parity_with_transformers_on_test_problems(tmp_path):
   """Our sampler's greedy two-attempt evaluation of the GGUF base = transformers' generate.
 
-  The documented `:parity` run evaluates 200 test problems; here both sides take the first 64
-  (the same command with `--config.compare.eval_problems=64`).
+  The documented `:parity` run evaluates 200 test problems; here both sides take the first 32
+  (the same command with `--config.compare.eval_problems=32`).
   All 200 were measured equal (both one problem per call and 25 left-padded per call,
   BUILD_NOTES); checking all 200 took 13.5 of CI's 27 slow-suite minutes beside the other
-  worker. The bar (63 of 64) leaves room for float rounding at a near-tie on another CPU.
+  worker, 64 took 6. Two left-padded calls of 25 and 7 still test batching and padding; the
+  bar (31 of 32) leaves room for float rounding at a near-tie on another CPU.
   """
   from score_jax.compare import hf_check
 
-  _main(tmp_path, "parity", "--config.compare.eval_problems=64")
+  _main(tmp_path, "parity", "--config.compare.eval_problems=32")
   assert sorted(os.listdir(tmp_path / "eval")) == ["base_seed0.json"]
-  parity = hf_check.check_base(str(tmp_path), 64, batch_size=25)
-  assert parity.num_problems == 64
-  assert parity.num_equal >= 63, parity.differing[:5]
+  parity = hf_check.check_base(str(tmp_path), 32, batch_size=25)
+  assert parity.num_problems == 32
+  assert parity.num_equal >= 31, parity.differing[:5]

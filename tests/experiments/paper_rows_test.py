@@ -1,5 +1,5 @@
 """Every row of the paper's Tables 1-4 runs end to end in its `tiny` form, with the evaluations
-behind the figures (scaling, 10 attempts, fixed first attempts, pass@k, MBPP-R stand-in), and
+behind the figures (scaling, K attempts, fixed first attempts, pass@k, MBPP-R stand-in), and
 `python -m score_jax.report` renders them all."""
 
 import json

@@ -4,6 +4,7 @@ weights' dtype, and every printed figure exists and is positive."""
 import os
 import pathlib
 import re
+import statistics
 import subprocess
 import sys
 
@@ -29,8 +30,16 @@ def test_float32_weights_with_bfloat16_compute_print_positive_figures(tmp_path):
   for turns in (1, 2):
     m = re.search(rf"{turns}-turn ours : median\s+{NUM} tok/s", out)
     assert m and float(m.group(1)) > 0, out
+  # Eight tiny steps: beside the other test worker the differential can come out negative, which
+  # the benchmark must say rather than print as a time (it once printed -0.23 ms).
   step = re.search(
-    rf"decode step .*: {NUM} ms wall \(median of ([0-9./-]+)\); matmul floor {NUM} ms", out
+    rf"decode step .*: (?:{NUM} ms wall|not measured) \(median of ([0-9./-]+)\W.*matmul floor "
+    rf"{NUM} ms",
+    out,
   )
   assert step and float(step.group(3)) > 0, out
+  if step.group(1) is None:
+    assert statistics.median(map(float, step.group(2).split("/"))) <= 0, out
+  else:
+    assert float(step.group(1)) > 0, out
   assert len(step.group(2).split("/")) == 5, out  # the differential pairs behind the median

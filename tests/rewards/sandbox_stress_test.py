@@ -3,8 +3,8 @@
 Each program has one right verdict whatever the timeout and the load: loops, sleeps and forks
 that never finish are TIMEOUT (never ERROR, which means the checker broke), correct programs are
 CORRECT, wrong or self-exiting ones WRONG. They run through the real reward pool (zygote sandboxes)
-and one-shot sandboxes, with timeouts from 0.2 to 3 s, while busy loops keep every core loaded.
-The default run is a small sample; `-m slow` runs a few hundred programs.
+and one-shot sandboxes, with timeouts from 0.2 to 2 s, while busy loops keep every core loaded.
+The default run is a small sample (two of the limits); `-m slow` runs a few hundred programs.
 """
 
 import collections
@@ -22,7 +22,10 @@ from score_jax.rewards.outcome import Outcome
 
 ADD = "def add(a, b):\n  return a + b\n"
 TESTS = "assert add(2, 3) == 5\nassert add(-1, 1) == 0"
-TIMEOUTS_S = (0.2, 0.5, 1.0, 2.0, 3.0)
+# Two whole-second limits (where the CPU limit and the time limit once raced). A program that
+# never finishes holds its sandbox for the whole limit: a third whole second (3 s), tested here
+# until 2026-12-05, made these tests ~45% longer for one more point of the same kind.
+TIMEOUTS_S = (0.2, 0.5, 1.0, 2.0)
 # name -> (program, expected outcome)
 PROGRAMS = {
   "correct": (ADD, Outcome.CORRECT),
@@ -73,9 +76,9 @@ def loaded_machine(per_core: int = 1, own_sessions: bool = False):
       p.wait()
 
 
-def _plan(copies: int, seed: int) -> list[tuple[float, str]]:
+def _plan(copies: int, seed: int, timeouts_s: tuple = TIMEOUTS_S) -> list[tuple[float, str]]:
   rng = random.Random(seed)
-  plan = [(t, name) for t in TIMEOUTS_S for name in PROGRAMS for _ in range(copies)]
+  plan = [(t, name) for t in timeouts_s for name in PROGRAMS for _ in range(copies)]
   rng.shuffle(plan)
   return plan
 
@@ -85,7 +88,7 @@ def _run_through_pool(plan) -> tuple[list, float]:
   seen = []
   start = time.monotonic()
   with loaded_machine():
-    for timeout_s in TIMEOUTS_S:
+    for timeout_s in sorted({t for t, _ in plan}):
       names = [name for t, name in plan if t == timeout_s]
       items = [("code", (PROGRAMS[name][0], TESTS)) for name in names]
       with pool.RewardPool(2, code_timeout_s=timeout_s) as p:
@@ -116,7 +119,11 @@ def _check(seen, wall_s: float, label: str) -> None:
 
 
 def test_verdicts_are_timing_independent_under_load():
-  seen, wall = _run_through_pool(_plan(copies=1, seed=0))
+  # The shortest limit (where a correct program is likeliest to be cut off) and one of 1 s:
+  # a program that never finishes holds a sandbox for its whole limit while the busy loops
+  # slow the other test worker, so all four limits are left to the slow tests (all five limits
+  # of 2026-12-04 took 53 s in the default suite; these two, 10 s alone).
+  seen, wall = _run_through_pool(_plan(copies=1, seed=0, timeouts_s=(0.2, 1.0)))
   _check(seen, wall, "pool (zygote)")
 
 
