@@ -20,6 +20,7 @@ import collections
 import dataclasses
 import gzip
 import json
+import math
 import os
 import re
 import statistics
@@ -27,6 +28,7 @@ import tempfile
 import time
 
 import jax
+import jax.numpy as jnp
 
 # (role, predicate on an op's joined op_name paths); the first match wins.
 ROLES = (
@@ -152,3 +154,78 @@ def _compiled_text(sampler, params, state, sp, rng, turn) -> str:
   fn, args = sampler.decode_call(params, state, sp, rng, turn=turn)
   with sampler.context():
     return fn.lower(*args).compile().as_text()
+
+
+# A layer's matmul kernels in the order a token meets them, and how many leading axes (after
+# the layer axis) each takes in: o_proj is [heads, head_dim, embed], the rest [in, out...].
+_LAYER_KERNELS = (
+  ("attn", "q_proj", 1),
+  ("attn", "k_proj", 1),
+  ("attn", "v_proj", 1),
+  ("attn", "o_proj", 2),
+  ("mlp", "gate_proj", 1),
+  ("mlp", "up_proj", 1),
+  ("mlp", "down_proj", 1),
+)
+
+
+def _step_matrices(config, params) -> tuple[list, jax.Array, bool]:
+  """Per layer its 7 kernels as [in, out] matrices (separate buffers, as the decode layout
+  keeps them), and the head: the tied embedding [vocab, embed] or an untied [embed, vocab]."""
+  stacked = params.get("layers")
+  if not isinstance(stacked, dict) or "attn" not in stacked or "mlp" not in stacked:
+    raise ValueError("weight_matmuls: params need stacked 'layers' with 'attn' and 'mlp'")
+  per_layer = []
+  for i in range(config.num_layers):
+    mats = []
+    for block, name, num_in in _LAYER_KERNELS:
+      w = stacked[block][name]["kernel"][i]
+      mats.append(w.reshape(math.prod(w.shape[:num_in]), -1).astype(config.dtype))
+    per_layer.append(tuple(mats))
+  tied = config.tie_embeddings
+  head = params["embedder"]["input_embedding"] if tied else params["lm_head"]["kernel"]
+  return jax.device_put(per_layer), head.astype(config.dtype), tied
+
+
+def weight_matmuls(config, params, rows: int, steps: int = 64, reps: int = 5) -> dict:
+  """The decode step's weight matmuls alone: every layer's projections and the logits head at
+  the step's shapes ([rows, in] x [in, out]), on the step's own weights, chained so that no
+  product can be skipped; no attention, sampling or cache. What a step would cost if all else
+  were free, measured now on this machine, where a [1024]^3 matmul's rate says nothing about
+  how fast [32, 256] rows stream a model's weights from memory.
+
+  Returns {'ms_per_step' (differential, as `breakdown`: the median of 'ms_per_step_pairs'),
+  'flops_per_step' (2 x rows x the kernels' parameters), 'flop_per_s'}.
+  """
+  if steps < 2:
+    raise ValueError("weight_matmuls needs steps >= 2 (it differences two loop lengths)")
+  per_layer, head, tied = _step_matrices(config, params)
+
+  def step(_, x):
+    for wq, wk, wv, wo, wg, wu, wd in per_layer:
+      kv = jnp.sum(x @ wk, -1, keepdims=True) + jnp.sum(x @ wv, -1, keepdims=True)
+      x = jnp.tanh(x + (x @ wq) @ wo + 1e-6 * kv)  # tanh: values stay bounded over the steps
+      x = jnp.tanh(x + ((x @ wg) * (x @ wu)) @ wd)
+    logits = jnp.einsum("bd,vd->bv", x, head) if tied else x @ head
+    return x + 1e-6 * jnp.max(logits, -1, keepdims=True)
+
+  loop = jax.jit(lambda x, n: jax.lax.fori_loop(0, n, step, x))
+  x0 = jnp.full((rows, config.embed_dim), 0.1, config.dtype)
+
+  def seconds(n):
+    t0 = time.perf_counter()
+    jax.block_until_ready(loop(x0, n))
+    return time.perf_counter() - t0
+
+  seconds(steps)  # compiled (n is traced: one program for both lengths), first touch
+  half = steps // 2
+  pairs = [(seconds(steps) - seconds(half)) * 1e3 / (steps - half) for _ in range(reps)]
+  kernels = sum(w.size for mats in per_layer for w in mats) + head.size
+  ms = statistics.median(pairs)
+  flop = 2.0 * rows * kernels
+  return {
+    "ms_per_step": ms,
+    "ms_per_step_pairs": pairs,
+    "flops_per_step": flop,
+    "flop_per_s": flop / (ms / 1e3) if ms > 0 else float("nan"),
+  }

@@ -379,6 +379,18 @@ def _decode_step_report(ours, args) -> None:
     print(f"{head}not measured (median of {pairs}: not positive; raise --gen_len); {floor}")
   roles = ", ".join(f"{k} {v:.2f}" for k, v in b["roles_ms_per_step"].items())
   print(f"  per step by role (ms, profiled): {roles}; once per call {b['per_call_ms']:.1f} ms")
+  w = decode_profile.weight_matmuls(ours.config, ours.params, args.batch)
+  head = (
+    "  the step's weight matmuls alone (its shapes and weights, chained, no attention or sampling)"
+  )
+  if w["ms_per_step"] <= 0:  # as above: noise larger than a tiny model's matmuls
+    pairs = "/".join(f"{x:.2f}" for x in w["ms_per_step_pairs"])
+    print(f"{head}: not measured (median of {pairs}: not positive)")
+    return
+  print(
+    f"{head}: {w['ms_per_step']:.2f} ms at {w['flop_per_s'] / 1e9:.0f} GFLOP/s"
+    + (f" -> the step is {step / w['ms_per_step']:.2f}x them" if step > 0 else "")
+  )
 
 
 if __name__ == "__main__":

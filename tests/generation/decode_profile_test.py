@@ -8,7 +8,7 @@ import pytest
 
 from score_jax.benchmarks import decode_profile
 from score_jax.generation import sampling
-from score_jax.models import decoder, presets
+from score_jax.models import decoder, flops, presets
 
 PROMPTS = [[5, 6, 7], [8, 9, 10, 11], [3], [40, 41]]
 
@@ -46,3 +46,22 @@ def test_breakdown_reports_the_step_time_and_labelled_roles(model, decode_layout
 def test_one_step_cannot_be_differenced(model):
   with pytest.raises(ValueError, match="max_new_tokens >= 2"):
     _profile(model, 1)
+
+
+@pytest.mark.parametrize("preset", ["tiny-gemma", "tiny-mistral"])  # tied and untied heads
+def test_weight_matmuls_run_every_kernel_of_the_step(preset):
+  config = presets.get_preset(preset)
+  params = decoder.init_params(config, jax.random.key(0))
+  out = decode_profile.weight_matmuls(config, params, rows=4, steps=8, reps=3)
+  # Every kernel that enters a matmul in a decode step, and nothing else, at 4 rows.
+  assert out["flops_per_step"] == 2 * 4 * flops.matmul_params(config)
+  assert len(out["ms_per_step_pairs"]) == 3
+  assert out["ms_per_step"] == statistics.median(out["ms_per_step_pairs"])
+
+
+def test_weight_matmuls_need_two_loop_lengths_and_stacked_layers(model):
+  config, params = model
+  with pytest.raises(ValueError, match="steps >= 2"):
+    decode_profile.weight_matmuls(config, params, rows=4, steps=1)
+  with pytest.raises(ValueError, match="stacked 'layers'"):
+    decode_profile.weight_matmuls(config, {"embedder": params["embedder"]}, rows=4)

@@ -43,3 +43,7 @@ def test_float32_weights_with_bfloat16_compute_print_positive_figures(tmp_path):
   else:
     assert float(step.group(1)) > 0, out
   assert len(step.group(2).split("/")) == 5, out  # the differential pairs behind the median
+  # The step's weight matmuls timed alone, or said to be unmeasurable, never a negative time.
+  alone = re.search(rf"weight matmuls alone .*: (?:{NUM} ms at {NUM} GFLOP/s|not measured)", out)
+  assert alone, out
+  assert alone.group(1) is None or min(float(alone.group(1)), float(alone.group(2))) > 0, out
