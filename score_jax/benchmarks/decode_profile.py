@@ -126,27 +126,32 @@ def breakdown(sampler, params, state, sp, rng, *, turn: int = 1) -> dict:
 
 
 def _differential_ms_per_step(sampler, params, copy, sp, rng, turn: int, reps: int = 5) -> list:
-  """Per pair of untraced calls, (all the steps - half of them) / the steps between, in ms.
-
-  The two calls of a pair run back to back and pairs repeat `reps` times: the median pair is
-  robust to a slow or fast moment, where best-of-full minus best-of-half (the first version)
-  once reported 3.35 ms for a step whose calls said 5.1 ms (a lucky full call on a VM).
-  """
-  half = dataclasses.replace(sp, max_new_tokens=max(sp.max_new_tokens // 2, 1))
-  if half.max_new_tokens == sp.max_new_tokens:
+  """`_differential_pairs` of untraced `Sampler.generate` calls (a fresh state copy each)."""
+  if sp.max_new_tokens < 2:
     raise ValueError("a decode profile needs max_new_tokens >= 2")
 
-  def seconds(p):
-    state = copy()
+  def seconds(n):
+    p, state = dataclasses.replace(sp, max_new_tokens=n), copy()
     jax.block_until_ready(state.arrays)
     t0 = time.perf_counter()
     jax.block_until_ready(sampler.generate(params, state, p, rng, turn=turn)[1])
     return time.perf_counter() - t0
 
-  for p in (sp, half):
-    seconds(p)  # compiled, first touch
-  steps_between = sp.max_new_tokens - half.max_new_tokens
-  return [(seconds(sp) - seconds(half)) * 1e3 / steps_between for _ in range(reps)]
+  return _differential_pairs(seconds, sp.max_new_tokens, reps)
+
+
+def _differential_pairs(seconds, steps: int, reps: int) -> list:
+  """Per pair of calls, (`steps` steps - half of them) / the steps between, in ms; `seconds(n)`
+  times one call of n steps. The first call of each length (compile, first touch) is dropped.
+
+  The two calls of a pair run back to back and pairs repeat `reps` times: the median pair is
+  robust to a slow or fast moment, where best-of-full minus best-of-half (the first version)
+  once reported 3.35 ms for a step whose calls said 5.1 ms (a lucky full call on a VM).
+  """
+  half = steps // 2
+  for n in (steps, half):
+    seconds(n)
+  return [(seconds(steps) - seconds(half)) * 1e3 / (steps - half) for _ in range(reps)]
 
 
 def _compiled_text(sampler, params, state, sp, rng, turn) -> str:
@@ -212,14 +217,12 @@ def weight_matmuls(config, params, rows: int, steps: int = 64, reps: int = 5) ->
   loop = jax.jit(lambda x, n: jax.lax.fori_loop(0, n, step, x))
   x0 = jnp.full((rows, config.embed_dim), 0.1, config.dtype)
 
-  def seconds(n):
+  def seconds(n):  # n is traced: one compiled program for both loop lengths
     t0 = time.perf_counter()
     jax.block_until_ready(loop(x0, n))
     return time.perf_counter() - t0
 
-  seconds(steps)  # compiled (n is traced: one program for both lengths), first touch
-  half = steps // 2
-  pairs = [(seconds(steps) - seconds(half)) * 1e3 / (steps - half) for _ in range(reps)]
+  pairs = _differential_pairs(seconds, steps, reps)
   kernels = sum(w.size for mats in per_layer for w in mats) + head.size
   ms = statistics.median(pairs)
   flop = 2.0 * rows * kernels
