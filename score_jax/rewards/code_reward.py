@@ -14,7 +14,9 @@ or took longer than `SETUP_LIMIT_S`); after `S`, a run killed by the limit at an
 TIMEOUT, and exit statuses the program could forge (97 "setup failed", 124 "timeout") are
 relayed as failures by the bootstrap. The limit counts the program's own time: wall time less the
 time it sat runnable waiting for a CPU, so a host loaded by sampling or other sandboxes does not
-turn a correct program into a TIMEOUT (up to `WALL_BACKSTOP` x the limit in wall time).
+turn a correct program into a TIMEOUT (up to `WALL_BACKSTOP` x the limit in wall time). A wait
+the program causes itself does not count for it: its own time is also at least the CPU time of
+its whole process tree over the CPUs it may use, so forked CPU burners cannot stretch the limit.
 
 A run passes only if the harness's own end marker (a fresh secret per run, never in the program
 text, command line or any file) appears on stdout AND the process exits 0. The harness prints it
@@ -59,8 +61,7 @@ _EXIT_SETUP, _EXIT_TIMEOUT = 97, 124
 SETUP_LIMIT_S = 30.0
 _GRACE_S = 5.0  # parent backstop beyond the bootstrap's own deadline (a descheduled bootstrap)
 # The time limit counts the program's own time, not time it waited for a CPU; this many times the
-# limit in wall time ends a run whatever its waits (a forking program can keep its main process
-# waiting on a loaded host).
+# limit in wall time ends a run whatever its waits (a host loaded by others far beyond its CPUs).
 WALL_BACKSTOP = 4.0
 _slots = itertools.count()
 _STATUS_OUTCOME = {
@@ -155,8 +156,8 @@ def run_tests(
     program: untrusted source (a model's attempt). Its own errors make the run 'failed'.
     tests: trusted test source, or a list of statements (MBPP `test_list`) joined by newlines.
     timeout_s: time limit of the program and its tests, counted from the end of the sandbox's
-      setup: wall time less the time it waited for a CPU, and at most `WALL_BACKSTOP` times
-      this in wall time. A CPU-time limit a second above it, rounded up, is the backstop (the
+      setup: wall time less the time it waited for a CPU (but at least its process tree's CPU
+      time over its CPUs), and at most `WALL_BACKSTOP` times this in wall time. A CPU-time limit a second above it, rounded up, is the backstop (the
       program's own time is at least its CPU time, so the time limit fires first).
     setup_code: trusted code run after the program, before the tests (MBPP `test_setup_code`).
     memory_mb: address-space limit of the interpreter.

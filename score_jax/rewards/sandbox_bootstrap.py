@@ -206,9 +206,14 @@ def _exits_within(pid: int, timeout_s: float, wall_s: float) -> bool:
   run delay, /proc/<pid>/schedstat): on a loaded host a benign program is not timed out for the
   host's load, while one that loops or sleeps still is. `wall_s` bounds the wall time whatever
   the delays. Where the run delay cannot be read the limit is plain wall time.
+
+  The child's run delay may be of its own making: processes it forked that keep the CPUs busy
+  (CPU burners beside a main loop that waits its turn). So its own time is also at least the
+  CPU time of its whole process tree spread over the CPUs it may use (`_TreeCpu`), which never
+  runs faster than the wall clock and for a single process is at most the time it ran.
   """
   wait = _exit_waiter(pid)
-  delay = _RunDelay(pid)
+  delay, tree = _RunDelay(pid), _TreeCpu(pid)
   start = time.monotonic()
   own = elapsed = 0.0
   while True:
@@ -218,7 +223,7 @@ def _exits_within(pid: int, timeout_s: float, wall_s: float) -> bool:
     if wait(left):
       return True
     elapsed = time.monotonic() - start
-    own = elapsed - delay.since_start()
+    own = max(elapsed - delay.since_start(), tree.since_start())
 
 
 class _RunDelay:
@@ -241,11 +246,75 @@ class _RunDelay:
     return 0.0 if now is None else max(0.0, now - self._start)
 
 
-def _parent_of(pid: int) -> int | None:
+class _TreeCpu:
+  """CPU seconds child `pid` and every process under it have used since construction, over
+  the number of CPUs `pid` may run on (0.0 where /proc is not ours to read).
+
+  Read only when the time limit would otherwise have been reached, so a program that finishes
+  in time never pays for the walk. Live descendants are found through
+  /proc/<pid>/task/<tid>/children (orphans re-parent to the child, pid 1 of its namespace);
+  reaped ones are in their parent's cutime/cstime. A process that exits between two reads is
+  missed, never counted twice: the count errs towards more time for the program.
+  """
+
+  _MAX_PROCESSES = 4096  # a fork bomb without RLIMIT_NPROC (not root) bounds the walk
+
+  def __init__(self, pid: int):
+    self._pid = pid
+    try:
+      self._cpus = max(1, len(os.sched_getaffinity(pid)))
+    except OSError:
+      self._cpus = max(1, os.cpu_count() or 1)
+    self._tick = os.sysconf("SC_CLK_TCK")
+    self._start = self._read() if _parent_of(pid) == os.getpid() else None
+
+  def _read(self) -> float:
+    ticks, todo, seen = 0, [self._pid], set()
+    while todo and len(seen) < self._MAX_PROCESSES:
+      pid = todo.pop()
+      if pid in seen:
+        continue
+      seen.add(pid)
+      fields = _stat_fields(pid)
+      if fields is None:
+        continue
+      ticks += sum(int(x) for x in fields[11:15])  # utime, stime, cutime, cstime
+      todo.extend(_children(pid))
+    return ticks / self._tick / self._cpus
+
+  def since_start(self) -> float:
+    return 0.0 if self._start is None else max(0.0, self._read() - self._start)
+
+
+def _stat_fields(pid: int) -> list | None:
+  """/proc/<pid>/stat's fields after the command name (field 3, the state, is index 0)."""
   try:
     with open(f"/proc/{pid}/stat", "rb") as f:
-      return int(f.read().rpartition(b")")[2].split()[1])  # fields after the command name
-  except (OSError, ValueError, IndexError):
+      return f.read().rpartition(b")")[2].split()
+  except OSError:
+    return None
+
+
+def _children(pid: int) -> list:
+  out = []
+  try:
+    tids = os.listdir(f"/proc/{pid}/task")
+  except OSError:
+    return out
+  for tid in tids:
+    try:
+      with open(f"/proc/{pid}/task/{tid}/children", "rb") as f:
+        out.extend(int(c) for c in f.read().split())
+    except (OSError, ValueError):
+      continue
+  return out
+
+
+def _parent_of(pid: int) -> int | None:
+  fields = _stat_fields(pid)
+  try:
+    return None if fields is None else int(fields[1])
+  except (ValueError, IndexError):
     return None
 
 

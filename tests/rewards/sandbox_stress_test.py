@@ -181,6 +181,22 @@ def test_a_sleeping_program_is_timed_out_at_the_limit_on_a_loaded_host():
   assert r.duration_s < 0.5 * code_reward.WALL_BACKSTOP, r
 
 
+@pytest.mark.parametrize("use_zygote", [False, True])
+def test_forked_cpu_burners_do_not_stretch_the_limit(use_zygote):
+  # A main loop waiting its turn behind eight burners it forked itself: its run delay is of
+  # its own making. Counted as not its own time, it held the sandbox until the wall backstop
+  # (4.0 s of wall at a 1 s limit, 2026-12-05); its process tree's CPU time ends it near the
+  # limit (1.9-2.0 s with a niced job on both cores).
+  program = (
+    "import os\nfor _ in range(8):\n  if os.fork() == 0:\n    while True: pass\nwhile True: pass"
+  )
+  with contextlib.ExitStack() as stack:
+    zygote = stack.enter_context(code_reward.Zygote()) if use_zygote else None
+    r = code_reward.run_tests(program, TESTS, timeout_s=1.0, zygote=zygote)
+  assert r.verdict.outcome == Outcome.TIMEOUT, r
+  assert r.duration_s < 0.75 * code_reward.WALL_BACKSTOP, r
+
+
 def test_setup_failure_is_error_not_the_programs(monkeypatch):
   # A stdlib directory that cannot be opened fails the confined child's setup, before the
   # program could run: the checker's ERROR, with the reason, whatever the program is.
