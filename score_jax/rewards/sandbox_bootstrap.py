@@ -213,7 +213,9 @@ def _exits_within(pid: int, timeout_s: float, wall_s: float) -> bool:
   runs faster than the wall clock and for a single process is at most the time it ran.
   """
   wait = _exit_waiter(pid)
-  delay, tree = _RunDelay(pid), _TreeCpu(pid)
+  # Another pid namespace's /proc would name some other process: read it only if it is ours.
+  ours = _parent_of(pid) == os.getpid()
+  delay, tree = _RunDelay(pid, ours), _TreeCpu(pid, ours)
   start = time.monotonic()
   own = elapsed = 0.0
   while True:
@@ -227,12 +229,12 @@ def _exits_within(pid: int, timeout_s: float, wall_s: float) -> bool:
 
 
 class _RunDelay:
-  """Seconds child `pid` has waited for a CPU since construction (0.0 where not readable)."""
+  """Seconds child `pid` has waited for a CPU since construction (0.0 where not readable or not
+  `ours`)."""
 
-  def __init__(self, pid: int):
+  def __init__(self, pid: int, ours: bool):
     self._path = f"/proc/{pid}/schedstat"
-    # Another pid namespace's /proc would name some other process: use it only if it is ours.
-    self._start = self._read() if _parent_of(pid) == os.getpid() else None
+    self._start = self._read() if ours else None
 
   def _read(self) -> float | None:
     try:
@@ -248,7 +250,7 @@ class _RunDelay:
 
 class _TreeCpu:
   """CPU seconds child `pid` and every process under it have used since construction, over
-  the number of CPUs `pid` may run on (0.0 where /proc is not ours to read).
+  the number of CPUs `pid` may run on (0.0 where /proc cannot be read or is not `ours`).
 
   Read only when the time limit would otherwise have been reached, so a program that finishes
   in time never pays for the walk. Live descendants are found through
@@ -259,14 +261,14 @@ class _TreeCpu:
 
   _MAX_PROCESSES = 4096  # a fork bomb without RLIMIT_NPROC (not root) bounds the walk
 
-  def __init__(self, pid: int):
+  def __init__(self, pid: int, ours: bool):
     self._pid = pid
     try:
       self._cpus = max(1, len(os.sched_getaffinity(pid)))
     except OSError:
       self._cpus = max(1, os.cpu_count() or 1)
     self._tick = os.sysconf("SC_CLK_TCK")
-    self._start = self._read() if _parent_of(pid) == os.getpid() else None
+    self._start = self._read() if ours else None
 
   def _read(self) -> float:
     ticks, todo, seen = 0, [self._pid], set()
