@@ -16,7 +16,8 @@ relayed as failures by the bootstrap. The limit counts the program's own time: w
 time it sat runnable waiting for a CPU, so a host loaded by sampling or other sandboxes does not
 turn a correct program into a TIMEOUT (up to `WALL_BACKSTOP` x the limit in wall time). A wait
 the program causes itself does not count for it: its own time is also at least the CPU time of
-its whole process tree over the CPUs it may use, so forked CPU burners cannot stretch the limit.
+its whole process tree (all its processes' CPU seconds; at most the wall time), so forked CPU
+burners cannot stretch the limit.
 
 A run passes only if the harness's own end marker (a fresh secret per run, never in the program
 text, command line or any file) appears on stdout AND the process exits 0. The harness prints it
@@ -156,9 +157,10 @@ def run_tests(
     program: untrusted source (a model's attempt). Its own errors make the run 'failed'.
     tests: trusted test source, or a list of statements (MBPP `test_list`) joined by newlines.
     timeout_s: time limit of the program and its tests, counted from the end of the sandbox's
-      setup: wall time less the time it waited for a CPU (but at least its process tree's CPU
-      time over its CPUs), and at most `WALL_BACKSTOP` times this in wall time. A CPU-time limit a second above it, rounded up, is the backstop (the
-      program's own time is at least its CPU time, so the time limit fires first).
+      setup: wall time less the time it waited for a CPU (but at least the CPU time of all its
+      processes together, up to the wall time), and at most `WALL_BACKSTOP` times this in wall
+      time. A CPU-time limit a second above it, rounded up, is the backstop (the program's own
+      time is at least its CPU time, so the time limit fires first).
     setup_code: trusted code run after the program, before the tests (MBPP `test_setup_code`).
     memory_mb: address-space limit of the interpreter.
     output_cap_bytes: per-stream capture cap; a program that writes more is killed and fails.

@@ -209,8 +209,11 @@ def _exits_within(pid: int, timeout_s: float, wall_s: float) -> bool:
 
   The child's run delay may be of its own making: processes it forked that keep the CPUs busy
   (CPU burners beside a main loop that waits its turn). So its own time is also at least the
-  CPU time of its whole process tree spread over the CPUs it may use (`_TreeCpu`), which never
-  runs faster than the wall clock and for a single process is at most the time it ran.
+  CPU time of its whole process tree, its processes' CPU seconds added up (`_TreeCpu`), and at
+  most the wall time: for a single process the tree's time is at most the time it ran, so it
+  changes nothing, and a program computing in parallel is held to the wall time, as under a
+  plain wall-clock limit. (Divided by the CPU count instead, the tree's time let burners on a
+  loaded host with many CPUs still reach the wall backstop.)
   """
   wait = _exit_waiter(pid)
   # Another pid namespace's /proc would name some other process: read it only if it is ours.
@@ -225,7 +228,7 @@ def _exits_within(pid: int, timeout_s: float, wall_s: float) -> bool:
     if wait(left):
       return True
     elapsed = time.monotonic() - start
-    own = max(elapsed - delay.since_start(), tree.since_start())
+    own = min(elapsed, max(elapsed - delay.since_start(), tree.since_start()))
 
 
 class _RunDelay:
@@ -249,8 +252,8 @@ class _RunDelay:
 
 
 class _TreeCpu:
-  """CPU seconds child `pid` and every process under it have used since construction, over
-  the number of CPUs `pid` may run on (0.0 where /proc cannot be read or is not `ours`).
+  """CPU seconds child `pid` and every process under it have used since construction, added
+  up (0.0 where /proc cannot be read or is not `ours`).
 
   Read only when the time limit would otherwise have been reached, so a program that finishes
   in time never pays for the walk. Live descendants are found through
@@ -263,10 +266,6 @@ class _TreeCpu:
 
   def __init__(self, pid: int, ours: bool):
     self._pid = pid
-    try:
-      self._cpus = max(1, len(os.sched_getaffinity(pid)))
-    except OSError:
-      self._cpus = max(1, os.cpu_count() or 1)
     self._tick = os.sysconf("SC_CLK_TCK")
     self._start = self._read() if ours else None
 
@@ -282,7 +281,7 @@ class _TreeCpu:
         continue
       ticks += sum(int(x) for x in fields[11:15])  # utime, stime, cutime, cstime
       todo.extend(_children(pid))
-    return ticks / self._tick / self._cpus
+    return ticks / self._tick
 
   def since_start(self) -> float:
     return 0.0 if self._start is None else max(0.0, self._read() - self._start)

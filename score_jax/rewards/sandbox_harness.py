@@ -29,9 +29,9 @@ program's first bytecode the confined child writes `S` on the parent's status pi
 (`cfg["status_fd"]`; so it precedes any output of the program) and `R` on a private pipe to the
 bootstrap, and closes both: the program can reach neither. The bootstrap starts the clock on `R`;
 the clock counts the child's own time (wall time less its run delay, the time it sat runnable
-waiting for a CPU, from /proc/<pid>/schedstat; but at least the CPU time of its process tree over
-its CPUs, so that processes it forked cannot stretch it), bounded by `cfg["wall_s"]` of wall
-time. Hence:
+waiting for a CPU, from /proc/<pid>/schedstat; but at least the CPU time of all its processes
+together, up to the wall time, so that processes it forked cannot stretch it), bounded by
+`cfg["wall_s"]` of wall time. Hence:
 - a run whose child never reported ready is a setup failure (97), whatever killed it, and the
   parent, which saw no `S`, calls it an ERROR: the program never ran;
 - after `S` the program's own exit status is relayed, except that 97 and 124 (which the program
