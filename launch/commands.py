@@ -88,7 +88,8 @@ def setup_script(repo: str, ref: str, extra: str, remote_dir: str, then: str = "
     f"git fetch --quiet origin {shlex.quote(ref)}",
     "git checkout --quiet --detach FETCH_HEAD",
     f"python3 -m pip install --quiet --user {UV}",
-    f"if [ ! -x .venv/bin/python ]; then ~/.local/bin/uv venv --quiet --seed --python {PYTHON} .venv; fi",
+    "if [ ! -x .venv/bin/python ]; then "
+    f"~/.local/bin/uv venv --quiet --seed --python {PYTHON} .venv; fi",
     ". .venv/bin/activate",
     "pip install --quiet --upgrade pip",
     f"pip install --quiet -e {shlex.quote(f'.[{extra}]')}",

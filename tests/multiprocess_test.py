@@ -107,7 +107,8 @@ def test_two_processes_match_one(tmp_path):
   single = subprocess.Popen([sys.executable, "-m", "score_jax.main", *FLAGS, f"--workdir={one}"],
                             cwd=REPO, env=_env(4), stderr=subprocess.PIPE, text=True)  # fmt: skip
   port = _free_port()
-  dist = ["--config.distributed.enabled=True", f"--config.distributed.coordinator_address=localhost:{port}",
+  dist = ["--config.distributed.enabled=True",
+          f"--config.distributed.coordinator_address=localhost:{port}",
           "--config.distributed.num_processes=2"]  # fmt: skip
   procs = [
     subprocess.Popen(
@@ -157,7 +158,9 @@ def test_two_processes_match_one(tmp_path):
   # and later gradients see the moved params. 2 x sum of those steps is the derived bound.
   (a, _, _), (b, _, _) = _restore(str(one), 3), _restore(str(two), 3)
   cap = sum(
-    2 * float(optim.make_schedule(ocfg)(t)) * numerics.adam_step_bound(0.0, 1.0, 0.0, 0.0, t + 1, 1.0, b1=ocfg.b1, b2=ocfg.b2, eps=ocfg.eps)[0]
+    2 * float(optim.make_schedule(ocfg)(t)) * numerics.adam_step_bound(
+      0.0, 1.0, 0.0, 0.0, t + 1, 1.0, b1=ocfg.b1, b2=ocfg.b2, eps=ocfg.eps
+    )[0]
     for t in range(3)
   )  # fmt: skip
   for (path, x), y in zip(jax.tree_util.tree_leaves_with_path(a.params), jax.tree.leaves(b.params)):

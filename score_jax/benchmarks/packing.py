@@ -92,7 +92,8 @@ def main(argv):
   dev = jax.devices()[0]
   print(f"device: {dev.platform} {dev.device_kind} x{jax.device_count()}; {time.ctime()}")
   print(
-    f"model: {args.preset} params={decoder.count_params(cfg) / 1e6:.2f}M; {args.batch} transcripts per step"
+    f"model: {args.preset} params={decoder.count_params(cfg) / 1e6:.2f}M; "
+    f"{args.batch} transcripts per step"
   )
   # The same first batch from the same state in every variant; then compile every other shape.
   first_loss = {

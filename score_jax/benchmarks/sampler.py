@@ -300,7 +300,8 @@ def _compare(ours, tunix, args) -> None:
     theirs = tunix.call("check")["tokens"]
     same = np.mean([a == b for ra, rb in zip(mine, theirs) for a, b in zip(ra, rb)])
     print(
-      f"greedy check ({CHECK_ROWS} rows x {CHECK_TOKENS} tokens): ours {mine} tunix {theirs} -> {same:.0%} equal"
+      f"greedy check ({CHECK_ROWS} rows x {CHECK_TOKENS} tokens): "
+      f"ours {mine} tunix {theirs} -> {same:.0%} equal"
     )
     if same < 1.0 and args.dtype == "float32":
       raise SystemExit("greedy tokens differ in float32: the two sides do not run the same model")
@@ -317,7 +318,8 @@ def _compare(ours, tunix, args) -> None:
     results[turns] = {name: statistics.median(v) for name, v in times.items()}
     for name, v in times.items():
       print(
-        f"{turns}-turn {name:5s}: median {results[turns][name]:10.1f} tok/s  runs {[round(x, 1) for x in v]}"
+        f"{turns}-turn {name:5s}: median {results[turns][name]:10.1f} tok/s  "
+        f"runs {[round(x, 1) for x in v]}"
       )
   targets = {1: 1.5, 2: 2.0}
   for turns, target in targets.items():

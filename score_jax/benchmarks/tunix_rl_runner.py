@@ -34,7 +34,11 @@ from tunix.rl.rollout import base_rollout  # noqa: E402
 
 from score_jax.benchmarks import rl_step  # noqa: E402
 from score_jax.benchmarks import sampler as bench  # noqa: E402
-from score_jax.benchmarks.tunix_sampler_runner import REMAT_SWITCH, IdTokenizer, to_tunix  # noqa: E402
+from score_jax.benchmarks.tunix_sampler_runner import (  # noqa: E402
+  REMAT_SWITCH,
+  IdTokenizer,
+  to_tunix,
+)
 from score_jax.rl import optim  # noqa: E402
 from score_jax.trainer import setup as setup_lib  # noqa: E402
 

@@ -7,9 +7,10 @@ The check behind two claims of the `compare` job: the base model evaluated throu
 gives transformers' greedy tokens (base parity), and an exported policy
 (WORKDIR/export/<run>) loaded by transformers answers as the trained policy did in our
 evaluation (WORKDIR/eval/<run>.json). For each problem, transformers' `generate` (greedy; one
-problem at a time by default, or --batch_size problems left-padded under a mask) writes attempt 1 from the chat prompt ids, then attempt 2 from
-the prompt, attempt 1 (closed as our rollout closes it) and the correction instruction: the same
-ids our rollout feeds. The attempts' texts are compared with ours.
+problem at a time by default, or --batch_size problems left-padded under a mask) writes attempt 1
+from the chat prompt ids, then attempt 2 from the prompt, attempt 1 (closed as our rollout closes
+it) and the correction instruction: the same ids our rollout feeds. The attempts' texts are
+compared with ours.
 
 Needs torch and transformers (the `test` extra: pip install -e '.[test]').
 """

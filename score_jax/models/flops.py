@@ -1,4 +1,5 @@
-"""Analytic model FLOPs: the MFU convention (matmuls and attention; remat recomputation not counted).
+"""Analytic model FLOPs: the MFU convention (matmuls and attention; remat recomputation not
+counted).
 
 N = matmul parameters including the output head (the input lookup is a gather, tied to the head
 or not: not counted); T = tokens. A forward costs 2 N T plus attention's 4 t s h k per

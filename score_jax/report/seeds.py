@@ -244,7 +244,8 @@ def plot_curves(runs: Sequence[Run], path: str) -> str:
   same_ref = bool(base) and round(refs["acc@t1"], 1) == round(refs["acc@t2"], 1)
   for ax, (method, group) in zip(axes[0], groups.items()):
     if same_ref:
-      ax.axhline(refs["acc@t1"], ls=":", c="0.4", lw=1.2, label=f"base acc@t1 = acc@t2 ({refs['acc@t1']:.1f})")  # fmt: skip
+      ax.axhline(refs["acc@t1"], ls=":", c="0.4", lw=1.2,
+                 label=f"base acc@t1 = acc@t2 ({refs['acc@t1']:.1f})")  # fmt: skip
     for key, style, color in (("acc@t1", "-", "C0"), ("acc@t2", "--", "C1")):
       for run in group:  # thin per-seed lines behind the mean
         pts = sorted(run.get("curve") or [], key=lambda p: p["step"])

@@ -1,4 +1,5 @@
-"""The optimizer (AdamW, global-norm clipping, warmup + decay schedule) and the TrainState it updates.
+"""The optimizer (AdamW, global-norm clipping, warmup + decay schedule) and the TrainState it
+updates.
 
 The TrainState is built abstractly and born sharded: optimizer moments take their parameter's
 NamedSharding (matched through `optax.tree_map_params`), scalars are replicated.

@@ -1,7 +1,7 @@
 """Per-slot log-probs of episode streams: the scoring every update step shares.
 
-Streams are in cache-slot layout (rl.experience.Experience): holes are masked and each slot's token is
-scored by the logits of the row's previous VALID slot, exactly as the sampler scored it.
+Streams are in cache-slot layout (rl.experience.Experience): holes are masked and each slot's
+token is scored by the logits of the row's previous VALID slot, exactly as the sampler scored it.
 """
 
 from typing import Any

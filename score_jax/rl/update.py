@@ -31,7 +31,8 @@ PyTree = Any
 
 @dataclasses.dataclass(frozen=True)
 class StepSetup:
-  """What every step binds outside jit: model, loss settings, optimizer, micro-batches, shardings."""
+  """What every step binds outside jit: model, loss settings, optimizer, micro-batches,
+  shardings."""
 
   model_cfg: ModelConfig
   loss_cfg: Any  # steps.LossConfig

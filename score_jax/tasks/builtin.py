@@ -1,4 +1,5 @@
-"""The built-in tasks: MATH, MBPP, HumanEval, `chat_arith` and the reasoning-gym `procedural:<task>`.
+"""The built-in tasks: MATH, MBPP, HumanEval, `chat_arith` and the reasoning-gym
+`procedural:<task>`.
 
 Registered on import (`score_jax.tasks` imports this module). Prompts follow the paper: zero-shot
 MATH asking for the "Final Answer: ..." line, 3-shot MBPP, zero-shot HumanEval, and the paper's

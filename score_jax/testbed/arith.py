@@ -183,7 +183,8 @@ DRILL_FACTS = 16
 
 
 def drill(rng: random.Random) -> tuple[str, str]:
-  """(question, answer) of a practice row: DRILL_FACTS one-step sums written as checks write them."""
+  """(question, answer) of a practice row: DRILL_FACTS one-step sums written as checks write
+  them."""
   facts = []
   for _ in range(DRILL_FACTS):
     a = rng.randint(TERM_RANGE[0], TERM_RANGE[1] * (max(TERM_COUNTS) - 1))

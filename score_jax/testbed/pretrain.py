@@ -2,8 +2,8 @@
 
 `pretrain(...)` trains a `testbed-gemma` decoder from random init with the project's sharded SFT
 step (the `sft` algorithm on packed rows, AdamW, cosine decay), checkpoints with Orbax every
-`save_every` steps (a killed run resumes from the last one, data order included: batch i is always rows
-perm[i*b:(i+1)*b] of the seed's permutation, packed several to a row by `pack_rows`), and
+`save_every` steps (a killed run resumes from the last one, data order included: batch i is always
+rows perm[i*b:(i+1)*b] of the seed's permutation, packed several to a row by `pack_rows`), and
 exports the result as a Hugging Face checkpoint directory (model.safetensors + config.json + the
 tokenizer): the base model every later phase loads through the same `model.checkpoint` path a
 Gemma checkpoint would take.
@@ -118,7 +118,8 @@ def pretrain(
   *,
   log_every: int = 50,
 ) -> tuple[dict, list[dict]]:
-  """(final params, logged metrics) of SFT on `streams` ([n, t] arrays from corpus.encode_streams)."""
+  """(final params, logged metrics) of SFT on `streams` ([n, t] arrays from
+  corpus.encode_streams)."""
   n = streams["tokens"].shape[0]
   if n < pc.batch:
     raise ValueError(f"pretrain: {n} transcripts < one batch of {pc.batch}")

@@ -132,7 +132,8 @@ class MetricWriter:
       self._tb = SummaryWriter(os.path.join(workdir, TENSORBOARD_DIR), purge_step=purge)
 
   def write(self, step: int, scalars: Mapping[str, Any], stage: str | None = None) -> None:
-    """Writes one step's scalars (numbers or size-1 arrays). Non-finite values go to JSON as null."""
+    """Writes one step's scalars (numbers or size-1 arrays). Non-finite values go to JSON as
+    null."""
     if not self.active:
       return
     values = {k: _scalar(k, v) for k, v in scalars.items()}

@@ -70,7 +70,8 @@ def _main(workdir, arg: str, *flags: str) -> float:
   _gguf_or_skip()
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
   cmd = [sys.executable, "-m", "score_jax.main",
-         f"--config=experiments/smollm2_selfcorrect.py:{arg}", f"--workdir={workdir}", *flags]  # fmt: skip
+         f"--config=experiments/smollm2_selfcorrect.py:{arg}",
+         f"--workdir={workdir}", *flags]  # fmt: skip
   start = time.time()
   r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
   assert r.returncode == 0, r.stderr[-4000:]

@@ -1,4 +1,5 @@
-"""Tests for the dataset loaders: counts, splits, checksums, malformed rows, reasoning-gym scores."""
+"""Tests for the dataset loaders: counts, splits, checksums, malformed rows, reasoning-gym
+scores."""
 
 import gzip
 import json

@@ -25,7 +25,9 @@ while True:
 
 def _bash(script: str, home) -> subprocess.CompletedProcess:
   env = dict(os.environ, HOME=str(home))
-  return subprocess.run(["bash", "-c", script], cwd=home, env=env, capture_output=True, text=True, timeout=30)  # fmt: skip
+  return subprocess.run(
+    ["bash", "-c", script], cwd=home, env=env, capture_output=True, text=True, timeout=30
+  )
 
 
 def _alive(pid: int) -> bool:
@@ -63,7 +65,9 @@ def test_detached_run_outlives_its_shell_refuses_a_second_and_stops_on_sigterm(h
   assert _alive(pid)  # the shell that started it is gone
   again = _bash(run, home)
   assert again.returncode == 1 and "a run is in flight" in again.stderr
-  follow = subprocess.Popen(["bash", "-c", commands.follow_log_script()], cwd=home, env=dict(os.environ, HOME=str(home)), stdout=subprocess.PIPE, text=True)  # fmt: skip
+  follow = subprocess.Popen(["bash", "-c", commands.follow_log_script()], cwd=home,
+                            env=dict(os.environ, HOME=str(home)),
+                            stdout=subprocess.PIPE, text=True)  # fmt: skip
   time.sleep(0.3)
   assert follow.poll() is None  # follows while the run lives
   stop = _bash(commands.stop_script(), home)

@@ -34,14 +34,18 @@ def test_setup_installs_the_git_ref_with_the_cuda_extra():
   assert argv[:2] == ["ssh", "gpu-box"]
   script = shlex.split(argv[2])[2]  # bash -c SCRIPT
   assert "git fetch --quiet origin abc123 && git checkout --quiet --detach FETCH_HEAD" in script
-  assert script.startswith("if [ ! -d sj/.git ]; then git clone --quiet https://example.com/score_jax.git sj; fi && cd sj")  # fmt: skip
+  assert script.startswith(
+    "if [ ! -d sj/.git ]; then git clone --quiet https://example.com/score_jax.git sj; fi && cd sj"
+  )
   assert "pip install --quiet -e '.[cuda]'" in script
 
 
 def test_dry_run_prints_and_runs_nothing(recording_tools, launcher):
   env, calls = recording_tools
   args = ["run", "--host=me@gpu-box", "--config=experiments/score_math.py"]
-  res = launcher("gpu_node.py", *args, "--workdir=/data/score_math", *OVERRIDES, "--dry-run", env=env)  # fmt: skip
+  res = launcher(
+    "gpu_node.py", *args, "--workdir=/data/score_math", *OVERRIDES, "--dry-run", env=env
+  )
   assert res.returncode == 0, res.stderr
   expected = gpu_node.run_commands(
     "me@gpu-box", "experiments/score_math.py", "/data/score_math", OVERRIDES
@@ -49,7 +53,9 @@ def test_dry_run_prints_and_runs_nothing(recording_tools, launcher):
   assert [shlex.split(line) for line in res.stdout.splitlines()] == expected
   assert not calls.exists()
   res = launcher("gpu_node.py", "run", "--config=c.py", "--workdir=/w", "--dry-run", env=env)
-  assert res.stdout == "env XLA_PYTHON_CLIENT_MEM_FRACTION=0.9 python -m score_jax.main --config=c.py --workdir=/w\n"  # fmt: skip
+  assert res.stdout == (
+    "env XLA_PYTHON_CLIENT_MEM_FRACTION=0.9 python -m score_jax.main --config=c.py --workdir=/w\n"
+  )
 
 
 def test_stop_over_ssh_calls_ssh(recording_tools, launcher):

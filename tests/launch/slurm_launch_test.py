@@ -1,4 +1,5 @@
-"""launch/slurm.py: the sbatch script of a 2-node x 8-GPU job, its SIGTERM -> requeue path, --dry-run."""
+"""launch/slurm.py: the sbatch script of a 2-node x 8-GPU job, its SIGTERM -> requeue path,
+--dry-run."""
 
 import os
 import signal
@@ -121,9 +122,11 @@ def _fake_slurm(tmp_path, task: str):
 
 def test_sigterm_to_the_batch_shell_saves_every_task_then_requeues(tmp_path):
   # The task stands in for score_jax.main: SIGTERM -> save -> exit 0.
-  task = f'trap \'echo "task saved" >> {tmp_path}/calls.txt; exit 0\' TERM\nwhile true; do sleep 0.05; done'  # fmt: skip
+  task = (f'trap \'echo "task saved" >> {tmp_path}/calls.txt; exit 0\' TERM\n'
+          'while true; do sleep 0.05; done')  # fmt: skip
   env, calls, pid = _fake_slurm(tmp_path, task)
-  batch = subprocess.Popen(["bash", str(tmp_path / "job.sbatch")], env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+  batch = subprocess.Popen(["bash", str(tmp_path / "job.sbatch")], env=env, text=True,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
   deadline = time.monotonic() + 30
   while not pid.exists():
     assert batch.poll() is None and time.monotonic() < deadline, batch.communicate()
@@ -143,6 +146,8 @@ def test_sigterm_to_the_batch_shell_saves_every_task_then_requeues(tmp_path):
 
 def test_a_failed_run_is_not_requeued(tmp_path):
   env, calls, _ = _fake_slurm(tmp_path, "exit 3")
-  res = subprocess.run(["bash", str(tmp_path / "job.sbatch")], env=env, capture_output=True, text=True, timeout=30)  # fmt: skip
+  res = subprocess.run(
+    ["bash", str(tmp_path / "job.sbatch")], env=env, capture_output=True, text=True, timeout=30
+  )
   assert res.returncode == 3
   assert calls.read_text().splitlines() == [SRUN]

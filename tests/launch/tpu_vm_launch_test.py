@@ -18,7 +18,7 @@ MAIN = (
   "'--config.rollout.gen_buckets=(1024,)'"
 )
 FETCH = "gcloud storage cp -r gs://bucket/gemma-2-2b-it ~/"
-OVERRIDES = ["--config.model.checkpoint=../gemma-2-2b-it", "--config.rollout.gen_buckets=(1024,)"]  # fmt: skip
+OVERRIDES = ["--config.model.checkpoint=../gemma-2-2b-it", "--config.rollout.gen_buckets=(1024,)"]
 
 
 def test_v5e_16_is_four_hosts_of_v5litepod_16():
@@ -63,7 +63,10 @@ def test_run_starts_the_main_command_detached_on_every_worker():
   argv = tpu_vm.run_command(SLICE, "experiments/score_math.py", "gs://bucket/score_math", OVERRIDES)
   assert argv[:-1] == [*SSH, "--worker=all"]
   script = argv[-1].removeprefix("--command=")
-  assert f"{{ setsid nohup {MAIN} >> {commands.LOG} 2>&1 < /dev/null & echo $! > {commands.PID}; }}" in script  # fmt: skip
+  assert (
+    f"{{ setsid nohup {MAIN} >> {commands.LOG} 2>&1 < /dev/null & echo $! > {commands.PID}; }}"
+    in script
+  )
   assert script.startswith("cd score_jax && . .venv/bin/activate && ")
 
 
@@ -77,7 +80,8 @@ def test_worker_setup_runs_last_in_the_checkout_and_exec_runs_anything():
 
 def test_logs_follow_worker_0_and_stop_signals_every_worker():
   assert tpu_vm.logs_command(SLICE) == [
-    *SSH, "--worker=0", '--command=tail -n 100 -f --pid="$(cat "$HOME/score_jax.pid")" "$HOME/score_jax.log"'
+    *SSH, "--worker=0",
+    '--command=tail -n 100 -f --pid="$(cat "$HOME/score_jax.pid")" "$HOME/score_jax.log"'
   ]  # fmt: skip
   assert tpu_vm.stop_command(SLICE)[-2:] == ["--worker=all", f"--command={commands.stop_script()}"]
 
@@ -117,8 +121,9 @@ def test_wait_gives_up_on_a_dead_queued_resource(monkeypatch):
 
 UP = [
   "up", "--name=score-v5e", "--zone=us-west4-a", "--project=my-proj", "--target=v5e-16", "--spot",
-  f"--repo={REPO_URL}", "--ref=v0.3.1", f"--worker_setup={FETCH}", "--config=experiments/score_math.py",
-  "--workdir=gs://bucket/score_math", *OVERRIDES, "--delete_after", "--dry-run",
+  f"--repo={REPO_URL}", "--ref=v0.3.1", f"--worker_setup={FETCH}",
+  "--config=experiments/score_math.py", "--workdir=gs://bucket/score_math", *OVERRIDES,
+  "--delete_after", "--dry-run",
 ]  # fmt: skip
 
 
@@ -144,7 +149,10 @@ def test_sub_commands_without_dry_run_call_gcloud(recording_tools, launcher):
   env, calls = recording_tools
   res = launcher("tpu_vm.py", "delete", "--name=score-v5e", "--zone=us-west4-a", env=env)
   assert res.returncode == 0, res.stderr
-  assert calls.read_text() == "gcloud compute tpus queued-resources delete score-v5e --zone=us-west4-a --force --quiet\n"  # fmt: skip
+  assert (
+    calls.read_text()
+    == "gcloud compute tpus queued-resources delete score-v5e --zone=us-west4-a --force --quiet\n"
+  )
 
 
 @pytest.mark.parametrize(

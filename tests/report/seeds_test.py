@@ -50,7 +50,8 @@ def _runs():
   for seed, m in enumerate(score):
     runs.append({"method": "score", "seed": seed, "metrics": _metrics(*m),
                  "edit_ratios": [0.3, 0.5, 0.0, 0.9, 1.0],
-                 "curve": _curve([0.4, 0.45, 0.5, m[0]], [0.38, 0.5, 0.65, m[1]], phases)})  # fmt: skip
+                 "curve": _curve([0.4, 0.45, 0.5, m[0]], [0.38, 0.5, 0.65, m[1]],
+                                 phases)})  # fmt: skip
   naive = [
     (0.55, 0.55, 0.01, 0.01, 0.02),
     (0.57, 0.56, 0.00, 0.01, 0.01),
@@ -167,7 +168,9 @@ def test_edit_ratios_stack_changed_answers_apart_from_kept_ones(tmp_path, monkey
   save = figures.save_png
 
   def capture(fig, path):
-    drawn.append([(ax.get_title(), [t.get_text() for t in ax.get_legend().get_texts()] if ax.get_legend() else []) for ax in fig.axes])  # fmt: skip
+    drawn.append([(ax.get_title(),
+                   [t.get_text() for t in ax.get_legend().get_texts()] if ax.get_legend() else [])
+                  for ax in fig.axes])  # fmt: skip
     return save(fig, path)
 
   monkeypatch.setattr(figures, "save_png", capture)

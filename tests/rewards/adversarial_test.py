@@ -29,12 +29,14 @@ HOSTILE = {
   "exit_in_tests": "def add(a, b):\n  import os\n  os._exit(0)",
   # Signalling the parent or everyone.
   "kill_parent": "import os\nos.kill(os.getppid(), 9)\ndef add(a, b): return 0",
-  "kill_pid_range": "import os\nfor p in range(1, 2000):\n  try: os.kill(p, 9)\n  except OSError: pass",
+  "kill_pid_range": "import os\nfor p in range(1, 2000):\n"
+  "  try: os.kill(p, 9)\n  except OSError: pass",
   "killpg_own": "import os\nos.killpg(os.getpgid(0), 9)",
   "kill_minus_one": "import os\nos.kill(-1, 9)",
   # Resource bombs.
   "fork_bomb": "import os\nwhile True:\n  try: os.fork()\n  except OSError: pass",
-  "thread_bomb": "import threading, time\nwhile True:\n  threading.Thread(target=time.sleep, args=(60,)).start()",
+  "thread_bomb": "import threading, time\nwhile True:\n"
+  "  threading.Thread(target=time.sleep, args=(60,)).start()",
   "memory_bomb": "x = []\nwhile True: x.append(bytearray(10**7))",
   "memory_one_shot": "x = bytearray(10**11)\ndef add(a, b): return a + b",
   "disk_one_file": "with open('big', 'wb') as f:\n  while True: f.write(b'x' * 10**6)",
@@ -43,9 +45,11 @@ HOSTILE = {
   "stderr_flood": "import os\nwhile True: os.write(2, b'y' * 65536)",
   "infinite_loop": "while True: pass",
   "sleep_forever": "import time\ntime.sleep(10**6)",
-  "ignore_sigterm": "import signal\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nwhile True: pass",
+  "ignore_sigterm": "import signal\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+  "while True: pass",
   "deep_recursion": "import sys\nsys.setrecursionlimit(10**7)\ndef r(n): return r(n + 1)\nr(0)",
-  "setsid_orphan": "import os, time\nif os.fork() == 0:\n  os.setsid()\n  time.sleep(300)\nos._exit(0)",
+  "setsid_orphan": "import os, time\nif os.fork() == 0:\n  os.setsid()\n"
+  "  time.sleep(300)\nos._exit(0)",
   "child_holds_stdout": "import os, time\nif os.fork() == 0:\n  time.sleep(300)\nos._exit(0)",
   # Lying objects.
   "eq_always_true": "class A:\n  def __eq__(self, o): return True\ndef add(a, b): return A()",
@@ -56,9 +60,11 @@ HOSTILE = {
   "str_subclass": "class S(str):\n  __eq__ = lambda s, o: True\n  __hash__ = str.__hash__\n"
   "def add(a, b): return S('no')",
   "list_subclass": "class L(list):\n  __eq__ = lambda s, o: True\ndef add(a, b): return L()",
-  "fake_class_attr": "class A:\n  __class__ = int\n  __eq__ = lambda s, o: True\ndef add(a, b): return A()",
+  "fake_class_attr": "class A:\n  __class__ = int\n  __eq__ = lambda s, o: True\n"
+  "def add(a, b): return A()",
   # Patching builtins and modules.
-  "patch_isinstance": "import builtins\nbuiltins.isinstance = lambda *a: True\ndef add(a, b): return 0",
+  "patch_isinstance": "import builtins\nbuiltins.isinstance = lambda *a: True\n"
+  "def add(a, b): return 0",
   "patch_type": "import builtins\nbuiltins.type = lambda *a: int\ndef add(a, b): return 0",
   "patch_print": "import builtins\nbuiltins.print = lambda *a, **k: None\ndef add(a, b): return 0",
   "patch_assertionerror": "import builtins\nclass E(Exception): pass\n"
@@ -67,12 +73,14 @@ HOSTILE = {
   "builtins.__import__ = lambda *a, **k: real('os')\ndef add(a, b): return 0",
   "thread_repatches": "import threading, builtins\ndef spin():\n  while True: builtins.len = len\n"
   "threading.Thread(target=spin, daemon=True).start()\ndef add(a, b): return 0",
-  "settrace_skip": "import sys\ndef tr(f, e, a): return tr\nsys.settrace(tr)\ndef add(a, b): return 0",
+  "settrace_skip": "import sys\ndef tr(f, e, a): return tr\nsys.settrace(tr)\n"
+  "def add(a, b): return 0",
   # Going after the marker.
   "marker_guesses": "import secrets\nfor _ in range(2000): print(secrets.token_hex(16))" + EXIT,
   "read_cmdline": "print(open('/proc/self/cmdline').read())" + EXIT,
   "read_parent_cmdline": "import os\nprint(open(f'/proc/{os.getppid()}/cmdline').read())" + EXIT,
-  "read_harness": "import glob\nfor p in glob.glob('/work/**/sandbox_harness.py', recursive=True):\n"
+  "read_harness": "import glob\n"
+  "for p in glob.glob('/work/**/sandbox_harness.py', recursive=True):\n"
   "  print(open(p).read())" + EXIT,
   "read_stdin": "import sys, os\nprint(sys.stdin.read(), os.read(0, 100000))" + EXIT,
   "close_fd1_then_write": "import os\nos.close(1)\nfd = os.open('out', os.O_WRONLY | os.O_CREAT)\n"
@@ -174,7 +182,8 @@ def test_root_only_file_is_unreadable(tmp_path, launch):
 def test_writes_outside_the_work_dir_fail(launch):
   token = secrets.token_hex(6)
   targets = [f"/tmp/score_hostile_{token}", f"/dev/shm/score_hostile_{token}",
-             f"/var/tmp/score_hostile_{token}", os.path.abspath(f"score_hostile_{token}")]  # fmt: skip
+             f"/var/tmp/score_hostile_{token}",
+             os.path.abspath(f"score_hostile_{token}")]  # fmt: skip
   prog = "".join(f"try:\n  open({t!r}, 'w').write('x')\nexcept OSError as e:\n  print(e)\n"
                  for t in targets)  # fmt: skip
   r = code_reward.run_tests(prog, "", **launch)

@@ -48,7 +48,8 @@ def test_timeout_is_its_own_outcome():
   [
     ("def f(): return 5.0", "assert f() == 5"),  # numeric tower as in Python
     ("def f(): return True", "assert f() == 1"),
-    ("import collections\ndef f(): return collections.Counter('aab')", "assert f() == {'a': 2, 'b': 1}"),
+    ("import collections\ndef f(): return collections.Counter('aab')",
+     "assert f() == {'a': 2, 'b': 1}"),
     ("import collections\ndef f(): return collections.OrderedDict(a=1)", "assert f() == {'a': 1}"),
     ("import collections\nP = collections.namedtuple('P', 'x y')\ndef f(): return P(1, 2)",
      "assert f() == (1, 2)"),
@@ -73,8 +74,8 @@ def test_strict_asserts_accept_honest_values(program, test):
     ("class B:\n  def __bool__(s): return False\ndef f(): return B()", "assert not f()"),
     ("class L:\n  __lt__ = lambda s, o: True\n  __sub__ = lambda s, o: s\n  __abs__ = lambda s: s\n"
      "def f(): return L()", "assert abs(f() - 0.5) < 1e-9"),
-    ("class E(str):\n  __eq__ = lambda s, o: True\n  __hash__ = str.__hash__\ndef f(): return [E('')]",
-     "assert f() == ['x']"),
+    ("class E(str):\n  __eq__ = lambda s, o: True\n  __hash__ = str.__hash__\n"
+     "def f(): return [E('')]", "assert f() == ['x']"),
     ("class E:\n  __eq__ = lambda s, o: True\ndef f(): return E()", "assert f() in [1, 2]"),
   ],
 )  # fmt: skip

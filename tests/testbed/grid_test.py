@@ -65,8 +65,9 @@ def test_select_bases_draws_lazily_until_enough_pass_the_gate():
   assert accepted == [0, 2] and pretrained == [0, 1, 2]  # seed 3 is never pretrained
   # A base with no wrong first attempt has no measurable check: rejected, shown as "-".
   assert grid.select_bases([(5, _gate(None)), (6, _gate(0.0))], 1, 0.0)[0] == [6]
-  assert "| 5 | 50.0 | - |" in grid.grid_report.bases_table([{"pretrain_seed": 5, **_gate(None),
-                                                               "accepted": False}], 0.0)  # fmt: skip
+  assert "| 5 | 50.0 | - |" in grid.grid_report.bases_table(
+    [{"pretrain_seed": 5, **_gate(None), "accepted": False}], 0.0
+  )
   assert [r["accepted"] for r in record] == [True, False, True]
   assert record[1] == {"pretrain_seed": 1, **_gate(0.41), "accepted": False}
   table = grid.grid_report.bases_table(record, 0.7)

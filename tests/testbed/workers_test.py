@@ -73,7 +73,8 @@ def test_two_processes_run_every_unit_exactly_once(tmp_path):
 def _config(num_bases):
   c = ml_collections.ConfigDict()
   c.testbed = ml_collections.ConfigDict(
-    {"pretrain_seeds": (0, 1, 2, 3, 4), "num_bases": num_bases, "base_gate": {"min_forced_fix": 0.65}}
+    {"pretrain_seeds": (0, 1, 2, 3, 4), "num_bases": num_bases,
+     "base_gate": {"min_forced_fix": 0.65}}
   )  # fmt: skip
   return c
 

@@ -78,7 +78,9 @@ def test_evaluate_job_reads_the_best_checkpoint(setup):
   s = setup
   c = s["c"]
   optimizer = optim.make_optimizer(setup_lib.optim_config(c))
-  state = optim.init_train_state(s["model_cfg"], optimizer, s["mesh"], jax.random.key(1), s["params"])  # fmt: skip
+  state = optim.init_train_state(
+    s["model_cfg"], optimizer, s["mesh"], jax.random.key(1), s["params"]
+  )
   with checkpoint_lib.Checkpointer(
     os.path.join(s["workdir"], "checkpoints"), async_save=False
   ) as ck:

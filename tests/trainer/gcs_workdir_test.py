@@ -1,5 +1,6 @@
 """A `gs://` workdir against a fake GCS bucket (tests/fake_gcs.py): the real clients (gcsfs,
-tensorboardX through score_jax's event-object writer, Orbax on tensorstore's GCS driver) talk HTTP to it.
+tensorboardX through score_jax's event-object writer, Orbax on tensorstore's GCS driver) talk HTTP
+to it.
 
 The fast test drives the metric writers and a checkpoint round trip in this process; the slow one
 trains `score_math.py:tiny` with --workdir=gs://..., resumes it from the bucket, and checks that

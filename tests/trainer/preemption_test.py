@@ -43,7 +43,8 @@ def _env(cache_dir):
 
 
 def _run(workdir, cache, async_save):
-  res = subprocess.run(_cmd(workdir, async_save), cwd=REPO, env=_env(cache), capture_output=True, text=True, timeout=900)  # fmt: skip
+  res = subprocess.run(_cmd(workdir, async_save), cwd=REPO, env=_env(cache),
+                       capture_output=True, text=True, timeout=900)  # fmt: skip
   assert res.returncode == 0, res.stderr[-3000:]
   return res
 
@@ -77,7 +78,9 @@ def test_sigterm_during_a_save_then_relaunch_resumes_bitwise(tmp_path, uninterru
   # Same tokenizer for both runs (SentencePiece training is deterministic, but need not be).
   shutil.copytree(ref_dir / "tokenizer", workdir / "tokenizer")
   ckpt_dir = workdir / "checkpoints"
-  proc = subprocess.Popen(_cmd(workdir, async_save), cwd=REPO, env=_env(cache), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
+  proc = subprocess.Popen(_cmd(workdir, async_save), cwd=REPO, env=_env(cache),
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                          start_new_session=True)  # fmt: skip
   deadline = time.monotonic() + 600
   while not (saving := _saving(ckpt_dir)):
     assert proc.poll() is None, f"the run ended before a second save: {proc.stderr.read()[-3000:]}"

@@ -44,10 +44,12 @@ def test_build_then_repair(tmp_path):
     configs.validate(c, num_devices=8)
     result = suite.run_suite(c, workdir, pool)["repair"]
   saved = json.load(open(suite.path_of(workdir, "repair")))
-  assert set(saved) == {"step", "repair_accuracy", "ci95", "num_examples", "repair_set", "episodes"}  # fmt: skip
+  assert set(saved) == {"step", "repair_accuracy", "ci95", "num_examples", "repair_set", "episodes"}
   assert saved["step"] == 0 and saved["repair_set"] == out and saved["num_examples"] == 4
   lo, hi = saved["ci95"]
-  assert lo <= saved["repair_accuracy"] <= hi and result["repair_accuracy"] == saved["repair_accuracy"]  # fmt: skip
+  assert (
+    lo <= saved["repair_accuracy"] <= hi and result["repair_accuracy"] == saved["repair_accuracy"]
+  )
   assert [e["id"] for e in saved["episodes"]] == [r["id"] for r in rows]
 
 
@@ -79,10 +81,14 @@ def test_bad_repair_sets_name_the_file_and_line(tmp_path):
 
 
 def test_a_row_that_is_not_a_problem_names_its_line(tmp_path):
-  path = _write(tmp_path, [json.dumps({"id": "mbpp/11", "program": "x"}), json.dumps({"id": "mbpp/999999", "program": "x"})])  # fmt: skip
+  path = _write(tmp_path, [json.dumps({"id": "mbpp/11", "program": "x"}),
+                           json.dumps({"id": "mbpp/999999", "program": "x"})])  # fmt: skip
   rows, _ = repair.load_repair_set(path)
   ctx = types.SimpleNamespace(config=_config())
-  with pytest.raises(records.DataFormatError, match=r"set\.jsonl:2: id 'mbpp/999999' is not a problem of task 'mbpp' split 'test'"):  # fmt: skip
+  with pytest.raises(
+    records.DataFormatError,
+    match=r"set\.jsonl:2: id 'mbpp/999999' is not a problem of task 'mbpp' split 'test'",
+  ):
     repair._problems(ctx, rows, {}, path)
 
 

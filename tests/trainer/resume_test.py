@@ -49,7 +49,9 @@ def _env(cache_dir):
 
 def final_params(workdir, steps: int, experiment: str = "score_math"):
   """The params of `workdir`'s checkpoint `steps`, restored onto one device as NumPy."""
-  spec = importlib.util.spec_from_file_location(experiment, os.path.join(REPO, "experiments", f"{experiment}.py"))  # fmt: skip
+  spec = importlib.util.spec_from_file_location(
+    experiment, os.path.join(REPO, "experiments", f"{experiment}.py")
+  )
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   config = module.get_config("tiny")
@@ -76,7 +78,9 @@ def _last_logged_step(workdir) -> int:
 def test_kill9_at_five_random_moments_resumes_bitwise(tmp_path):
   cache = tmp_path / "xla_cache"
   ref_dir, dut_dir = tmp_path / "uninterrupted", tmp_path / "killed"
-  res = subprocess.run(_cmd(ref_dir), cwd=REPO, env=_env(cache), capture_output=True, text=True, timeout=900)  # fmt: skip
+  res = subprocess.run(
+    _cmd(ref_dir), cwd=REPO, env=_env(cache), capture_output=True, text=True, timeout=900
+  )
   assert res.returncode == 0, res.stderr[-3000:]
   # Same tokenizer for both runs (SentencePiece training is deterministic, but need not be).
   os.makedirs(dut_dir / "tokenizer")
@@ -87,7 +91,9 @@ def test_kill9_at_five_random_moments_resumes_bitwise(tmp_path):
   # mid-sampling, mid-update, mid-save or (if the log is stale) during start-up.
   kills = 0
   for target in (2, 4, 6, 8, 10):
-    proc = subprocess.Popen(_cmd(dut_dir), cwd=REPO, env=_env(cache), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    proc = subprocess.Popen(
+      _cmd(dut_dir), cwd=REPO, env=_env(cache), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + 300
     while proc.poll() is None and time.monotonic() < deadline:
       if _last_logged_step(dut_dir) >= target:
@@ -99,7 +105,9 @@ def test_kill9_at_five_random_moments_resumes_bitwise(tmp_path):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     kills += 1
-  res = subprocess.run(_cmd(dut_dir), cwd=REPO, env=_env(cache), capture_output=True, text=True, timeout=900)  # fmt: skip
+  res = subprocess.run(
+    _cmd(dut_dir), cwd=REPO, env=_env(cache), capture_output=True, text=True, timeout=900
+  )
   assert res.returncode == 0, res.stderr[-3000:]
   assert kills == 5, f"only {kills} kills landed before the run finished"
   steps = [r["step"] for r in metric_writers.read_metrics(dut_dir)]

@@ -87,12 +87,15 @@ def test_every_evaluation_writes_its_documented_keys(trained):
   s, c = trained["saved"], trained["c"]
   assert set(trained["out"]) == set(ALL) and all(p["step"] == 3 for p in s.values())
   final = s["final"]
-  assert set(final) == {"step", "checkpoint", "method", "instruction", "metrics", "per_level", "episodes"}  # fmt: skip
-  assert (final["checkpoint"], final["method"], final["instruction"]) == ("best", "score", "correction")  # fmt: skip
+  assert set(final) == {"step", "checkpoint", "method", "instruction", "metrics", "per_level",
+                        "episodes"}  # fmt: skip
+  assert (final["checkpoint"], final["method"], final["instruction"]) == (
+    "best", "score", "correction")  # fmt: skip
   m = final["metrics"]
   for key in ("acc@t1", "acc@t2", "delta(t1,t2)", "delta_i->c(t1,t2)", "delta_c->i(t1,t2)"):
     assert m[f"{key}_ci95_low"] <= m[key] <= m[f"{key}_ci95_high"]
-  assert {"answer_change_rate", "edit_distance_ratio", "own_correction_rate", "outcomes/correct"} <= set(m)  # fmt: skip
+  assert {"answer_change_rate", "edit_distance_ratio", "own_correction_rate",
+          "outcomes/correct"} <= set(m)  # fmt: skip
   assert m["num_examples"] == 6 and trained["out"]["final"] == m
   assert sum(v["num_examples"] for v in final["per_level"].values()) == 6  # MATH500's levels
   assert len(final["episodes"]) == 6
@@ -104,16 +107,20 @@ def test_every_evaluation_writes_its_documented_keys(trained):
   want = {f"acc@t{j}{x}" for j in (1, 2, 3) for x in ("", "_ci95_low", "_ci95_high")}
   assert set(att["metrics"]) == want | {"num_examples"} and att["metrics"]["num_examples"] == 4
   sc = s["scaling"]
-  assert set(sc) == {"step", "temperature", "budgets", "parallel", "sequential", "parallel_ci95", "sequential_ci95", "num_examples", "per_problem"}  # fmt: skip
+  assert set(sc) == {"step", "temperature", "budgets", "parallel", "sequential", "parallel_ci95",
+                     "sequential_ci95", "num_examples", "per_problem"}  # fmt: skip
   pp = sc["per_problem"]
   assert len(pp["ids"]) == len(pp["parallel"]) == 4 and all(len(v) == 2 for v in pp["parallel"])
   # The per-problem votes are what the means are made of.
   assert sc["parallel"] == pytest.approx([sum(v[j] for v in pp["parallel"]) / 4 for j in (0, 1)])
   assert sc["budgets"] == [2, 4] and sc["temperature"] == c.eval.scaling_temperature
   for name in ("parallel", "sequential"):
-    assert len(sc[name]) == 2 and all(lo <= v <= hi for v, (lo, hi) in zip(sc[name], sc[f"{name}_ci95"]))  # fmt: skip
+    assert len(sc[name]) == 2 and all(
+      lo <= v <= hi for v, (lo, hi) in zip(sc[name], sc[f"{name}_ci95"])
+    )
   ff = s["fixed_first"]["metrics"]
-  assert set(ff) == {"acc@t1", "acc@t2", "delta(t1,t2)", "delta_i->c(t1,t2)", "delta_c->i(t1,t2)", "correction_rate", "num_examples"}  # fmt: skip
+  assert set(ff) == {"acc@t1", "acc@t2", "delta(t1,t2)", "delta_i->c(t1,t2)", "delta_c->i(t1,t2)",
+                     "correction_rate", "num_examples"}  # fmt: skip
   pk = s["pass_at_k"]
   assert set(pk) == {"step", "n", "pass@k_t1", "pass@k_t2", "num_examples"} and pk["n"] == 2
   assert set(pk["pass@k_t1"]) == set(pk["pass@k_t2"]) == {"1", "2"}
@@ -208,7 +215,11 @@ def test_rewards_reach_every_evaluation_aligned_with_their_problems(tmp_path, po
   assert out["final"]["own_correction_rate"] == 0.0  # 4 wrong first attempts, none fixed
   # Every sample of a solved problem is right and all answers agree: each vote is its problem's.
   assert out["scaling"]["parallel"] == out["scaling"]["sequential"] == [pytest.approx(1 / 3)] * 2
-  assert out["pass_at_k"]["pass@k_t1"] == out["pass_at_k"]["pass@k_t2"] == {"1": pytest.approx(1 / 3), "2": pytest.approx(1 / 3)}  # fmt: skip
+  assert (
+    out["pass_at_k"]["pass@k_t1"]
+    == out["pass_at_k"]["pass@k_t2"]
+    == {"1": pytest.approx(1 / 3), "2": pytest.approx(1 / 3)}
+  )
 
 
 def test_k_attempts_must_fit_the_samplers_buckets(caplog):
@@ -217,12 +228,17 @@ def test_k_attempts_must_fit_the_samplers_buckets(caplog):
   eval_set = evaluate.EvalSet(None, [], [[1] * 100], [2] * 127)
   fields = {f.name: None for f in dataclasses.fields(eval_context.Context)}
   sampler = setup_lib.make_sampler(c, model_cfg, None, 0)  # nothing compiles until it samples
-  ctx = eval_context.Context(**{**fields, "config": c, "model_cfg": model_cfg, "sampler": sampler, "eval_set": eval_set})  # fmt: skip
+  ctx = eval_context.Context(
+    **{**fields, "config": c, "model_cfg": model_cfg, "sampler": sampler, "eval_set": eval_set}
+  )
   rc = rollout.RolloutConfig(num_attempts=3, max_new_tokens=8, close_ids=(5,))
   ctx.check_attempts(rc, eval_set.prompt_ids, "eval.curve_attempts")  # 127 + 1 fit bucket 128
   assert "past the model's max_seq_len 256" in caplog.text  # 100 + 3 x 8 + 2 x 128 positions
   rc = dataclasses.replace(rc, close_ids=(5, 6))
-  with pytest.raises(configs.ConfigError, match=r"config\.eval\.curve_attempts = 3: the sampler cannot hold 3 attempts"):  # fmt: skip
+  with pytest.raises(
+    configs.ConfigError,
+    match=r"config\.eval\.curve_attempts = 3: the sampler cannot hold 3 attempts",
+  ):
     ctx.check_attempts(rc, eval_set.prompt_ids, "eval.curve_attempts")
 
 

@@ -1,4 +1,5 @@
-"""The SCoRe train loop end to end: stages, outputs, the non-finite guard, up-front config errors."""
+"""The SCoRe train loop end to end: stages, outputs, the non-finite guard, up-front config
+errors."""
 
 import dataclasses
 import glob
@@ -147,11 +148,16 @@ def test_bad_config_fails_before_compilation(tmp_path, flag, match):
 def test_validate_names_the_field():
   c = _experiment("score_math")
   c.train.global_batch = 12
-  with pytest.raises(configs.ConfigError, match=r"config\.train\.global_batch = 12: must be divisible by the mesh"):  # fmt: skip
+  with pytest.raises(
+    configs.ConfigError, match=r"config\.train\.global_batch = 12: must be divisible by the mesh"
+  ):
     configs.validate(c, num_devices=8)
   c = _experiment("score_code")
   c.train.num_microbatches = 3
-  with pytest.raises(configs.ConfigError, match=r"config\.train\.global_batch = 8: not divisible by config\.train\.num_microbatches = 3"):  # fmt: skip
+  with pytest.raises(
+    configs.ConfigError,
+    match=r"config\.train\.global_batch = 8: not divisible by config\.train\.num_microbatches = 3",
+  ):
     configs.validate(c)
   c = _experiment("score_math", "")
   c.schedule.kind = "random"
@@ -246,7 +252,8 @@ def test_offline_first_attempts_come_from_the_reference(tmp_path):
   # The offline rows' attempt 1 is exactly what the reference samples for those rows.
   rc1 = dataclasses.replace(rc, num_attempts=1)
   first = rollout.run_episodes(sampler, ref, ids[2:4], instr, rc1, jax.random.fold_in(rng, 1),
-                                   row_offset=4, reserve_instruction_len=len(instr), decode=tok.decode)  # fmt: skip
+                               row_offset=4, reserve_instruction_len=len(instr),
+                               decode=tok.decode)  # fmt: skip
   assert [a[0] for a in ep.attempt_tokens[4:]] == [a[0] for a in first.attempt_tokens]
   # ... and sits in the stream as prompt (turn 0) right before the instruction and attempt 2.
   for r in range(4, 8):
