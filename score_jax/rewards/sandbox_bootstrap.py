@@ -255,8 +255,9 @@ class _TreeCpu:
   """CPU seconds child `pid` and every process under it have used since construction, added
   up (0.0 where /proc cannot be read or is not `ours`).
 
-  Read only when the time limit would otherwise have been reached, so a program that finishes
-  in time never pays for the walk. Live descendants are found through
+  Read at construction (the baseline: the child alone, ~20 us) and then only when the time
+  limit would otherwise have been reached, so a program that finishes in time never pays for a
+  walk over its processes. Live descendants are found through
   /proc/<pid>/task/<tid>/children (orphans re-parent to the child, pid 1 of its namespace);
   reaped ones are in their parent's cutime/cstime. A process that exits between two reads is
   missed, never counted twice: the count errs towards more time for the program.
