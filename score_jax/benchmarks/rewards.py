@@ -15,7 +15,10 @@ Prints, through the real RewardPool on this machine:
   `timeout_s` (the sandbox waits out the time limit; on a loaded host up to 4x that in wall
   time, since the limit counts the program's own time), so with W workers a batch of n items,
   a fraction p of them hanging, costs about (n*p*timeout_s + n*(1-p)*t_benign) / W seconds:
-  at p=0.1, timeout_s=1 s and W=2 that is ~50 ms per item, whatever the benign speed.
+  at p=0.1, timeout_s=1 s and W=2 that is ~50 ms per item, whatever the benign speed;
+- the same when the 10% fork eight CPU burners beside their own loop: the limit counts the CPU
+  time of all a program's processes, so they hold a worker about as long as a plain hang (until
+  2026-12-06 the main loop's clock crawled behind its own burners, to the 4x wall backstop).
 Also runnable as `python -m score_jax.benchmarks.rewards`.
 """
 
@@ -37,6 +40,17 @@ def _benign(n: int, salt: int = 0) -> list:
     ("code", (f"def f(x):\n  return x + {i}\n", f"assert f(1) == {i + 1}"))
     for i in range(salt, salt + n)
   ]
+
+
+_HANG = "while True: pass"
+_BURNERS = (
+  "import os\nfor _ in range(8):\n  if os.fork() == 0:\n    while True: pass\nwhile True: pass"
+)
+
+
+def _every_tenth(items: list, program: str) -> list:
+  """`items` with every tenth replaced by `program` (which never finishes)."""
+  return [("code", (program, "assert True")) if i % 10 == 0 else x for i, x in enumerate(items)]
 
 
 def _math_items(n: int) -> list:
@@ -131,11 +145,10 @@ def main(argv: list[str]) -> None:
     load_after_benign = _load()
     s, counts = _timed(zygote, _math_items(args.math))
     rows.append(("MATH500 checks", args.math, s, counts))
-    mixed = _benign(args.programs, salt=10_000)
-    for i in range(0, len(mixed), 10):
-      mixed[i] = ("code", ("while True: pass", "assert True"))
-    s, counts = _timed(zygote, mixed)
-    rows.append((f"programs, 10% hang ({args.timeout_s:g}s), zygote", args.programs, s, counts))
+    for name, program in (("hang", _HANG), ("burners", _BURNERS)):
+      s, counts = _timed(zygote, _every_tenth(_benign(args.programs, salt=10_000), program))
+      label = f"programs, 10% {name} ({args.timeout_s:g}s), zygote"
+      rows.append((label, args.programs, s, counts))
   print(f"\n{'workload':40s} {'items':>6s} {'seconds':>8s} {'items/s':>8s}  outcomes")
   for name, n_items, s, counts in rows:
     shown = " ".join(f"{k}={v}" for k, v in counts.items() if v)
